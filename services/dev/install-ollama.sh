@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Build the real Ollama server (with its CPU engine) from the Go module proxy, outside the clone.
+#
+# v0.24.0 is pinned on purpose: it is the last release whose engine (vendored ggml) builds with a
+# plain `go install`; later releases fetch llama.cpp through CMake at build time, which cannot work
+# on a machine that reaches only package registries.
+set -euo pipefail
+
+OLLAMA_VERSION="${DUET_OLLAMA_VERSION:-0.24.0}"
+CACHE="${DUET_CACHE:-$HOME/.cache/duet}"
+DEST="$CACHE/ollama-$OLLAMA_VERSION"
+
+if [ -x "$DEST/bin/ollama" ]; then
+  echo "ollama $OLLAMA_VERSION already built in $DEST"
+  exit 0
+fi
+
+command -v go >/dev/null || { echo "error: Go is needed to build Ollama (https://go.dev/doc/install)" >&2; exit 1; }
+# Its vendored llama.cpp includes <nlohmann/json_fwd.hpp> but does not ship it: Debian does.
+if [ ! -f /usr/include/nlohmann/json_fwd.hpp ]; then
+  echo "installing nlohmann-json3-dev (a header the Ollama build needs)"
+  sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  $sudo_cmd apt-get install -y -qq nlohmann-json3-dev
+fi
+
+echo "building ollama v$OLLAMA_VERSION into $DEST (first time: several minutes of cgo)"
+mkdir -p "$DEST"
+tmp_bin=$(mktemp -d)
+trap 'rm -rf "$tmp_bin"' EXIT
+GOBIN="$tmp_bin" CGO_ENABLED=1 go install "github.com/ollama/ollama@v$OLLAMA_VERSION"
+mkdir -p "$DEST/bin"
+mv "$tmp_bin/ollama" "$DEST/bin/ollama"
+"$DEST/bin/ollama" --version 2>/dev/null || true

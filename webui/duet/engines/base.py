@@ -1,0 +1,65 @@
+"""The one small interface every engine adapter implements.
+
+A request goes in as a `ChatRequest`; what comes out is an async iterator of `StreamEvent`s
+(see `events.py`). Stopping is closing that iterator (`aclose()`, or leaving an `async for`
+early): the adapter must then close its upstream HTTP response, which is how vLLM and Ollama
+learn to stop generating.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from duet.engines.events import EngineName, StreamEvent
+
+Role = Literal["system", "user", "assistant", "tool"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    role: Role
+    content: str
+    # The reasoning of an earlier assistant turn. Engines are sent it so that the chat template,
+    # not Duet, decides what to drop (Qwen3 drops reasoning of turns before the last user turn).
+    reasoning: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Sampling:
+    temperature: float
+    top_p: float
+    top_k: int
+    max_tokens: int
+    min_p: float = 0.0
+    seed: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    messages: tuple[ChatMessage, ...]
+    thinking: bool
+    sampling: Sampling
+    model: str | None = None  # None: the model the engine is configured to serve
+
+
+@dataclass(frozen=True, slots=True)
+class EngineHealth:
+    engine: EngineName
+    up: bool
+    models: tuple[str, ...] = ()
+    detail: str = ""  # for a person: why it is down, or the version when up
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class Engine(Protocol):
+    name: EngineName
+    label: str  # shown in the UI, e.g. "vLLM" or "Ollama (/v1)"
+    model: str
+
+    def stream_chat(self, request: ChatRequest) -> AsyncIterator[StreamEvent]: ...
+
+    async def health(self) -> EngineHealth: ...
+
+    async def aclose(self) -> None: ...
