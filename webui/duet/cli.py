@@ -28,7 +28,7 @@ def add_serve(commands: argparse._SubParsersAction) -> None:
 
 def add_dev(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
-        "dev", help="install (once) and start both engines on the CPU with the tiny model, then the UI"
+        "dev", help="start both CPU engines with the tiny model (installing once), then the UI"
     )
     parser.add_argument("--no-ui", action="store_true", help="start the engines only")
     parser.add_argument("--port", type=int, default=8080, help="web UI port")
@@ -42,7 +42,7 @@ def add_dev(commands: argparse._SubParsersAction) -> None:
 
 
 def add_modelfile(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser("modelfile", help="write an Ollama Modelfile with Qwen3's template")
+    parser = commands.add_parser("modelfile", help="write a Qwen3 Ollama Modelfile")
     parser.add_argument("source", help="FROM: an Ollama tag, hf.co/... GGUF, or a local path")
     parser.add_argument("-o", "--output", help="file to write (default: standard output)")
     parser.add_argument("--context", type=int, default=32768, help="num_ctx (default 32768)")

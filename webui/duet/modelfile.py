@@ -1,4 +1,4 @@
-"""Ollama Modelfiles for Qwen3, with a TEMPLATE that renders exactly what Qwen3's chat template does.
+"""Ollama Modelfiles for Qwen3, with a TEMPLATE that renders what Qwen3's chat template renders.
 
 Why our own TEMPLATE: vLLM renders prompts with the Hugging Face chat template shipped beside the
 weights, Ollama with the Go template in the Modelfile. If the two disagree by one newline, the same
@@ -20,68 +20,10 @@ with `think` is refused with HTTP 400.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
-QWEN3_TEMPLATE = """\
-{{- $lastQuery := -1 }}
-{{- range $i, $m := .Messages }}{{ if eq $m.Role "user" }}{{ $lastQuery = $i }}{{ end }}{{ end }}
-{{- $first := index .Messages 0 }}
-{{- if .Tools }}<|im_start|>system
-{{ if eq $first.Role "system" }}{{ $first.Content }}
-
-{{ end }}# Tools
-
-You may call one or more functions to assist with the user query.
-
-You are provided with function signatures within <tools></tools> XML tags:
-<tools>
-{{- range .Tools }}
-{"type": "function", "function": {"name": {{ json .Function.Name }}, "description": {{ json .Function.Description }}, "parameters": {"type": {{ json .Function.Parameters.Type }}, "properties": {
-{{- $n := 0 }}{{ range $k, $p := .Function.Parameters.Properties }}{{ if $n }}, {{ end }}{{ $n = 1 }}{{ json $k }}: {"type": {{ json $p.Type }}{{ if $p.Description }}, "description": {{ json $p.Description }}{{ end }}{{ if $p.Enum }}, "enum": [{{ range $j, $e := $p.Enum }}{{ if $j }}, {{ end }}{{ json $e }}{{ end }}]{{ end }}}{{ end -}}
-}{{ if .Function.Parameters.Required }}, "required": [{{ range $j, $r := .Function.Parameters.Required }}{{ if $j }}, {{ end }}{{ json $r }}{{ end }}]{{ end }}}}}
-{{- end }}
-</tools>
-
-For each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:
-<tool_call>
-{"name": <function-name>, "arguments": <args-json-object>}
-</tool_call><|im_end|>
-{{ else if eq $first.Role "system" }}<|im_start|>system
-{{ $first.Content }}<|im_end|>
-{{ end }}
-{{- $prev := "" }}
-{{- range $i, $m := .Messages }}
-{{- $last := eq (len (slice $.Messages $i)) 1 }}
-{{- if and (eq $prev "tool") (ne .Role "tool") }}<|im_end|>
-{{ end }}
-{{- if or (eq .Role "user") (and (eq .Role "system") (ne $i 0)) }}<|im_start|>{{ .Role }}
-{{ .Content }}<|im_end|>
-{{ else if eq .Role "assistant" }}<|im_start|>assistant
-{{ if and (gt $i $lastQuery) (or $last .Thinking) }}<think>
-{{ .Thinking }}
-</think>
-
-{{ end }}{{ .Content }}
-{{- range $j, $call := .ToolCalls }}{{ if or $j $m.Content }}
-{{ end }}<tool_call>
-{"name": "{{ $call.Function.Name }}", "arguments": {{ $call.Function.Arguments }}}
-</tool_call>
-{{- end }}{{ if not $last }}<|im_end|>
-{{ end }}
-{{- else if eq .Role "tool" }}{{ if ne $prev "tool" }}<|im_start|>user{{ end }}
-<tool_response>
-{{ .Content }}
-</tool_response>{{ if $last }}<|im_end|>
-{{ end }}
-{{- end }}
-{{- if and $last (ne .Role "assistant") }}<|im_start|>assistant
-{{ if and $.IsThinkSet (not $.Think) }}<think>
-
-</think>
-
-{{ end }}
-{{- end }}
-{{- $prev = .Role }}
-{{- end }}"""
+# Kept in its own file: a Go template is easier to read, diff and paste into Ollama as it is.
+QWEN3_TEMPLATE = (Path(__file__).parent / "qwen3_template.gotmpl").read_text(encoding="utf-8")
 
 # Qwen3's model card recommends different sampling for the two modes; Ollama takes one set per
 # model, so the Modelfile carries the thinking-mode defaults and Duet sends per-request values.

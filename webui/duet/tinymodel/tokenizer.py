@@ -192,7 +192,7 @@ def tokenizer_json(ranks: dict[bytes, int] | None = None) -> dict:
 
 
 def tokenizer_config(chat_template: str, model_max_length: int) -> dict:
-    """`tokenizer_config.json` as Qwen3's instruct models ship it (no BOS, <|im_end|> ends a turn)."""
+    """`tokenizer_config.json` as Qwen3 ships it: no BOS, and <|im_end|> ends a turn."""
     return {
         "add_bos_token": False,
         "add_prefix_space": False,
@@ -208,9 +208,18 @@ def tokenizer_config(chat_template: str, model_max_length: int) -> dict:
             for content, special in QWEN3_ADDED_TOKENS
         },
         "additional_special_tokens": [
-            "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
-            "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>",
-            "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>",
+            "<|im_start|>",
+            "<|im_end|>",
+            "<|object_ref_start|>",
+            "<|object_ref_end|>",
+            "<|box_start|>",
+            "<|box_end|>",
+            "<|quad_start|>",
+            "<|quad_end|>",
+            "<|vision_start|>",
+            "<|vision_end|>",
+            "<|vision_pad|>",
+            "<|image_pad|>",
             "<|video_pad|>",
         ],
         "bos_token": None,
