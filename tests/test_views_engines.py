@@ -1,0 +1,151 @@
+"""The chat app against the real engines (the `engines` session fixture from conftest.py).
+
+The app runs under uvicorn on a loopback port in a thread, and the test talks to it over HTTP
+like a browser does, so streaming, stop and storage are exercised end to end.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from down_engine import closed_port
+from duet.app import create_app
+from duet.engines.base import Engine
+from duet.settings import Settings
+from duet.store.db import connect
+from duet.store.messages import require_message
+
+pytestmark = pytest.mark.engines
+
+FORM = {
+    "content": "Count from one to ten in words.",
+    "thinking": "on",
+    "temperature": "0.6",
+    "top_p": "0.95",
+    "top_k": "20",
+    "max_tokens": "48",
+    "system_prompt": "",
+}
+
+
+@pytest.fixture
+def app_url(engines: Mapping[str, Engine], tmp_path: Path) -> Iterator[str]:
+    port = closed_port()
+    app = create_app(Settings(), engines=engines, database=tmp_path / "duet.sqlite3")
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        assert time.monotonic() < deadline, "the app did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=15)
+
+
+def send(client: httpx.Client, engine: str, **changes: str) -> int:
+    """Send a message; return the id of the answer that starts streaming."""
+    response = client.post("/chat/send", data={**FORM, "engine": engine, **changes})
+    assert response.status_code == 200, response.text
+    return int(re.findall(r'data-stream="/messages/(\d+)/stream"', response.text)[0])
+
+
+def events(response: httpx.Response) -> Iterator[tuple[str, dict]]:
+    name, data = "message", ""
+    for line in response.iter_lines():
+        if line.startswith("event: "):
+            name = line.removeprefix("event: ")
+        elif line.startswith("data: "):
+            data = line.removeprefix("data: ")
+        elif line == "" and data:
+            yield name, json.loads(data)
+            name, data = "message", ""
+
+
+@pytest.fixture(params=["vllm", "ollama", "ollama-openai"])
+def engine_name(request: pytest.FixtureRequest, engines: Mapping[str, Engine]) -> str:
+    if request.param not in engines:
+        pytest.skip(f"{request.param} is not among the session's engines")
+    return str(request.param)
+
+
+def test_answer_streams_and_is_stored(app_url: str, engine_name: str, tmp_path: Path) -> None:
+    with httpx.Client(base_url=app_url, timeout=120) as client:
+        answer_id = send(client, engine_name)
+        with client.stream("GET", f"/messages/{answer_id}/stream") as response:
+            assert response.headers["x-accel-buffering"] == "no"
+            received = list(events(response))
+    names = [name for name, _ in received]
+    assert names[-1] == "end"
+    assert received[-1][1]["status"] == "complete"
+    deltas = [data for name, data in received if name in {"reasoning", "answer"}]
+    assert deltas, "no text streamed"
+    stamps = [data["t"] for data in deltas]
+    assert stamps == sorted(stamps)
+    assert all(data["s"] >= data["t"] for data in deltas)
+
+    stored = require_message(connect(tmp_path / "duet.sqlite3"), answer_id)
+    assert stored.status == "complete"
+    assert stored.content == "".join(d["text"] for n, d in received if n == "answer")
+    assert stored.reasoning == "".join(d["text"] for n, d in received if n == "reasoning")
+    assert stored.ttft_ms is not None and stored.total_ms is not None
+    assert stored.ttft_ms <= stored.total_ms
+    assert len(stored.arrivals) == len(deltas)
+    assert stored.completion_tokens and stored.completion_tokens > 0
+
+
+def test_stop_keeps_the_partial_answer(app_url: str, engine_name: str, tmp_path: Path) -> None:
+    with httpx.Client(base_url=app_url, timeout=120) as client:
+        answer_id = send(client, engine_name, thinking="", max_tokens="4096")
+        received = []
+        with client.stream("GET", f"/messages/{answer_id}/stream") as response:
+            for name, data in events(response):
+                received.append((name, data))
+                if sum(1 for n, _ in received if n == "answer") == 3:
+                    stop = client.post(f"/messages/{answer_id}/stop")
+                    assert stop.status_code == 200
+                    assert "status-stopped" in stop.text
+    assert received[-1] == ("end", {"status": "stopped", "error": None, "s": received[-1][1]["s"]})
+    stored = require_message(connect(tmp_path / "duet.sqlite3"), answer_id)
+    assert stored.status == "stopped"
+    streamed = "".join(d["text"] for n, d in received if n == "answer")
+    assert stored.content == streamed
+    assert len(streamed) > 0
+
+
+def test_engine_that_is_down_fails_the_answer_not_the_page(tmp_path: Path) -> None:
+    """Real adapters pointed at a closed loopback port: each answer fails with a reason.
+
+    Needs no running engine, only the adapters (`build_engines`)."""
+    from duet.engines import build_engines
+
+    port = closed_port()
+    settings = Settings(
+        vllm_url=f"http://127.0.0.1:{port}",
+        ollama_url=f"http://127.0.0.1:{port}",
+        connect_timeout=2.0,
+    )
+    down = build_engines(settings)
+    from fastapi.testclient import TestClient
+
+    with TestClient(create_app(settings, engines=down, database=tmp_path / "d.sqlite3")) as client:
+        for name in down:
+            response = client.post("/chat/send", data={**FORM, "engine": name})
+            assert response.status_code == 200
+            answer_id = int(re.findall(r"/messages/(\d+)/stream", response.text)[0])
+            with client.stream("GET", f"/messages/{answer_id}/stream") as stream:
+                final = list(events(stream))[-1]
+            assert final[0] == "end"
+            assert final[1]["status"] == "failed"
+            assert final[1]["error"]
+            assert "Traceback" not in final[1]["error"]
+        assert all(entry["up"] is False for entry in client.get("/health").json()["engines"])

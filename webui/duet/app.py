@@ -1,0 +1,98 @@
+"""The app factory: settings, store, engines and routers, put together.
+
+Tests call `create_app` with their own settings, a temporary database and the engines they want;
+`duet serve` calls it with settings from the environment and the engines those describe.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
+
+from duet.engines.base import Engine
+from duet.engines.events import EngineName
+from duet.generation import Generations
+from duet.markdown import render_markdown
+from duet.settings import Settings
+from duet.store.conversations import MATCH_END, MATCH_START
+from duet.store.db import open_database
+from duet.views import chat, health, history
+from duet.views.errors import UserError, handle_user_error
+
+PACKAGE_DIR = Path(__file__).parent
+
+log = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: Settings | None = None,
+    engines: Mapping[EngineName, Engine] | None = None,
+    database: str | Path | None = None,
+) -> FastAPI:
+    """Build the app. `engines` defaults to those the settings describe (`build_engines`),
+    `database` to `settings.database`. The database is opened and migrated when the app starts."""
+    settings = settings or Settings.from_env()
+    # Engines passed in belong to the caller (a test session shares them between apps); engines
+    # built here are closed when the app stops.
+    owns_engines = engines is None
+    if engines is None:
+        from duet.engines import build_engines
+
+        engines = build_engines(settings)
+    database_path = database if database is not None else settings.database
+    chosen_engines = engines
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = open_database(database_path)
+        app.state.db = db
+        app.state.generations = Generations(db)
+        try:
+            yield
+        finally:
+            # Answers still streaming are saved as interrupted before the database closes.
+            await app.state.generations.shutdown()
+            for engine in chosen_engines.values() if owns_engines else ():
+                try:
+                    await engine.aclose()
+                except Exception:
+                    log.exception("closing %s", engine.name)
+            db.close()
+
+    app = FastAPI(title="Duet", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.settings = settings
+    app.state.engines = chosen_engines
+    app.state.templates = build_templates()
+    app.add_exception_handler(UserError, handle_user_error)
+    app.mount("/static", StaticFiles(directory=PACKAGE_DIR / "static"), name="static")
+    for area in (chat, history, health):
+        app.include_router(area.router)
+    return app
+
+
+def build_templates() -> Jinja2Templates:
+    templates = Jinja2Templates(directory=PACKAGE_DIR / "templates")
+    environment = templates.env
+    environment.filters["markdown"] = lambda text: Markup(render_markdown(text))
+    environment.filters["ms"] = format_ms
+    environment.filters["highlight"] = highlight_snippet
+    return templates
+
+
+def format_ms(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value / 1000:.2f} s" if value >= 1000 else f"{value:.0f} ms"
+
+
+def highlight_snippet(snippet: str) -> Markup:
+    """Escape a search snippet, then mark the matched words FTS5 delimited."""
+    escaped = str(Markup.escape(snippet))
+    return Markup(escaped.replace(MATCH_START, "<mark>").replace(MATCH_END, "</mark>"))

@@ -1,0 +1,230 @@
+"""Generations: one server-side task per assistant answer.
+
+The task reads the engine's stream, keeps the answer in memory, saves it to SQLite at short
+intervals and at the end, and publishes every event to whoever is watching. A browser stream is
+only a subscriber: closing the tab or reloading the page does not stop the answer, and a new
+subscriber is first sent every event so far. Only `stop()` (the Stop button) or shutdown cancels
+the task, which closes the engine's stream and so the upstream request: the engine stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from duet.engines.base import ChatRequest, Engine
+from duet.engines.events import AnswerDelta, Done, ReasoningDelta, StreamError, StreamEvent, Usage
+from duet.store.messages import AssistantOutcome, save_assistant
+
+log = logging.getLogger(__name__)
+
+# How often a streaming answer is written to SQLite. Each write is one small UPDATE in WAL mode;
+# this bounds what a crash can lose without costing a write per token.
+SAVE_INTERVAL_SECONDS = 0.25
+# How long `stop()` waits for the engine's stream to close before answering.
+STOP_WAIT_SECONDS = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedEvent:
+    """One event as sent to browsers: `seq` numbers it (the SSE id), `name` is its SSE event type.
+
+    `data["t"]` is when the server read it, in ms since the request went to the engine.
+    """
+
+    seq: int
+    name: str
+    data: dict[str, Any]
+
+
+@dataclass(eq=False)
+class Generation:
+    message_id: int
+    conversation_id: int
+    engine: Engine
+    request: ChatRequest
+    started: float = field(default_factory=time.perf_counter)
+    outcome: AssistantOutcome = field(default_factory=lambda: AssistantOutcome("streaming"))
+    events: list[PublishedEvent] = field(default_factory=list)
+    subscribers: set[asyncio.Queue[PublishedEvent | None]] = field(default_factory=set)
+    stop_requested: bool = False
+    task: asyncio.Task[None] | None = None
+
+    def ms_since_start(self, at: float) -> float:
+        return round((at - self.started) * 1000, 3)
+
+    def publish(self, name: str, data: dict[str, Any]) -> None:
+        event = PublishedEvent(seq=len(self.events), name=name, data=data)
+        self.events.append(event)
+        for queue in self.subscribers:
+            queue.put_nowait(event)
+
+    async def subscribe(
+        self, after_seq: int = -1, heartbeat_seconds: float = 15.0
+    ) -> AsyncIterator[PublishedEvent | None]:
+        """Every event after `after_seq` (all of them by default), then new ones until the end.
+
+        Yields None when nothing happened for `heartbeat_seconds`, so the caller can keep an
+        idle connection alive (a model can think for a long time before its first token).
+        """
+        queue: asyncio.Queue[PublishedEvent | None] = asyncio.Queue()
+        # Snapshot and registration happen with no await between them, so no event is missed
+        # or repeated.
+        backlog = self.events[after_seq + 1 :]
+        ended = bool(self.events) and self.events[-1].name == "end"
+        if not ended:
+            self.subscribers.add(queue)
+        try:
+            for event in backlog:
+                yield event
+            while not ended:
+                try:
+                    event = await asyncio.wait_for(queue.get(), heartbeat_seconds)
+                except TimeoutError:
+                    yield None
+                    continue
+                if event is None:
+                    return
+                yield event
+        finally:
+            self.subscribers.discard(queue)
+
+    def apply(self, event: StreamEvent) -> None:
+        """Fold one engine event into the answer and pass it on to subscribers."""
+        outcome = self.outcome
+        t = self.ms_since_start(event.at)
+        if isinstance(event, ReasoningDelta | AnswerDelta):
+            if isinstance(event, ReasoningDelta):
+                outcome.reasoning += event.text
+            else:
+                outcome.content += event.text
+                if event.text and outcome.ttfa_ms is None:
+                    outcome.ttfa_ms = t
+            if event.text and outcome.ttft_ms is None:
+                outcome.ttft_ms = t
+            outcome.arrivals.append((t, event.chunk, event.kind[0], len(event.text)))
+            self.publish(event.kind, {"text": event.text, "t": t, "chunk": event.chunk})
+        elif isinstance(event, Usage):
+            outcome.prompt_tokens = event.prompt_tokens
+            outcome.completion_tokens = event.completion_tokens
+            outcome.engine_timings = dict(event.engine_timings)
+            self.publish(
+                "usage",
+                {
+                    "t": t,
+                    "prompt_tokens": event.prompt_tokens,
+                    "completion_tokens": event.completion_tokens,
+                },
+            )
+        elif isinstance(event, Done):
+            outcome.status = "complete"
+            outcome.finish_reason = event.finish_reason
+            outcome.total_ms = t
+            self.publish("done", {"t": t, "finish_reason": event.finish_reason})
+        elif isinstance(event, StreamError):
+            outcome.status = "failed"
+            outcome.error = event.message
+            outcome.total_ms = t
+            # Not "error": that name is taken by EventSource for its own connection errors.
+            self.publish("engine_error", {"t": t, "message": event.message, "status": event.status})
+
+
+class Generations:
+    """The running generations of one app, by assistant message id."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+        self.running: dict[int, Generation] = {}
+
+    def start(
+        self, message_id: int, conversation_id: int, engine: Engine, request: ChatRequest
+    ) -> Generation:
+        generation = Generation(message_id, conversation_id, engine, request)
+        self.running[message_id] = generation
+        generation.task = asyncio.create_task(self.run(generation), name=f"generation-{message_id}")
+        return generation
+
+    def get(self, message_id: int) -> Generation | None:
+        return self.running.get(message_id)
+
+    def streaming_in(self, conversation_id: int) -> Generation | None:
+        for generation in self.running.values():
+            if generation.conversation_id == conversation_id:
+                return generation
+        return None
+
+    async def stop(self, message_id: int) -> bool:
+        """Cancel a generation and wait until its partial answer is saved. False if not running."""
+        generation = self.running.get(message_id)
+        if generation is None or generation.task is None:
+            return False
+        generation.stop_requested = True
+        generation.task.cancel()
+        await asyncio.wait({generation.task}, timeout=STOP_WAIT_SECONDS)
+        return True
+
+    async def shutdown(self) -> None:
+        tasks = [g.task for g in self.running.values() if g.task is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=STOP_WAIT_SECONDS)
+
+    async def run(self, generation: Generation) -> None:
+        outcome = generation.outcome
+        generation.started = time.perf_counter()
+        last_save = generation.started
+        stream = generation.engine.stream_chat(generation.request)
+        try:
+            try:
+                async for event in stream:
+                    generation.apply(event)
+                    now = time.perf_counter()
+                    if now - last_save >= SAVE_INTERVAL_SECONDS:
+                        save_assistant(self.db, generation.message_id, outcome)
+                        last_save = now
+            finally:
+                # Closing the iterator is what makes the adapter close the upstream request.
+                close = getattr(stream, "aclose", None)
+                if close is not None:
+                    await close()
+            if outcome.status == "streaming":
+                outcome.status = "failed"
+                outcome.error = f"{generation.engine.label} ended the stream without finishing."
+        except asyncio.CancelledError:
+            if generation.stop_requested:
+                outcome.status = "stopped"
+            else:
+                outcome.status = "interrupted"
+                outcome.error = "The server shut down while this answer was streaming."
+            self.finish(generation)
+            raise
+        except Exception as error:
+            # The adapter should report failures as StreamError events; anything that escapes
+            # still ends as a failed answer with a readable reason, never a hung stream.
+            log.exception("generation %s failed", generation.message_id)
+            outcome.status = "failed"
+            outcome.error = f"{generation.engine.label} failed: {describe_exception(error)}"
+        self.finish(generation)
+
+    def finish(self, generation: Generation) -> None:
+        outcome = generation.outcome
+        if outcome.total_ms is None or outcome.status in {"stopped", "interrupted"}:
+            outcome.total_ms = generation.ms_since_start(time.perf_counter())
+        try:
+            save_assistant(self.db, generation.message_id, outcome)
+        finally:
+            generation.publish("end", {"status": outcome.status, "error": outcome.error})
+            for queue in generation.subscribers:
+                queue.put_nowait(None)
+            self.running.pop(generation.message_id, None)
+
+
+def describe_exception(error: BaseException) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

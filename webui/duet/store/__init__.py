@@ -1,0 +1,1 @@
+"""SQLite storage: `db` opens it, `migrations` shapes it, one module of queries per area."""

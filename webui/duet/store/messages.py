@@ -1,0 +1,218 @@
+"""Queries about messages.
+
+An assistant message is written when its generation starts (status `streaming`), updated with
+its text as the stream goes, and finished with one of `complete`, `stopped` or `failed`. A row
+still `streaming` when the app starts belonged to a run that died: `mark_interrupted` closes it,
+keeping whatever text was saved.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from duet.store.db import now_iso
+
+Status = Literal["streaming", "complete", "stopped", "failed", "interrupted"]
+FINAL_STATUSES: tuple[Status, ...] = ("complete", "stopped", "failed", "interrupted")
+
+# One entry per stream event: [ms since request start, upstream chunk number, "r" | "a", chars].
+Arrival = tuple[float, int, str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    id: int
+    conversation_id: int
+    role: Literal["user", "assistant"]
+    content: str
+    reasoning: str
+    engine: str | None
+    model: str | None
+    thinking: bool | None
+    parameters: dict[str, Any]
+    status: Status
+    error: str | None
+    finish_reason: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    ttft_ms: float | None
+    ttfa_ms: float | None
+    total_ms: float | None
+    engine_timings: dict[str, float]
+    arrivals: list[Arrival]
+    created_at: str
+    updated_at: str
+
+    @property
+    def tokens_per_second(self) -> float | None:
+        """Decode speed after the first token, the way `vllm bench serve` counts it."""
+        if not self.completion_tokens or self.completion_tokens < 2:
+            return None
+        if self.total_ms is None or self.ttft_ms is None or self.total_ms <= self.ttft_ms:
+            return None
+        return (self.completion_tokens - 1) / ((self.total_ms - self.ttft_ms) / 1000)
+
+
+@dataclass(slots=True)
+class AssistantOutcome:
+    """Everything known about an assistant answer at the end (or at a save point) of its stream."""
+
+    status: Status
+    content: str = ""
+    reasoning: str = ""
+    error: str | None = None
+    finish_reason: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    ttft_ms: float | None = None
+    ttfa_ms: float | None = None
+    total_ms: float | None = None
+    engine_timings: dict[str, float] = field(default_factory=dict)
+    arrivals: list[Arrival] = field(default_factory=list)
+
+
+def from_row(row: sqlite3.Row) -> Message:
+    thinking = row["thinking"]
+    return Message(
+        id=row["id"],
+        conversation_id=row["conversation_id"],
+        role=row["role"],
+        content=row["content"],
+        reasoning=row["reasoning"],
+        engine=row["engine"],
+        model=row["model"],
+        thinking=None if thinking is None else bool(thinking),
+        parameters=json.loads(row["parameters"]),
+        status=row["status"],
+        error=row["error"],
+        finish_reason=row["finish_reason"],
+        prompt_tokens=row["prompt_tokens"],
+        completion_tokens=row["completion_tokens"],
+        ttft_ms=row["ttft_ms"],
+        ttfa_ms=row["ttfa_ms"],
+        total_ms=row["total_ms"],
+        engine_timings=json.loads(row["engine_timings"]),
+        arrivals=[tuple(entry) for entry in json.loads(row["arrivals"])],  # type: ignore[misc]
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def add_user_message(db: sqlite3.Connection, conversation_id: int, content: str) -> Message:
+    stamp = now_iso()
+    cursor = db.execute(
+        "INSERT INTO messages (conversation_id, role, content, status, created_at, updated_at)"
+        " VALUES (?, 'user', ?, 'complete', ?, ?)",
+        (conversation_id, content, stamp, stamp),
+    )
+    return require_message(db, int(cursor.lastrowid or 0))
+
+
+def start_assistant_message(
+    db: sqlite3.Connection,
+    conversation_id: int,
+    *,
+    engine: str,
+    model: str,
+    thinking: bool,
+    parameters: dict[str, Any],
+) -> Message:
+    stamp = now_iso()
+    cursor = db.execute(
+        """
+        INSERT INTO messages (
+            conversation_id, role, engine, model, thinking, parameters, status,
+            created_at, updated_at
+        ) VALUES (?, 'assistant', ?, ?, ?, ?, 'streaming', ?, ?)
+        """,
+        (conversation_id, engine, model, int(thinking), json.dumps(parameters), stamp, stamp),
+    )
+    return require_message(db, int(cursor.lastrowid or 0))
+
+
+def save_assistant(db: sqlite3.Connection, message_id: int, outcome: AssistantOutcome) -> None:
+    """Write the answer as it stands; called at save points while streaming and once at the end."""
+    db.execute(
+        """
+        UPDATE messages SET
+            status = ?, content = ?, reasoning = ?, error = ?, finish_reason = ?,
+            prompt_tokens = ?, completion_tokens = ?, ttft_ms = ?, ttfa_ms = ?, total_ms = ?,
+            engine_timings = ?, arrivals = ?, updated_at = ?
+        WHERE id = ?
+        """,
+        (
+            outcome.status,
+            outcome.content,
+            outcome.reasoning,
+            outcome.error,
+            outcome.finish_reason,
+            outcome.prompt_tokens,
+            outcome.completion_tokens,
+            outcome.ttft_ms,
+            outcome.ttfa_ms,
+            outcome.total_ms,
+            json.dumps(outcome.engine_timings),
+            json.dumps(outcome.arrivals, separators=(",", ":")),
+            now_iso(),
+            message_id,
+        ),
+    )
+
+
+def update_user_message(db: sqlite3.Connection, message_id: int, content: str) -> None:
+    db.execute(
+        "UPDATE messages SET content = ?, updated_at = ? WHERE id = ? AND role = 'user'",
+        (content, now_iso(), message_id),
+    )
+
+
+def get_message(db: sqlite3.Connection, message_id: int) -> Message | None:
+    row = db.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()
+    return None if row is None else from_row(row)
+
+
+def require_message(db: sqlite3.Connection, message_id: int) -> Message:
+    message = get_message(db, message_id)
+    if message is None:
+        raise LookupError(f"no message {message_id}")
+    return message
+
+
+def message_owner(db: sqlite3.Connection, message_id: int) -> int | None:
+    """The id of the user whose conversation holds the message."""
+    row = db.execute(
+        "SELECT conversations.user_id FROM messages"
+        " JOIN conversations ON conversations.id = messages.conversation_id"
+        " WHERE messages.id = ?",
+        (message_id,),
+    ).fetchone()
+    return None if row is None else int(row[0])
+
+
+def list_messages(db: sqlite3.Connection, conversation_id: int) -> list[Message]:
+    rows = db.execute(
+        "SELECT * FROM messages WHERE conversation_id = ? ORDER BY id", (conversation_id,)
+    )
+    return [from_row(row) for row in rows]
+
+
+def delete_messages_from(db: sqlite3.Connection, conversation_id: int, message_id: int) -> int:
+    """Delete a message and every later one in its conversation; return how many went."""
+    cursor = db.execute(
+        "DELETE FROM messages WHERE conversation_id = ? AND id >= ?", (conversation_id, message_id)
+    )
+    return cursor.rowcount
+
+
+def mark_interrupted(db: sqlite3.Connection) -> int:
+    """Close answers left `streaming` by a previous run; return how many."""
+    cursor = db.execute(
+        "UPDATE messages SET status = 'interrupted',"
+        " error = COALESCE(error, 'The server stopped while this answer was streaming.'),"
+        " updated_at = ? WHERE status = 'streaming'",
+        (now_iso(),),
+    )
+    return cursor.rowcount

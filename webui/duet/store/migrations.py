@@ -1,0 +1,159 @@
+"""The SQLite schema, as an ordered list of plain functions.
+
+Each migration runs once and is recorded by name in `_migrations`, so `migrate()` can run on every
+start. Never edit a migration that has shipped: add a new one below it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+
+from duet.store.db import now_iso, transaction
+from duet.store.users import LOCAL_USER_ID
+
+Migration = Callable[[sqlite3.Connection], None]
+
+MIGRATIONS: list[Migration] = []
+
+
+def migration(function: Migration) -> Migration:
+    MIGRATIONS.append(function)
+    return function
+
+
+def migrate(db: sqlite3.Connection) -> list[str]:
+    """Apply every migration not yet recorded; return the names applied now."""
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
+    )
+    done = {row[0] for row in db.execute("SELECT name FROM _migrations")}
+    applied = []
+    for function in MIGRATIONS:
+        if function.__name__ in done:
+            continue
+        # One transaction per migration: a failure leaves the schema at the previous step.
+        with transaction(db):
+            function(db)
+            db.execute(
+                "INSERT INTO _migrations (name, applied_at) VALUES (?, ?)",
+                (function.__name__, now_iso()),
+            )
+        applied.append(function.__name__)
+    return applied
+
+
+@migration
+def m001_users(db: sqlite3.Connection) -> None:
+    # Roles and API keys arrive with accounts; until then every conversation belongs to the
+    # single local user created here.
+    db.execute(
+        """
+        CREATE TABLE users (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            created_at TEXT NOT NULL
+        )
+        """
+    )
+    db.execute(
+        "INSERT INTO users (id, name, created_at) VALUES (?, 'local', ?)",
+        (LOCAL_USER_ID, now_iso()),
+    )
+
+
+@migration
+def m002_conversations(db: sqlite3.Connection) -> None:
+    db.execute(
+        """
+        CREATE TABLE conversations (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            title TEXT NOT NULL DEFAULT '',
+            system_prompt TEXT NOT NULL DEFAULT '',
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        )
+        """
+    )
+    db.execute("CREATE INDEX conversations_by_user ON conversations (user_id, updated_at)")
+
+
+@migration
+def m003_messages(db: sqlite3.Connection) -> None:
+    # AUTOINCREMENT (here and for conversations) so an id is never reused after a delete: a
+    # browser tab or a stream URL that still holds an old id must not reach a new message.
+    # Timings are milliseconds from the moment the request went to the engine: ttft to the first
+    # streamed text of any kind, ttfa to the first answer text (after any reasoning), total to the
+    # end. `arrivals` is a JSON list with one [ms, chunk, kind, chars] entry per stream event,
+    # kind "r" (reasoning) or "a" (answer): the raw material for the latency timeline.
+    db.execute(
+        """
+        CREATE TABLE messages (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+            role TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
+            content TEXT NOT NULL DEFAULT '',
+            reasoning TEXT NOT NULL DEFAULT '',
+            engine TEXT,
+            model TEXT,
+            thinking INTEGER,
+            parameters TEXT NOT NULL DEFAULT '{}',
+            status TEXT NOT NULL DEFAULT 'complete' CHECK (
+                status IN ('streaming', 'complete', 'stopped', 'failed', 'interrupted')
+            ),
+            error TEXT,
+            finish_reason TEXT,
+            prompt_tokens INTEGER,
+            completion_tokens INTEGER,
+            ttft_ms REAL,
+            ttfa_ms REAL,
+            total_ms REAL,
+            engine_timings TEXT NOT NULL DEFAULT '{}',
+            arrivals TEXT NOT NULL DEFAULT '[]',
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        )
+        """
+    )
+    db.execute("CREATE INDEX messages_by_conversation ON messages (conversation_id, id)")
+    db.execute("CREATE INDEX messages_streaming ON messages (status) WHERE status = 'streaming'")
+
+
+@migration
+def m004_messages_fts(db: sqlite3.Connection) -> None:
+    # An external-content FTS5 index over answer and reasoning text, kept in step by triggers.
+    # The update trigger fires only when text changes, not on timing or status updates.
+    db.execute(
+        """
+        CREATE VIRTUAL TABLE messages_fts USING fts5(
+            content, reasoning, content='messages', content_rowid='id',
+            tokenize='unicode61 remove_diacritics 2'
+        )
+        """
+    )
+    triggers = (
+        """
+        CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
+            INSERT INTO messages_fts (rowid, content, reasoning)
+            VALUES (new.id, new.content, new.reasoning);
+        END
+        """,
+        """
+        CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
+            INSERT INTO messages_fts (messages_fts, rowid, content, reasoning)
+            VALUES ('delete', old.id, old.content, old.reasoning);
+        END
+        """,
+        """
+        CREATE TRIGGER messages_fts_update AFTER UPDATE OF content, reasoning ON messages BEGIN
+            INSERT INTO messages_fts (messages_fts, rowid, content, reasoning)
+            VALUES ('delete', old.id, old.content, old.reasoning);
+            INSERT INTO messages_fts (rowid, content, reasoning)
+            VALUES (new.id, new.content, new.reasoning);
+        END
+        """,
+    )
+    # Not executescript(): it would commit in the middle of the migration's transaction.
+    for trigger in triggers:
+        db.execute(trigger)

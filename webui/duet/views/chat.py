@@ -1,0 +1,341 @@
+"""The chat page: a conversation, sending, the answer's event stream, stop, regenerate, edit."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, Response, StreamingResponse
+
+from duet.engines.base import Engine
+from duet.engines.events import EngineName
+from duet.generation import Generations
+from duet.sampling import recommended_sampling
+from duet.settings import Settings
+from duet.sse import SSE_HEADERS, format_comment, format_event
+from duet.store import conversations, messages
+from duet.store.conversations import Conversation
+from duet.store.db import transaction
+from duet.store.messages import Message
+from duet.turns import start_answer
+from duet.views.deps import (
+    current_user_id,
+    get_db,
+    get_engines,
+    get_generations,
+    get_settings,
+    owned_conversation,
+    owned_message,
+    render,
+)
+from duet.views.errors import UserError
+from duet.views.forms import parse_content, parse_options
+
+router = APIRouter()
+
+Db = Annotated[sqlite3.Connection, Depends(get_db)]
+UserId = Annotated[int, Depends(current_user_id)]
+Engines = Annotated[Mapping[EngineName, Engine], Depends(get_engines)]
+Running = Annotated[Generations, Depends(get_generations)]
+AppSettings = Annotated[Settings, Depends(get_settings)]
+
+
+def refuse_while_streaming(generations: Generations, conversation_id: int) -> None:
+    if generations.streaming_in(conversation_id) is not None:
+        raise UserError(409, "An answer is still streaming in this conversation: stop it first.")
+
+
+def composer_values(
+    engines: Mapping[EngineName, Engine], history: list[Message], system_prompt: str
+) -> dict[str, Any]:
+    """What the composer starts with: the settings of the conversation's last answer if they are
+    still usable, else the first engine in thinking mode with Qwen3's recommended sampling."""
+    last = next((m for m in reversed(history) if m.role == "assistant"), None)
+    engine = last.engine if last is not None and last.engine in engines else next(iter(engines), "")
+    thinking = last.thinking if last is not None and last.thinking is not None else True
+    values: dict[str, Any] = {
+        "engine": engine,
+        "thinking": thinking,
+        "system_prompt": system_prompt,
+        **sampling_values(thinking),
+    }
+    if last is not None:
+        values.update({k: v for k, v in last.parameters.items() if k in SAMPLING_FIELDS})
+    return values
+
+
+SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "max_tokens")
+
+
+def sampling_values(thinking: bool) -> dict[str, Any]:
+    sampling = recommended_sampling(thinking)
+    return {name: getattr(sampling, name) for name in SAMPLING_FIELDS}
+
+
+def conversation_context(
+    db: sqlite3.Connection,
+    generations: Generations,
+    engines: Mapping[EngineName, Engine],
+    conversation: Conversation,
+) -> dict[str, Any]:
+    history = messages.list_messages(db, conversation.id)
+    return {
+        "conversation": conversation,
+        "messages": history,
+        "last_message_id": history[-1].id if history else None,
+        "last_user_message_id": next((m.id for m in reversed(history) if m.role == "user"), None),
+        "streaming": generations.streaming_in(conversation.id) is not None,
+        "engine_labels": {name: engine.label for name, engine in engines.items()},
+    }
+
+
+def page(
+    request: Request,
+    db: sqlite3.Connection,
+    user_id: int,
+    generations: Generations,
+    engines: Mapping[EngineName, Engine],
+    conversation: Conversation | None,
+) -> HTMLResponse:
+    context: dict[str, Any] = {
+        "conversations": conversations.list_conversations(db, user_id),
+        "engines": engines,
+        "engine_labels": {name: engine.label for name, engine in engines.items()},
+        "conversation": None,
+        "messages": [],
+    }
+    if conversation is not None:
+        context.update(conversation_context(db, generations, engines, conversation))
+    context["composer"] = composer_values(
+        engines, context["messages"], conversation.system_prompt if conversation else ""
+    )
+    return render(request, "chat.html", context)
+
+
+@router.get("/", response_class=HTMLResponse)
+async def new_chat(
+    request: Request, db: Db, user_id: UserId, generations: Running, engines: Engines
+) -> HTMLResponse:
+    return page(request, db, user_id, generations, engines, None)
+
+
+@router.get("/c/{conversation_id}", response_class=HTMLResponse)
+async def conversation_page(
+    conversation_id: int,
+    request: Request,
+    db: Db,
+    user_id: UserId,
+    generations: Running,
+    engines: Engines,
+) -> HTMLResponse:
+    conversation = owned_conversation(db, user_id, conversation_id)
+    return page(request, db, user_id, generations, engines, conversation)
+
+
+@router.post("/chat/send", response_class=HTMLResponse)
+async def send(
+    request: Request,
+    db: Db,
+    user_id: UserId,
+    settings: AppSettings,
+    generations: Running,
+    engines: Engines,
+) -> HTMLResponse:
+    form = await request.form()
+    # Everything is checked before anything is written.
+    content = parse_content(form, settings)
+    options = parse_options(form, settings, engines)
+    raw_id = str(form.get("conversation_id") or "").strip()
+    existing: Conversation | None = None
+    if raw_id:
+        if not raw_id.isdigit():
+            raise UserError(422, f"Bad conversation id {raw_id!r}.")
+        existing = owned_conversation(db, user_id, int(raw_id))
+        refuse_while_streaming(generations, existing.id)
+    with transaction(db):
+        conversation = existing or conversations.create_conversation(
+            db, user_id, conversations.title_from_text(content), options.system_prompt
+        )
+        user_message = messages.add_user_message(db, conversation.id, content)
+    generation = start_answer(db, generations, conversation.id, engines[options.engine], options)
+    headers = {} if existing else {"HX-Push-Url": f"/c/{conversation.id}"}
+    return render(
+        request,
+        "_turn.html",
+        {
+            "conversation": conversation,
+            "new_conversation": existing is None,
+            "conversations": conversations.list_conversations(db, user_id),
+            "turn": [user_message, messages.require_message(db, generation.message_id)],
+            "engine_labels": {name: engine.label for name, engine in engines.items()},
+            "last_message_id": generation.message_id,
+            "last_user_message_id": user_message.id,
+            "streaming": True,
+        },
+        headers=headers,
+    )
+
+
+@router.get("/composer/sampling", response_class=HTMLResponse)
+async def composer_sampling(request: Request) -> HTMLResponse:
+    """The sampling fields after the thinking box changed: fields still at the old mode's
+    recommended value move to the new mode's; values the user typed stay."""
+    thinking = request.query_params.get("thinking") in {"on", "true", "1"}
+    old, new = sampling_values(not thinking), sampling_values(thinking)
+    values: dict[str, Any] = {}
+    for name in SAMPLING_FIELDS:
+        typed = request.query_params.get(name, "")
+        values[name] = new[name] if is_same_number(typed, old[name]) else typed
+    return render(request, "_sampling.html", {"composer": values})
+
+
+def is_same_number(typed: str, value: float) -> bool:
+    try:
+        return float(typed) == float(value)
+    except ValueError:
+        return False
+
+
+@router.get("/messages/{message_id}", response_class=HTMLResponse)
+async def message_fragment(
+    message_id: int,
+    request: Request,
+    db: Db,
+    user_id: UserId,
+    generations: Running,
+    engines: Engines,
+) -> HTMLResponse:
+    message = owned_message(db, user_id, message_id)
+    conversation = owned_conversation(db, user_id, message.conversation_id)
+    context = conversation_context(db, generations, engines, conversation)
+    return render(request, "_message.html", {**context, "message": message})
+
+
+@router.get("/messages/{message_id}/stream")
+async def message_stream(
+    message_id: int, request: Request, db: Db, user_id: UserId, generations: Running
+) -> StreamingResponse:
+    """The answer's events as server-sent events, one per engine event, as they happen.
+
+    Each event's data carries `t`, when the server read it from the engine, and `s`, when it was
+    written to this response, both in ms since the request went to the engine.
+    """
+    message = owned_message(db, user_id, message_id)
+    generation = generations.get(message_id)
+    last_event_id = request.headers.get("Last-Event-ID", "")
+    after_seq = int(last_event_id) if last_event_id.isdigit() else -1
+
+    async def events() -> AsyncIterator[bytes]:
+        if generation is None:
+            # Finished before this subscriber came: the page fetches the stored answer.
+            yield format_event("end", {"status": message.status, "error": message.error})
+            return
+        async for event in generation.subscribe(after_seq):
+            if event is None:
+                yield format_comment("waiting")
+                continue
+            sent = generation.ms_since_start(time.perf_counter())
+            yield format_event(event.name, {**event.data, "s": sent}, event.seq)
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+@router.post("/messages/{message_id}/stop", response_class=HTMLResponse)
+async def stop(
+    message_id: int,
+    request: Request,
+    db: Db,
+    user_id: UserId,
+    generations: Running,
+    engines: Engines,
+) -> HTMLResponse:
+    owned_message(db, user_id, message_id)
+    await generations.stop(message_id)
+    # Whether it was still running or had just finished, answer with the stored message.
+    return await message_fragment(message_id, request, db, user_id, generations, engines)
+
+
+def messages_list(
+    request: Request,
+    db: sqlite3.Connection,
+    generations: Generations,
+    engines: Mapping[EngineName, Engine],
+    conversation: Conversation,
+) -> HTMLResponse:
+    context = conversation_context(db, generations, engines, conversation)
+    return render(
+        request,
+        "_messages.html",
+        context,
+        headers={"HX-Retarget": "#messages", "HX-Reswap": "innerHTML"},
+    )
+
+
+@router.post("/messages/{message_id}/regenerate", response_class=HTMLResponse)
+async def regenerate(
+    message_id: int,
+    request: Request,
+    db: Db,
+    user_id: UserId,
+    settings: AppSettings,
+    generations: Running,
+    engines: Engines,
+) -> HTMLResponse:
+    """Replace the conversation's last answer with a new one, using the composer's settings."""
+    message = owned_message(db, user_id, message_id)
+    options = parse_options(await request.form(), settings, engines)
+    conversation = owned_conversation(db, user_id, message.conversation_id)
+    refuse_while_streaming(generations, conversation.id)
+    history = messages.list_messages(db, conversation.id)
+    if message.role != "assistant" or history[-1].id != message.id:
+        raise UserError(409, "Only the last answer of a conversation can be regenerated.")
+    messages.delete_messages_from(db, conversation.id, message.id)
+    start_answer(db, generations, conversation.id, engines[options.engine], options)
+    return messages_list(request, db, generations, engines, conversation)
+
+
+@router.get("/messages/{message_id}/edit", response_class=HTMLResponse)
+async def edit_form(message_id: int, request: Request, db: Db, user_id: UserId) -> HTMLResponse:
+    message = owned_message(db, user_id, message_id)
+    if message.role != "user":
+        raise UserError(409, "Only your own messages can be edited.")
+    return render(request, "_edit_message.html", {"message": message})
+
+
+@router.post("/messages/{message_id}/edit", response_class=HTMLResponse)
+async def edit_and_resend(
+    message_id: int,
+    request: Request,
+    db: Db,
+    user_id: UserId,
+    settings: AppSettings,
+    generations: Running,
+    engines: Engines,
+) -> Response:
+    """Resend a message with new text. The last message is changed in place (its answer is
+    replaced); an earlier one is resent in a copy of the conversation up to it, so nothing
+    written later is lost."""
+    message = owned_message(db, user_id, message_id)
+    if message.role != "user":
+        raise UserError(409, "Only your own messages can be edited.")
+    form = await request.form()
+    content = parse_content(form, settings)
+    options = parse_options(form, settings, engines)
+    conversation = owned_conversation(db, user_id, message.conversation_id)
+    refuse_while_streaming(generations, conversation.id)
+    history = messages.list_messages(db, conversation.id)
+    is_last_user_message = not any(m.role == "user" and m.id > message.id for m in history)
+    engine = engines[options.engine]
+    if is_last_user_message:
+        with transaction(db):
+            messages.update_user_message(db, message.id, content)
+            messages.delete_messages_from(db, conversation.id, message.id + 1)
+        start_answer(db, generations, conversation.id, engine, options)
+        return messages_list(request, db, generations, engines, conversation)
+    fork = conversations.fork_conversation(db, user_id, conversation.id, message.id)
+    messages.add_user_message(db, fork.id, content)
+    start_answer(db, generations, fork.id, engine, options)
+    return Response(status_code=200, headers={"HX-Redirect": f"/c/{fork.id}"})

@@ -1,0 +1,73 @@
+"""What views get injected: the app's parts live on `app.state`, set by `create_app`.
+
+These are `async def` on purpose: FastAPI runs plain `def` dependencies in a worker thread, and
+the SQLite connection is used from the event loop only.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+from fastapi.templating import Jinja2Templates
+
+from duet.engines.base import Engine
+from duet.engines.events import EngineName
+from duet.generation import Generations
+from duet.settings import Settings
+from duet.store import conversations, messages
+from duet.store.conversations import Conversation
+from duet.store.messages import Message
+from duet.store.users import LOCAL_USER_ID
+from duet.views.errors import not_found
+
+
+async def get_db(request: Request) -> sqlite3.Connection:
+    return request.app.state.db  # type: ignore[no-any-return]
+
+
+async def get_settings(request: Request) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+async def get_engines(request: Request) -> Mapping[EngineName, Engine]:
+    return request.app.state.engines  # type: ignore[no-any-return]
+
+
+async def get_generations(request: Request) -> Generations:
+    return request.app.state.generations  # type: ignore[no-any-return]
+
+
+async def current_user_id() -> int:
+    # Until accounts exist, everyone using this instance is the local user.
+    return LOCAL_USER_ID
+
+
+def render(
+    request: Request,
+    template: str,
+    context: dict[str, Any],
+    status_code: int = 200,
+    headers: dict[str, str] | None = None,
+) -> HTMLResponse:
+    templates: Jinja2Templates = request.app.state.templates
+    return templates.TemplateResponse(
+        request, template, context, status_code=status_code, headers=headers
+    )
+
+
+def owned_conversation(db: sqlite3.Connection, user_id: int, conversation_id: int) -> Conversation:
+    conversation = conversations.get_conversation(db, user_id, conversation_id)
+    if conversation is None:
+        raise not_found("That conversation")
+    return conversation
+
+
+def owned_message(db: sqlite3.Connection, user_id: int, message_id: int) -> Message:
+    message = messages.get_message(db, message_id)
+    if message is None or messages.message_owner(db, message_id) != user_id:
+        raise not_found("That message")
+    return message

@@ -1,0 +1,54 @@
+"""Engine health: which engine is up and which model it serves, as badges and as JSON."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import asdict
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse
+
+from duet.engines.base import Engine, EngineHealth
+from duet.engines.events import EngineName
+from duet.generation import describe_exception
+from duet.views.deps import get_engines, render
+
+router = APIRouter()
+
+Engines = Annotated[Mapping[EngineName, Engine], Depends(get_engines)]
+
+# A health check that takes longer than this counts as down: the badge must not hang the page.
+HEALTH_TIMEOUT_SECONDS = 3.0
+
+
+async def check(engine: Engine) -> EngineHealth:
+    try:
+        return await asyncio.wait_for(engine.health(), HEALTH_TIMEOUT_SECONDS)
+    except TimeoutError:
+        return EngineHealth(
+            engine=engine.name, up=False, detail=f"no answer within {HEALTH_TIMEOUT_SECONDS:g} s"
+        )
+    except Exception as error:
+        return EngineHealth(engine=engine.name, up=False, detail=describe_exception(error))
+
+
+async def check_all(engines: Mapping[EngineName, Engine]) -> list[tuple[Engine, EngineHealth]]:
+    results = await asyncio.gather(*(check(engine) for engine in engines.values()))
+    return list(zip(engines.values(), results, strict=True))
+
+
+@router.get("/health")
+async def health_json(engines: Engines) -> dict[str, Any]:
+    return {
+        "engines": [
+            {**asdict(health), "label": engine.label, "model": engine.model}
+            for engine, health in await check_all(engines)
+        ]
+    }
+
+
+@router.get("/health/badges", response_class=HTMLResponse)
+async def health_badges(request: Request, engines: Engines) -> HTMLResponse:
+    return render(request, "_health.html", {"checks": await check_all(engines)})

@@ -1,0 +1,121 @@
+"""The sidebar: list and search conversations, rename, delete, export."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Mapping
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, Response
+
+from duet.engines.base import Engine
+from duet.engines.events import EngineName
+from duet.export import conversation_json, conversation_markdown, export_filename
+from duet.generation import Generations
+from duet.store import conversations, messages
+from duet.views.deps import (
+    current_user_id,
+    get_db,
+    get_engines,
+    get_generations,
+    owned_conversation,
+    render,
+)
+from duet.views.errors import UserError
+
+router = APIRouter()
+
+Db = Annotated[sqlite3.Connection, Depends(get_db)]
+UserId = Annotated[int, Depends(current_user_id)]
+
+SEARCH_MAX_CHARS = 200
+
+
+@router.get("/conversations", response_class=HTMLResponse)
+async def conversation_list(
+    request: Request, db: Db, user_id: UserId, q: str = "", current: int | None = None
+) -> HTMLResponse:
+    """The sidebar list; with `q`, the conversations whose messages match it."""
+    query = q.strip()
+    if len(query) > SEARCH_MAX_CHARS:
+        raise UserError(422, f"Search text is limited to {SEARCH_MAX_CHARS} characters.")
+    context = {"current_id": current, "query": query}
+    if query:
+        context["hits"] = conversations.search_conversations(db, user_id, query)
+    else:
+        context["conversations"] = conversations.list_conversations(db, user_id)
+    return render(request, "_conversation_list.html", context)
+
+
+@router.get("/conversations/{conversation_id}/rename", response_class=HTMLResponse)
+async def rename_form(
+    conversation_id: int, request: Request, db: Db, user_id: UserId
+) -> HTMLResponse:
+    conversation = owned_conversation(db, user_id, conversation_id)
+    return render(request, "_rename.html", {"conversation": conversation})
+
+
+@router.get("/conversations/{conversation_id}/item", response_class=HTMLResponse)
+async def conversation_item(
+    conversation_id: int, request: Request, db: Db, user_id: UserId
+) -> HTMLResponse:
+    conversation = owned_conversation(db, user_id, conversation_id)
+    return render(request, "_conversation_item.html", {"conversation": conversation})
+
+
+@router.post("/conversations/{conversation_id}/rename", response_class=HTMLResponse)
+async def rename(conversation_id: int, request: Request, db: Db, user_id: UserId) -> HTMLResponse:
+    owned_conversation(db, user_id, conversation_id)
+    title = str((await request.form()).get("title") or "").strip()
+    if not title:
+        raise UserError(422, "A conversation needs a title.")
+    if len(title) > conversations.TITLE_MAX_CHARS:
+        raise UserError(422, f"Titles are limited to {conversations.TITLE_MAX_CHARS} characters.")
+    conversations.rename_conversation(db, user_id, conversation_id, title)
+    conversation = owned_conversation(db, user_id, conversation_id)
+    return render(request, "_conversation_item.html", {"conversation": conversation})
+
+
+@router.delete("/conversations/{conversation_id}")
+async def delete(
+    conversation_id: int,
+    request: Request,
+    db: Db,
+    user_id: UserId,
+    generations: Annotated[Generations, Depends(get_generations)],
+) -> Response:
+    owned_conversation(db, user_id, conversation_id)
+    running = generations.streaming_in(conversation_id)
+    if running is not None:
+        await generations.stop(running.message_id)
+    conversations.delete_conversation(db, user_id, conversation_id)
+    # Deleting the open conversation leaves nothing to show: go to a new chat.
+    if request.headers.get("HX-Current-URL", "").endswith(f"/c/{conversation_id}"):
+        return Response(status_code=200, headers={"HX-Redirect": "/"})
+    return Response(status_code=200)
+
+
+@router.get("/conversations/{conversation_id}/export.{extension}")
+async def export(
+    conversation_id: int,
+    extension: str,
+    db: Db,
+    user_id: UserId,
+    engines: Annotated[Mapping[EngineName, Engine], Depends(get_engines)],
+) -> Response:
+    conversation = owned_conversation(db, user_id, conversation_id)
+    history = messages.list_messages(db, conversation_id)
+    if extension == "json":
+        body, media_type = conversation_json(conversation, history), "application/json"
+    elif extension == "md":
+        labels = {name: engine.label for name, engine in engines.items()}
+        body, media_type = conversation_markdown(conversation, history, labels), "text/markdown"
+    else:
+        raise UserError(404, f"Export as .{extension} is not offered; use .md or .json.")
+    filename = export_filename(conversation, extension)
+    return Response(
+        body,
+        media_type=f"{media_type}; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
