@@ -43,14 +43,62 @@ def add_dev(commands: argparse._SubParsersAction) -> None:
 
 def add_modelfile(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("modelfile", help="write a Qwen3 Ollama Modelfile")
-    parser.add_argument("source", help="FROM: an Ollama tag, hf.co/... GGUF, or a local path")
+    parser.add_argument(
+        "source", nargs="?", help="FROM: an Ollama tag, hf.co/... GGUF, or a local .gguf path"
+    )
     parser.add_argument("-o", "--output", help="file to write (default: standard output)")
-    parser.add_argument("--context", type=int, default=32768, help="num_ctx (default 32768)")
+    parser.add_argument(
+        "--context", type=int, help="num_ctx (default: leave it to OLLAMA_CONTEXT_LENGTH)"
+    )
+    parser.add_argument(
+        "--mode",
+        choices=("thinking", "non-thinking"),
+        default="thinking",
+        help="which of Qwen3's recommended sampling defaults to bake in (default: thinking)",
+    )
+    parser.add_argument(
+        "--stop",
+        action="append",
+        metavar="TOKEN",
+        help="a stop token; repeat for several (default: Qwen3's <|im_start|> <|im_end|> ...)",
+    )
+    system = parser.add_mutually_exclusive_group()
+    system.add_argument("--system", help="a default system prompt")
+    system.add_argument("--system-file", help="read the default system prompt from this file")
+    parser.add_argument(
+        "--write-committed",
+        action="store_true",
+        help="regenerate the Modelfiles in ./modelfiles/ that Compose uses (run at the repo root)",
+    )
 
     def run(args: argparse.Namespace) -> int:
-        from duet.modelfile import ModelfileSpec, render_modelfile
+        from pathlib import Path
 
-        text = render_modelfile(ModelfileSpec(source=args.source, context_length=args.context))
+        from duet import modelfile
+
+        try:
+            if args.write_committed:
+                for path in modelfile.write_committed_modelfiles(Path.cwd() / "modelfiles"):
+                    print(f"wrote {path}", file=sys.stderr)
+                return 0
+            if not args.source:
+                parser.error("give a model source, or --write-committed")
+            system_prompt = args.system
+            if args.system_file:
+                system_prompt = Path(args.system_file).read_text(encoding="utf-8")
+            spec = modelfile.spec_for_mode(
+                args.source,
+                args.mode,
+                context_length=args.context,
+                stop=tuple(args.stop) if args.stop else modelfile.STOP_TOKENS,
+                system=system_prompt,
+            )
+            # Ollama resolves a relative FROM path from the Modelfile's own directory.
+            base_dir = Path(args.output).resolve().parent if args.output else Path.cwd()
+            text = modelfile.render_modelfile(spec, base_dir)
+        except (modelfile.ModelfileError, OSError) as error:
+            print(f"duet modelfile: error: {error}", file=sys.stderr)
+            return 2
         if args.output:
             with open(args.output, "w", encoding="utf-8") as out:
                 out.write(text)
@@ -61,12 +109,45 @@ def add_modelfile(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
+def add_doctor(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "doctor", help="check Docker, the NVIDIA runtime, GPU memory and the Compose services"
+    )
+    parser.add_argument(
+        "--env-file",
+        default=".env",
+        help="the Compose .env file whose knobs to check (default: ./.env; missing is fine)",
+    )
+    parser.add_argument(
+        "--project",
+        help="Compose project name (default: COMPOSE_PROJECT_NAME, else duet)",
+    )
+    parser.add_argument(
+        "--compose-file", default="docker-compose.yml", help="default: ./docker-compose.yml"
+    )
+    parser.add_argument(
+        "--cpu", action="store_true", help="the CPU demo: skip the NVIDIA and GPU memory checks"
+    )
+
+    def run(args: argparse.Namespace) -> int:
+        from duet.doctor import run_doctor
+
+        return run_doctor(
+            env_file=args.env_file,
+            project=args.project,
+            compose_file=args.compose_file,
+            cpu=args.cpu,
+        )
+
+    parser.set_defaults(handler=run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="duet", description="Qwen3 on vLLM and Ollama, side by side, with honest numbers."
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    for add in (add_serve, add_dev, add_modelfile):
+    for add in (add_serve, add_dev, add_modelfile, add_doctor):
         add(commands)
     return parser
 

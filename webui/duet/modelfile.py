@@ -15,21 +15,102 @@ rule for rule (see `duet/tinymodel/qwen3_chat_template.jinja` for the Jinja twin
 Ollama decides that a model "supports thinking" by finding `{{ .Thinking }}` inside the
 `range .Messages` loop, between literal `<think>` and `</think>` text; without that, a request
 with `think` is refused with HTTP 400.
+
+The Modelfiles Duet ships are generated here too (`write_committed_modelfiles`), so the files in
+`modelfiles/` can never drift from this code unnoticed: a test regenerates them and compares.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
+from typing import Literal
 
 # Kept in its own file: a Go template is easier to read, diff and paste into Ollama as it is.
 QWEN3_TEMPLATE = (Path(__file__).parent / "qwen3_template.gotmpl").read_text(encoding="utf-8")
 
 # Qwen3's model card recommends different sampling for the two modes; Ollama takes one set per
-# model, so the Modelfile carries the thinking-mode defaults and Duet sends per-request values.
+# model, so the Modelfile carries one mode's defaults and Duet sends per-request values.
 THINKING_SAMPLING = {"temperature": 0.6, "top_p": 0.95, "top_k": 20, "min_p": 0.0}
 NON_THINKING_SAMPLING = {"temperature": 0.7, "top_p": 0.8, "top_k": 20, "min_p": 0.0}
+Mode = Literal["thinking", "non-thinking"]
+SAMPLING_BY_MODE: dict[str, dict[str, float]] = {
+    "thinking": THINKING_SAMPLING,
+    "non-thinking": NON_THINKING_SAMPLING,
+}
+# Ollama applies repeat_penalty 1.1 unless told otherwise; vLLM's repetition_penalty defaults to
+# 1.0. Setting 1 here keeps the two engines sampling the same way in a side-by-side comparison.
+ENGINE_ALIGNMENT = {"repeat_penalty": 1.0}
 STOP_TOKENS = ("<|im_start|>", "<|im_end|>", "<|endoftext|>")
+
+# Qwen3 reaches 131,072 positions only with YaRN rope scaling; 32,768 is its native length.
+MAX_CONTEXT = 131072
+
+REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
+MODELFILES_DIR = REPOSITORY_ROOT / "modelfiles"
+
+
+class ModelfileError(ValueError):
+    """A Modelfile option that Ollama would reject or misread; the message says how to fix it."""
+
+
+class SourceKind(Enum):
+    OLLAMA_LIBRARY = "Ollama library tag"
+    HUGGING_FACE = "Hugging Face GGUF"
+    LOCAL_PATH = "local path"
+
+
+# name[:tag], namespace/name[:tag] or host/namespace/name[:tag], as Ollama spells model names.
+_OLLAMA_TAG = re.compile(
+    r"^(?:[A-Za-z0-9][\w.-]*/){0,2}[A-Za-z0-9][\w.-]*(?::[A-Za-z0-9][\w.-]*)?$"
+)
+# hf.co/{user}/{repository}[:{quantization}], as `ollama pull` accepts it.
+_HUGGING_FACE = re.compile(
+    r"^(?:hf\.co|huggingface\.co)/[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*(?::[A-Za-z0-9][\w.-]*)?$"
+)
+
+
+def classify_source(source: str, base_dir: Path | None = None) -> SourceKind:
+    """Say what kind of model source FROM names, or raise ModelfileError explaining why it is wrong.
+
+    Local paths are checked against the disk, relative to `base_dir` (the Modelfile's directory:
+    Ollama resolves a relative FROM path from there).
+    """
+    if not source or source != source.strip() or any(c.isspace() for c in source):
+        raise ModelfileError(f"model source {source!r}: must be one word with no spaces")
+    if source.startswith(("hf.co/", "huggingface.co/")):
+        if not _HUGGING_FACE.match(source):
+            raise ModelfileError(
+                f"model source {source!r}: a Hugging Face source looks like "
+                "hf.co/USER/REPOSITORY-GGUF[:QUANTIZATION], e.g. hf.co/Qwen/Qwen3-14B-GGUF:Q4_K_M"
+            )
+        return SourceKind.HUGGING_FACE
+    if _looks_like_path(source):
+        path = Path(source).expanduser()
+        if not path.is_absolute():
+            path = (base_dir or Path.cwd()) / path
+        if path.is_dir():
+            return SourceKind.LOCAL_PATH
+        if not path.is_file():
+            raise ModelfileError(f"model source {source!r}: no such file or directory ({path})")
+        if path.suffix.lower() != ".gguf":
+            raise ModelfileError(
+                f"model source {source!r}: a local model must be a .gguf file or a directory "
+                "of safetensors weights"
+            )
+        return SourceKind.LOCAL_PATH
+    if _OLLAMA_TAG.match(source):
+        return SourceKind.OLLAMA_LIBRARY
+    raise ModelfileError(
+        f"model source {source!r}: expected an Ollama library tag (e.g. qwen3:14b), "
+        "hf.co/USER/REPOSITORY[:QUANTIZATION], or a path to a .gguf file (e.g. ./qwen3.gguf)"
+    )
+
+
+def _looks_like_path(source: str) -> bool:
+    return source.startswith(("/", "./", "../", "~")) or source.lower().endswith(".gguf")
 
 
 @dataclass(frozen=True)
@@ -37,13 +118,59 @@ class ModelfileSpec:
     """What goes into one generated Modelfile."""
 
     source: str  # Ollama library tag, hf.co/... GGUF reference, or a local path
-    context_length: int = 32768
+    # None leaves num_ctx out, so the server's OLLAMA_CONTEXT_LENGTH decides: one knob for the
+    # whole stack instead of a Modelfile value that silently overrides it.
+    context_length: int | None = None
     sampling: dict[str, float] = field(default_factory=lambda: dict(THINKING_SAMPLING))
     stop: tuple[str, ...] = STOP_TOKENS
     system: str | None = None
 
 
-def render_modelfile(spec: ModelfileSpec) -> str:
+def spec_for_mode(
+    source: str,
+    mode: Mode = "thinking",
+    *,
+    context_length: int | None = None,
+    stop: tuple[str, ...] = STOP_TOKENS,
+    system: str | None = None,
+) -> ModelfileSpec:
+    """A spec with Qwen3's recommended sampling for `mode`, aligned with vLLM's defaults."""
+    if mode not in SAMPLING_BY_MODE:
+        raise ModelfileError(f"mode {mode!r}: expected one of {', '.join(SAMPLING_BY_MODE)}")
+    sampling = {**SAMPLING_BY_MODE[mode], **ENGINE_ALIGNMENT}
+    return ModelfileSpec(
+        source=source, context_length=context_length, sampling=sampling, stop=stop, system=system
+    )
+
+
+def validate_spec(spec: ModelfileSpec, base_dir: Path | None = None) -> None:
+    """Raise ModelfileError for anything Ollama would reject or parse differently than meant."""
+    classify_source(spec.source, base_dir)
+    if spec.context_length is not None and not 1 <= spec.context_length <= MAX_CONTEXT:
+        raise ModelfileError(
+            f"context {spec.context_length}: must be between 1 and {MAX_CONTEXT:,} "
+            "(Qwen3's native context is 32,768)"
+        )
+    for name, value in spec.sampling.items():
+        if not re.fullmatch(r"[a-z_]+", name):
+            raise ModelfileError(f"sampling parameter {name!r}: not an Ollama parameter name")
+        if value < 0:
+            raise ModelfileError(f"sampling parameter {name}={value}: must not be negative")
+    if not spec.stop:
+        raise ModelfileError("stop tokens: give at least one (Qwen3 ends a turn with <|im_end|>)")
+    for token in spec.stop:
+        # A stop value is written in double quotes; Ollama's parser has no escape for them.
+        if not token or '"' in token or "\n" in token:
+            raise ModelfileError(
+                f"stop token {token!r}: must be non-empty, without double quotes or newlines"
+            )
+    if spec.system is not None and ('"""' in spec.system or spec.system.endswith('"')):
+        # SYSTEM is written between triple quotes, which Ollama's parser cannot escape.
+        raise ModelfileError('system prompt: must not contain """ or end with a double quote')
+
+
+def render_modelfile(spec: ModelfileSpec, base_dir: Path | None = None) -> str:
+    validate_spec(spec, base_dir)
     lines = [
         "# Generated by `duet modelfile`; do not edit by hand.",
         f"FROM {spec.source}",
@@ -51,7 +178,35 @@ def render_modelfile(spec: ModelfileSpec) -> str:
     ]
     if spec.system:
         lines.append(f'SYSTEM """{spec.system}"""')
-    lines.append(f"PARAMETER num_ctx {spec.context_length}")
-    lines += [f"PARAMETER {name} {value}" for name, value in spec.sampling.items()]
+    if spec.context_length is not None:
+        lines.append(f"PARAMETER num_ctx {spec.context_length}")
+    lines += [f"PARAMETER {name} {value:g}" for name, value in spec.sampling.items()]
     lines += [f'PARAMETER stop "{token}"' for token in spec.stop]
     return "\n".join(lines) + "\n"
+
+
+# The Modelfiles Compose uses (`OLLAMA_MODELFILE` picks one): the GPU stack's 14B, and the CPU
+# demo's 0.6B. Both leave num_ctx to OLLAMA_CONTEXT_LENGTH in docker-compose.yml.
+COMMITTED_MODELFILES: dict[str, ModelfileSpec] = {
+    "qwen3-14b.Modelfile": spec_for_mode("hf.co/Qwen/Qwen3-14B-GGUF:Q4_K_M", "thinking"),
+    "qwen3-0.6b.Modelfile": spec_for_mode("hf.co/Qwen/Qwen3-0.6B-GGUF:Q8_0", "thinking"),
+}
+
+
+def render_committed_modelfiles() -> dict[str, str]:
+    """File name → text of every Modelfile committed in `modelfiles/`, rendered from code."""
+    return {name: render_modelfile(spec) for name, spec in COMMITTED_MODELFILES.items()}
+
+
+def write_committed_modelfiles(directory: Path = MODELFILES_DIR) -> list[Path]:
+    """Regenerate the committed Modelfiles into `directory`; returns the paths written."""
+    if not directory.is_dir():
+        raise ModelfileError(
+            f"{directory}: no such directory (run from the repository root, where modelfiles/ is)"
+        )
+    written = []
+    for name, text in render_committed_modelfiles().items():
+        path = directory / name
+        path.write_text(text, encoding="utf-8")
+        written.append(path)
+    return written

@@ -1,0 +1,186 @@
+"""docker-compose.yml and its variants, checked by a real Compose implementation.
+
+`compose config` resolves the files the way `docker compose up` would (merging, interpolation,
+`!override`/`!reset`, profiles) without needing a Docker engine, so this runs in CI. Install
+Compose with services/dev/install-compose.sh, or point DUET_COMPOSE at a binary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import pytest
+from duet.composefile import compose_binary
+from duet.settings import Settings, env_name
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Variant name → override files stacked on docker-compose.yml, and the services it runs.
+VARIANTS: dict[str, tuple[list[str], set[str]]] = {
+    "gpu": ([], {"vllm", "ollama", "ollama-init", "webui"}),
+    "vllm-only": (["compose/vllm-only.yml"], {"vllm", "webui"}),
+    "ollama-only": (["compose/ollama-only.yml"], {"ollama", "ollama-init", "webui"}),
+    "cpu": (["compose/cpu.yml"], {"vllm", "ollama", "ollama-init", "webui"}),
+    "cpu-vllm-only": (["compose/cpu.yml", "compose/vllm-only.yml"], {"vllm", "webui"}),
+    "cpu-ollama-only": (
+        ["compose/cpu.yml", "compose/ollama-only.yml"],
+        {"ollama", "ollama-init", "webui"},
+    ),
+}
+ENGINES = {"vllm", "ollama"}
+ONE_SHOT_JOBS = {"ollama-init"}
+
+
+@pytest.fixture(scope="module")
+def compose() -> Path:
+    binary = compose_binary()
+    if binary is None or not binary.is_file():
+        message = "no Compose binary: run services/dev/install-compose.sh or set DUET_COMPOSE"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return binary
+
+
+def run_config(
+    compose: Path, overrides: list[str], tmp_path: Path, **knobs: str
+) -> subprocess.CompletedProcess[str]:
+    # An empty env file and a bare environment: the defaults in the files are what is tested,
+    # not a developer's .env or shell.
+    empty_env = tmp_path / "empty.env"
+    empty_env.write_text("")
+    files = [arg for path in ["docker-compose.yml", *overrides] for arg in ("-f", path)]
+    return subprocess.run(
+        [str(compose), *files, "--env-file", str(empty_env), "config", "--format", "json"],
+        cwd=ROOT,
+        env={"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), **knobs},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def resolved(compose: Path, overrides: list[str], tmp_path: Path, **knobs: str) -> dict[str, Any]:
+    done = run_config(compose, overrides, tmp_path, **knobs)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def gpu_devices(service: dict[str, Any]) -> list[dict[str, Any]]:
+    return service.get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices", [])
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_variant_resolves_with_the_expected_services(
+    compose: Path, variant: str, tmp_path: Path
+) -> None:
+    overrides, expected = VARIANTS[variant]
+    config = resolved(compose, overrides, tmp_path)
+    services = config["services"]
+    assert set(services) == expected
+
+    # Only the web UI is reachable from outside, and only on loopback unless WEBUI_BIND says so.
+    published = {name for name, service in services.items() if service.get("ports")}
+    assert published == {"webui"}
+    (port,) = services["webui"]["ports"]
+    assert (port["host_ip"], port["published"], port["target"]) == ("127.0.0.1", "8080", 8080)
+    for name in set(services) - {"webui"}:
+        assert set(services[name]["networks"]) == {"engines"}, name
+
+    # Every long-running service has a healthcheck; one-shot jobs are awaited to completion.
+    for name, service in services.items():
+        if name in ONE_SHOT_JOBS:
+            assert service["restart"] == "no"
+            waited = services["webui"]["depends_on"][name]["condition"]
+            assert waited == "service_completed_successfully"
+        else:
+            assert service["healthcheck"]["test"][0] == "CMD", name
+    if "ollama" in services:
+        assert services["ollama"]["healthcheck"]["test"] == ["CMD", "ollama", "list"]
+
+    # The web UI waits for every engine that runs, and for nothing that does not.
+    assert set(services["webui"]["depends_on"]) == expected - {"webui"}
+
+    # GPU reservations on the GPU variants' engines, none on the CPU demo.
+    for name in ENGINES & set(services):
+        devices = gpu_devices(services[name])
+        if variant.startswith("cpu"):
+            assert devices == [], name
+        else:
+            assert [(d["driver"], d["capabilities"]) for d in devices] == [("nvidia", ["gpu"])]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_images_are_pinned(compose: Path, variant: str, tmp_path: Path) -> None:
+    overrides, _ = VARIANTS[variant]
+    for name, service in resolved(compose, overrides, tmp_path)["services"].items():
+        if "build" in service:
+            continue
+        repository, _, tag = service["image"].rpartition(":")
+        assert repository and tag and tag != "latest", f"{name}: {service['image']}"
+
+
+def test_gpu_stack_starts_vllm_before_ollama(compose: Path, tmp_path: Path) -> None:
+    services = resolved(compose, [], tmp_path)["services"]
+    assert services["ollama"]["depends_on"]["vllm"]["condition"] == "service_healthy"
+    assert services["ollama-init"]["depends_on"]["ollama"]["condition"] == "service_healthy"
+    command = services["vllm"]["command"]
+    assert "--reasoning-parser=qwen3" in command
+    assert "--model=Qwen/Qwen3-14B-AWQ" in command
+    assert "--gpu-memory-utilization=0.55" in command
+    assert "--max-model-len=8192" in command
+    assert services["vllm"]["shm_size"]
+    volumes = {volume["target"] for volume in services["vllm"]["volumes"]}
+    assert "/root/.cache/huggingface" in volumes
+
+
+def test_cpu_demo_serves_the_small_model(compose: Path, tmp_path: Path) -> None:
+    services = resolved(compose, ["compose/cpu.yml"], tmp_path)["services"]
+    assert services["vllm"]["image"].startswith("vllm/vllm-openai-cpu:")
+    assert "--model=Qwen/Qwen3-0.6B" in services["vllm"]["command"]
+    assert not any(arg.startswith("--gpu-memory") for arg in services["vllm"]["command"])
+    assert services["webui"]["environment"]["DUET_VLLM_MODEL"] == "Qwen/Qwen3-0.6B"
+    modelfile = services["ollama-init"]["environment"]["OLLAMA_MODELFILE"]
+    assert (ROOT / "modelfiles" / Path(modelfile).name).is_file()
+
+
+def test_webui_gets_every_duet_setting(compose: Path, tmp_path: Path) -> None:
+    environment = resolved(compose, [], tmp_path)["services"]["webui"]["environment"]
+    for f in fields(Settings):
+        assert env_name(f.name) in environment, (
+            f"docker-compose.yml: webui lacks {env_name(f.name)}"
+        )
+    assert environment["DUET_HOST"] == "0.0.0.0"
+    assert environment["DUET_VLLM_URL"] == "http://vllm:8000"
+    assert environment["DUET_OLLAMA_URL"] == "http://ollama:11434"
+    # Left unset, the container falls back to Duet's own default; set, it passes through.
+    assert environment["DUET_READ_TIMEOUT"] is None
+    passed = resolved(compose, [], tmp_path, DUET_READ_TIMEOUT="42")["services"]["webui"]
+    assert passed["environment"]["DUET_READ_TIMEOUT"] == "42"
+
+
+def test_knobs_reach_the_services(compose: Path, tmp_path: Path) -> None:
+    config = resolved(
+        compose,
+        [],
+        tmp_path,
+        VLLM_MODEL="Qwen/Qwen3-14B-FP8",
+        WEBUI_BIND="0.0.0.0",
+        ENGINES_NETWORK_INTERNAL="true",
+    )
+    services = config["services"]
+    assert "--model=Qwen/Qwen3-14B-FP8" in services["vllm"]["command"]
+    assert services["webui"]["environment"]["DUET_VLLM_MODEL"] == "Qwen/Qwen3-14B-FP8"
+    assert services["webui"]["ports"][0]["host_ip"] == "0.0.0.0"
+    assert config["networks"]["engines"]["internal"] is True
+
+
+def test_compose_rejects_a_bad_knob_value(compose: Path, tmp_path: Path) -> None:
+    done = run_config(compose, [], tmp_path, ENGINES_NETWORK_INTERNAL="maybe")
+    assert done.returncode != 0
+    assert "invalid boolean" in done.stderr
