@@ -31,12 +31,15 @@ def add_dev(commands: argparse._SubParsersAction) -> None:
         "dev", help="start both CPU engines with the tiny model (installing once), then the UI"
     )
     parser.add_argument("--no-ui", action="store_true", help="start the engines only")
+    parser.add_argument(
+        "--install-only", action="store_true", help="install engines and model, start nothing"
+    )
     parser.add_argument("--port", type=int, default=8080, help="web UI port")
 
     def run(args: argparse.Namespace) -> int:
         from duet.devstack import run_dev
 
-        return run_dev(ui=not args.no_ui, ui_port=args.port)
+        return run_dev(ui=not args.no_ui, ui_port=args.port, install_only=args.install_only)
 
     parser.set_defaults(handler=run)
 

@@ -85,7 +85,8 @@ def ensure_installed(paths: CachePaths) -> None:
 def tiny_modelfile(paths: CachePaths) -> Path:
     """The Modelfile that creates the tiny model in Ollama, written beside the model."""
     path = paths.tiny_model.with_suffix(".Modelfile")
-    text = render_modelfile(ModelfileSpec(source=str(paths.tiny_model), context_length=TINY_CONTEXT))
+    spec = ModelfileSpec(source=str(paths.tiny_model), context_length=TINY_CONTEXT)
+    text = render_modelfile(spec)
     if not path.exists() or path.read_text() != text:
         path.write_text(text)
     return path
@@ -270,18 +271,20 @@ class DevStack:
             self.stop()
 
 
-def run_dev(ui: bool = True, ui_port: int = 8080) -> int:
+def run_dev(ui: bool = True, ui_port: int = 8080, install_only: bool = False) -> int:
     stack = DevStack()
     try:
         ensure_installed(stack.paths)
+        if install_only:
+            return 0
         print("==> starting vLLM and Ollama (vLLM takes about 100 s on a CPU)", flush=True)
         stack.start()
     except (EngineStartError, subprocess.CalledProcessError) as error:
         print(f"error: {error}", file=sys.stderr)
         stack.stop()
         return 1
-    print(f"vLLM   {stack.vllm_url}  (model {TINY_MODEL_NAME}, log {stack.log_dir / 'vllm.log'})")
-    print(f"Ollama {stack.ollama_url} (model {TINY_MODEL_NAME}, log {stack.log_dir / 'ollama.log'})")
+    for engine, url in (("vLLM", stack.vllm_url), ("Ollama", stack.ollama_url)):
+        print(f"{engine:7s}{url}  model {TINY_MODEL_NAME}, logs in {stack.log_dir}")
     try:
         if ui:
             from duet.server import serve

@@ -12,15 +12,23 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-WORDS = (
+_WORD_LIST = (
     "apple river cloud engine garden python music token stream latency window paper lamp "
     "market winter orange silver planet bridge coffee forest signal number letter ocean "
     "mountain camera rocket castle harbor pencil violin desert island thunder library "
     "question answer model server browser kernel memory cache socket packet vector matrix"
-).split()
+)
+WORDS = tuple(_WORD_LIST.split())
 OPENERS = (
-    "Tell me about", "What do you know about", "Explain", "Describe", "Can you help with",
-    "I have a question about", "Write a sentence about", "Why is there a", "How does a",
+    "Tell me about",
+    "What do you know about",
+    "Explain",
+    "Describe",
+    "Can you help with",
+    "I have a question about",
+    "Write a sentence about",
+    "Why is there a",
+    "How does a",
     "What is a",
 )
 
@@ -125,5 +133,7 @@ def completion(sample: Sample) -> str:
     the answer only.
     """
     turn = sample.turn
-    text = f"<think>\n{turn.reasoning}\n</think>\n\n{turn.answer}" if sample.thinking else turn.answer
+    text = turn.answer
+    if sample.thinking:
+        text = f"<think>\n{turn.reasoning}\n</think>\n\n{text}"
     return text if turn.endless else text + "<|im_end|>"

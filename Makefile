@@ -1,0 +1,38 @@
+# The two commands a newcomer needs:
+#   make demo   set up and run the CPU demo: both real engines + the web UI on http://127.0.0.1:8080
+#   make test   set up everything the tests need, then run them
+# Heavy installs are cached outside the clone in $(DUET_CACHE) (default ~/.cache/duet), by version.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export DUET_CACHE ?= $(HOME)/.cache/duet
+
+.PHONY: demo test venv engines browser compose lint check
+
+$(BIN)/duet: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test]'
+	touch $@
+
+venv: $(BIN)/duet
+
+# Both engines (vLLM CPU in its own venv, Ollama built from source) and the tiny Qwen3 model.
+engines: venv
+	$(BIN)/duet dev --install-only
+
+browser: venv
+	bash services/dev/install-browser.sh
+
+compose:
+	bash services/dev/install-compose.sh >/dev/null
+
+lint: venv
+	$(BIN)/ruff check webui tests
+	$(BIN)/ruff format --check webui tests
+
+demo: engines
+	$(BIN)/duet dev
+
+test: engines browser compose lint
+	$(BIN)/pytest -ra

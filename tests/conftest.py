@@ -1,0 +1,60 @@
+"""Shared fixtures. The real engines start once per test session, on their own ports.
+
+`dev_stack` runs vLLM and Ollama on the CPU with the tiny Qwen3 model (see `duet.devstack`);
+the README's test command installs them first. Test ports differ from `duet dev`'s, so a dev
+stack left running does not collide with the tests. If the engines cannot start, every engine
+test fails with the engine's log tail: a missing engine is a failure here, never a skip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from duet.devstack import TINY_MODEL_NAME, DevStack, EngineStartError
+from duet.engines import build_engines
+from duet.engines.base import Engine
+from duet.settings import Settings
+
+pytest_plugins = ["browser_fixtures"]
+
+
+@pytest.fixture(scope="session")
+def dev_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
+    log_dir = Path(os.environ.get("DUET_TEST_LOG_DIR", tmp_path_factory.mktemp("engine-logs")))
+    stack = DevStack(
+        vllm_port=int(os.environ.get("DUET_TEST_VLLM_PORT", "18000")),
+        ollama_port=int(os.environ.get("DUET_TEST_OLLAMA_PORT", "21434")),
+        log_dir=log_dir,
+    )
+    try:
+        stack.start()
+    except EngineStartError as error:
+        pytest.fail(f"the engines did not start:\n{error}", pytrace=False)
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture
+def engine_settings(dev_stack: DevStack) -> Settings:
+    return Settings(
+        vllm_url=dev_stack.vllm_url,
+        ollama_url=dev_stack.ollama_url,
+        vllm_model=TINY_MODEL_NAME,
+        ollama_model=TINY_MODEL_NAME,
+    )
+
+
+@pytest.fixture
+def engines(engine_settings: Settings) -> Iterator[dict[str, Engine]]:
+    """Fresh adapters for each test: an httpx client belongs to the event loop that opened it,
+    and tests run the app in loops of their own."""
+    built = build_engines(engine_settings)
+    yield built
+    for engine in built.values():
+        with contextlib.suppress(RuntimeError):
+            asyncio.run(engine.aclose())

@@ -1,0 +1,214 @@
+"""The real engines, on this CPU, serving the tiny Qwen3 model (issue: real engines here).
+
+What is checked against live vLLM and Ollama servers over loopback:
+- each streams: vLLM's OpenAI chat completions (SSE) and Ollama's native /api/chat (NDJSON);
+- with thinking on, each splits reasoning from the answer in its own wire field, and with
+  thinking off there is no reasoning at all;
+- the same conversation costs the same number of prompt tokens in both, which holds only if
+  Duet's Modelfile TEMPLATE renders exactly what the Hugging Face chat template renders;
+- the adapters turn both wire formats into the same typed events, and closing a stream makes
+  vLLM abort the request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+
+import httpx
+import pytest
+from duet.devstack import TINY_MODEL_NAME, DevStack
+from duet.engines.base import ChatMessage, ChatRequest, Engine, Sampling
+from duet.engines.events import AnswerDelta, Done, ReasoningDelta, StreamError, Usage
+
+pytestmark = [pytest.mark.engines, pytest.mark.asyncio(loop_scope="function")]
+
+GREEDY = {"temperature": 0.0, "max_tokens": 96, "seed": 0}
+QUESTION = "What is the capital of France?"
+
+
+async def sse_chunks(url: str, payload: dict) -> list[dict]:
+    chunks = []
+    async with (
+        httpx.AsyncClient(timeout=120) as client,
+        client.stream("POST", url, json=payload) as response,
+    ):
+        assert response.status_code == 200, await response.aread()
+        assert response.headers["content-type"].startswith("text/event-stream")
+        async for line in response.aiter_lines():
+            if line.startswith("data: ") and line != "data: [DONE]":
+                chunks.append(json.loads(line[6:]))
+    return chunks
+
+
+async def ndjson_lines(url: str, payload: dict) -> list[dict]:
+    async with (
+        httpx.AsyncClient(timeout=120) as client,
+        client.stream("POST", url, json=payload) as response,
+    ):
+        assert response.status_code == 200, await response.aread()
+        assert response.headers["content-type"].startswith("application/x-ndjson")
+        return [json.loads(line) async for line in response.aiter_lines() if line]
+
+
+def vllm_payload(messages: list[dict], thinking: bool, **extra: object) -> dict:
+    return {
+        "model": TINY_MODEL_NAME,
+        "messages": messages,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "chat_template_kwargs": {"enable_thinking": thinking},
+        **GREEDY,
+        **extra,
+    }
+
+
+def ollama_payload(messages: list[dict], thinking: bool) -> dict:
+    return {
+        "model": TINY_MODEL_NAME,
+        "messages": messages,
+        "stream": True,
+        "think": thinking,
+        "options": {"temperature": 0, "num_predict": GREEDY["max_tokens"], "seed": 0},
+    }
+
+
+def vllm_texts(chunks: list[dict]) -> tuple[str, str]:
+    """(reasoning, answer) from vLLM deltas; the field was renamed, so read both names."""
+    reasoning = answer = ""
+    for chunk in chunks:
+        for choice in chunk.get("choices", ()):
+            delta = choice["delta"]
+            reasoning += delta.get("reasoning") or delta.get("reasoning_content") or ""
+            answer += delta.get("content") or ""
+    return reasoning, answer
+
+
+def ollama_texts(lines: list[dict]) -> tuple[str, str]:
+    reasoning = "".join(line.get("message", {}).get("thinking", "") for line in lines)
+    answer = "".join(line.get("message", {}).get("content", "") for line in lines)
+    return reasoning, answer
+
+
+@pytest.mark.parametrize("thinking", [True, False], ids=["thinking", "no-thinking"])
+async def test_vllm_streams_and_splits_reasoning(dev_stack: DevStack, thinking: bool) -> None:
+    chunks = await sse_chunks(
+        f"{dev_stack.vllm_url}/v1/chat/completions",
+        vllm_payload([{"role": "user", "content": QUESTION}], thinking),
+    )
+    text_chunks = [c for c in chunks if c.get("choices")]
+    assert len(text_chunks) > 5, "a streamed answer arrives in many chunks"
+    reasoning, answer = vllm_texts(chunks)
+    assert "Paris" in answer
+    assert "<think>" not in answer and "</think>" not in answer
+    if thinking:
+        assert "capital of France" in reasoning
+    else:
+        assert reasoning == ""
+    usage = chunks[-1]["usage"]  # include_usage: the last chunk carries the counts
+    assert usage["prompt_tokens"] > 0 and usage["completion_tokens"] > 0
+
+
+@pytest.mark.parametrize("thinking", [True, False], ids=["thinking", "no-thinking"])
+async def test_ollama_streams_and_splits_thinking(dev_stack: DevStack, thinking: bool) -> None:
+    lines = await ndjson_lines(
+        f"{dev_stack.ollama_url}/api/chat",
+        ollama_payload([{"role": "user", "content": QUESTION}], thinking),
+    )
+    assert len(lines) > 5
+    reasoning, answer = ollama_texts(lines)
+    assert "Paris" in answer
+    assert "<think>" not in answer and "</think>" not in answer
+    if thinking:
+        assert "capital of France" in reasoning
+    else:
+        assert reasoning == ""
+    last = lines[-1]
+    assert last["done"] is True
+    assert last["prompt_eval_count"] > 0 and last["eval_count"] > 0
+
+
+CONVERSATIONS = {
+    "one-turn": [{"role": "user", "content": "Hello!"}],
+    "system-and-turns": [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": "List three colors."},
+        {"role": "assistant", "content": "Three colors:\n\n1. Red\n2. Green\n3. Blue"},
+        {"role": "user", "content": "你好，今天怎么样？ Tell me about the ocean."},  # noqa: RUF001,
+    ],
+}
+
+
+@pytest.mark.parametrize("thinking", [True, False], ids=["thinking", "no-thinking"])
+@pytest.mark.parametrize("name", list(CONVERSATIONS))
+async def test_prompt_token_counts_match(dev_stack: DevStack, name: str, thinking: bool) -> None:
+    messages = CONVERSATIONS[name]
+    vllm_chunks, ollama_lines = await asyncio.gather(
+        sse_chunks(
+            f"{dev_stack.vllm_url}/v1/chat/completions",
+            vllm_payload(messages, thinking, max_tokens=1),
+        ),
+        ndjson_lines(f"{dev_stack.ollama_url}/api/chat", ollama_payload(messages, thinking)),
+    )
+    vllm_prompt = vllm_chunks[-1]["usage"]["prompt_tokens"]
+    ollama_prompt = ollama_lines[-1]["prompt_eval_count"]
+    assert vllm_prompt == ollama_prompt
+
+
+def request(text: str, thinking: bool, max_tokens: int = 96) -> ChatRequest:
+    return ChatRequest(
+        messages=(ChatMessage("user", text),),
+        thinking=thinking,
+        sampling=Sampling(temperature=0.0, top_p=1.0, top_k=0, max_tokens=max_tokens, seed=0),
+    )
+
+
+@pytest.mark.parametrize("engine_name", ["vllm", "ollama", "ollama-openai"])
+@pytest.mark.parametrize("thinking", [True, False], ids=["thinking", "no-thinking"])
+async def test_adapters_yield_the_same_event_shape(
+    engines: dict[str, Engine], engine_name: str, thinking: bool
+) -> None:
+    events = [e async for e in engines[engine_name].stream_chat(request(QUESTION, thinking))]
+    errors = [e for e in events if isinstance(e, StreamError)]
+    assert not errors, errors
+    reasoning = "".join(e.text for e in events if isinstance(e, ReasoningDelta))
+    answer = "".join(e.text for e in events if isinstance(e, AnswerDelta))
+    assert "Paris" in answer
+    assert ("capital of France" in reasoning) is thinking
+    assert isinstance(events[-1], Done)
+    usages = [e for e in events if isinstance(e, Usage)]
+    assert len(usages) == 1 and usages[0].completion_tokens
+    stamps = [e.at for e in events]
+    assert stamps == sorted(stamps), "arrival stamps follow the stream's order"
+    if thinking:
+        first_answer = next(i for i, e in enumerate(events) if isinstance(e, AnswerDelta))
+        assert all(not isinstance(e, ReasoningDelta) for e in events[first_answer:])
+
+
+async def running_requests(vllm_url: str) -> float:
+    async with httpx.AsyncClient(timeout=10) as client:
+        text = (await client.get(f"{vllm_url}/metrics")).text
+    values = re.findall(r"^vllm:num_requests_running\{[^}]*\} ([0-9.e+]+)$", text, re.M)
+    assert values, "vLLM exposes vllm:num_requests_running"
+    return sum(float(v) for v in values)
+
+
+async def test_closing_the_stream_aborts_the_vllm_request(
+    dev_stack: DevStack, engines: dict[str, Engine]
+) -> None:
+    stream = engines["vllm"].stream_chat(
+        request("Tell me a story that never ends.", thinking=False, max_tokens=3000)
+    )
+    answered = 0
+    async for event in stream:
+        answered += isinstance(event, AnswerDelta)
+        if answered == 20:
+            break
+    assert await running_requests(dev_stack.vllm_url) >= 1, "the long answer was still running"
+    await stream.aclose()
+    for _ in range(100):  # bounded wait for vLLM to notice the closed connection
+        if await running_requests(dev_stack.vllm_url) == 0:
+            break
+        await asyncio.sleep(0.1)
+    assert await running_requests(dev_stack.vllm_url) == 0

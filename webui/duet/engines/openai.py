@@ -1,0 +1,189 @@
+"""The OpenAI chat-completions streaming format, as vLLM and Ollama's `/v1` speak it.
+
+One parser serves both; the two adapters differ only in how they ask for thinking on or off
+(`OpenAICompatibleEngine.thinking_fields`). Facts the parser relies on:
+
+- vLLM's reasoning parser puts thinking in `delta.reasoning`; versions before the rename used
+  `delta.reasoning_content` (vLLM PR #27752), so both are read. Ollama's `/v1` uses `reasoning`.
+- `stream_options.include_usage` makes the server send a final chunk with `usage` and no choices.
+- The stream ends with `data: [DONE]`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+
+from duet.engines.base import ChatMessage, ChatRequest, EngineHealth
+from duet.engines.events import (
+    AnswerDelta,
+    Done,
+    EngineName,
+    ReasoningDelta,
+    StreamError,
+    StreamEvent,
+    Usage,
+)
+from duet.engines.http import EngineError, make_client, post_lines
+
+
+def parse_sse_line(line: str) -> dict | None:
+    """The JSON object of one `data:` line; None for comments, other fields and `[DONE]`."""
+    if not line.startswith("data:"):
+        return None
+    data = line[5:].strip()
+    if data == "[DONE]":
+        return None
+    return json.loads(data)
+
+
+def events_from_chunk(chunk: dict, at: float, index: int) -> tuple[list[StreamEvent], str | None]:
+    """The events one chunk carries, and its finish_reason if it has one."""
+    if "error" in chunk:
+        error = chunk["error"]
+        message = error.get("message", str(error)) if isinstance(error, dict) else str(error)
+        return [StreamError(message=message, at=at)], None
+    events: list[StreamEvent] = []
+    finish_reason = None
+    for choice in chunk.get("choices") or ():
+        delta = choice.get("delta") or {}
+        reasoning = delta.get("reasoning") or delta.get("reasoning_content")
+        if reasoning:
+            events.append(ReasoningDelta(text=reasoning, at=at, chunk=index))
+        if delta.get("content"):
+            events.append(AnswerDelta(text=delta["content"], at=at, chunk=index))
+        finish_reason = choice.get("finish_reason") or finish_reason
+    usage = chunk.get("usage")
+    if usage:
+        events.append(
+            Usage(
+                prompt_tokens=usage.get("prompt_tokens"),
+                completion_tokens=usage.get("completion_tokens"),
+                at=at,
+            )
+        )
+    return events, finish_reason
+
+
+def message_payload(message: ChatMessage) -> dict:
+    payload: dict = {"role": message.role, "content": message.content}
+    if message.reasoning and message.role == "assistant":
+        payload["reasoning"] = message.reasoning
+    return payload
+
+
+@dataclass
+class OpenAICompatibleEngine:
+    """An engine reached through `/v1/chat/completions`."""
+
+    name: EngineName
+    label: str
+    base_url: str
+    model: str
+    api_key: str = ""
+    connect_timeout: float = 10.0
+    read_timeout: float = 300.0
+    _client: httpx.AsyncClient | None = None
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        # Created on first use, inside the event loop that will use it.
+        if self._client is None:
+            self._client = make_client(self.base_url, self.connect_timeout, self.read_timeout)
+        return self._client
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
+    def thinking_fields(self, thinking: bool) -> dict:
+        raise NotImplementedError
+
+    def payload(self, request: ChatRequest) -> dict:
+        sampling = request.sampling
+        payload = {
+            "model": request.model or self.model,
+            "messages": [message_payload(m) for m in request.messages],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "max_tokens": sampling.max_tokens,
+            **self.thinking_fields(request.thinking),
+        }
+        if sampling.seed is not None:
+            payload["seed"] = sampling.seed
+        return payload
+
+    async def stream_chat(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        finish_reason = None
+        index = 0
+        try:
+            lines = post_lines(
+                self.client, "/v1/chat/completions", self.payload(request), self.label, self.headers
+            )
+            async for at, line in lines:
+                try:
+                    chunk = parse_sse_line(line)
+                except ValueError:
+                    yield StreamError(f"{self.label} sent a line that is not JSON: {line!r}", at)
+                    return
+                if chunk is None:
+                    continue
+                events, reason = events_from_chunk(chunk, at, index)
+                index += 1
+                finish_reason = reason or finish_reason
+                for event in events:
+                    yield event
+                    if isinstance(event, StreamError):
+                        return
+        except EngineError as error:
+            yield StreamError(error.message, time.perf_counter(), error.status)
+            return
+        yield Done(finish_reason=finish_reason, at=time.perf_counter())
+
+    async def health(self) -> EngineHealth:
+        try:
+            response = await self.client.get("/v1/models", headers=self.headers, timeout=3.0)
+            response.raise_for_status()
+            models = tuple(m["id"] for m in response.json().get("data", ()))
+        except (httpx.HTTPError, ValueError, KeyError) as error:
+            return EngineHealth(
+                self.name,
+                up=False,
+                detail=f"{self.label} is not reachable at {self.base_url}: {type(error).__name__}",
+            )
+        detail = "" if self.model in models else f"{self.model} is not among the served models"
+        return EngineHealth(self.name, up=True, models=models, detail=detail)
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+
+class VllmEngine(OpenAICompatibleEngine):
+    """vLLM's OpenAI-compatible server, started with `--reasoning-parser qwen3`."""
+
+    def thinking_fields(self, thinking: bool) -> dict:
+        # Qwen3's chat template reads enable_thinking; vLLM passes these kwargs to it.
+        return {"chat_template_kwargs": {"enable_thinking": thinking}}
+
+    def payload(self, request: ChatRequest) -> dict:
+        payload = super().payload(request)
+        # vLLM's extensions to the OpenAI schema; top_k -1 means "no limit" there.
+        payload["top_k"] = request.sampling.top_k or -1
+        payload["min_p"] = request.sampling.min_p
+        return payload
+
+
+class OllamaOpenAIEngine(OpenAICompatibleEngine):
+    """Ollama's OpenAI-compatible `/v1` route: one more translation layer inside Ollama."""
+
+    def thinking_fields(self, thinking: bool) -> dict:
+        # Ollama maps reasoning_effort to its `think` option; "none" turns thinking off.
+        return {"reasoning_effort": "medium" if thinking else "none"}
