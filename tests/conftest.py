@@ -4,6 +4,9 @@
 the README's test command installs them first. Test ports differ from `duet dev`'s, so a dev
 stack left running does not collide with the tests. If the engines cannot start, every engine
 test fails with the engine's log tail: a missing engine is a failure here, never a skip.
+
+While developing, `DUET_TEST_REUSE_ENGINES=1 DUET_TEST_VLLM_PORT=8000 DUET_TEST_OLLAMA_PORT=11434`
+points the tests at a running `duet dev --no-ui` instead of starting engines for each session.
 """
 
 from __future__ import annotations
@@ -31,6 +34,11 @@ def dev_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
         ollama_port=int(os.environ.get("DUET_TEST_OLLAMA_PORT", "21434")),
         log_dir=log_dir,
     )
+    if os.environ.get("DUET_TEST_REUSE_ENGINES") == "1":
+        # For quick iteration against engines already running on these ports (`duet dev
+        # --no-ui` uses 8000 and 11434); CI never sets this, so it always starts its own.
+        yield stack
+        return
     try:
         stack.start()
     except EngineStartError as error:
