@@ -41,7 +41,10 @@ echo "building ollama v$OLLAMA_VERSION into $DEST (first time: several minutes o
 mkdir -p "$DEST"
 tmp_bin=$(mktemp -d)
 trap 'rm -rf "$tmp_bin"' EXIT
-GOBIN="$tmp_bin" CGO_ENABLED=1 CGO_CPPFLAGS="-I$HEADERS" go install "github.com/ollama/ollama@v$OLLAMA_VERSION"
+# -X sets the version string Ollama reports (a plain `go install` leaves it at 0.0.0).
+GOBIN="$tmp_bin" CGO_ENABLED=1 CGO_CPPFLAGS="-I$HEADERS" go install \
+  -ldflags "-X github.com/ollama/ollama/version.Version=$OLLAMA_VERSION" \
+  "github.com/ollama/ollama@v$OLLAMA_VERSION"
 mkdir -p "$DEST/bin"
 mv "$tmp_bin/ollama" "$DEST/bin/ollama"
 "$DEST/bin/ollama" --version 2>/dev/null || true

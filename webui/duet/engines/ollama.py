@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass
 
 import httpx
@@ -103,19 +104,21 @@ class OllamaEngine:
     async def stream_chat(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         index = 0
         try:
-            async for at, line in post_lines(
-                self.client, "/api/chat", self.payload(request), self.label
-            ):
-                try:
-                    data = json.loads(line)
-                except ValueError:
-                    yield StreamError(f"{self.label} sent a line that is not JSON: {line!r}", at)
-                    return
-                for event in events_from_line(data, at, index):
-                    yield event
-                    if isinstance(event, StreamError | Done):
+            lines = post_lines(self.client, "/api/chat", self.payload(request), self.label)
+            async with aclosing(lines):  # close the response as soon as our consumer stops
+                async for at, line in lines:
+                    try:
+                        data = json.loads(line)
+                    except ValueError:
+                        yield StreamError(
+                            f"{self.label} sent a line that is not JSON: {line!r}", at
+                        )
                         return
-                index += 1
+                    for event in events_from_line(data, at, index):
+                        yield event
+                        if isinstance(event, StreamError | Done):
+                            return
+                    index += 1
         except EngineError as error:
             yield StreamError(error.message, time.perf_counter(), error.status)
             return

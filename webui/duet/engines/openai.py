@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass
 
 import httpx
@@ -126,21 +127,25 @@ class OpenAICompatibleEngine:
             lines = post_lines(
                 self.client, "/v1/chat/completions", self.payload(request), self.label, self.headers
             )
-            async for at, line in lines:
-                try:
-                    chunk = parse_sse_line(line)
-                except ValueError:
-                    yield StreamError(f"{self.label} sent a line that is not JSON: {line!r}", at)
-                    return
-                if chunk is None:
-                    continue
-                events, reason = events_from_chunk(chunk, at, index)
-                index += 1
-                finish_reason = reason or finish_reason
-                for event in events:
-                    yield event
-                    if isinstance(event, StreamError):
+            # aclosing: when our consumer stops early, the HTTP response closes now, not at GC.
+            async with aclosing(lines):
+                async for at, line in lines:
+                    try:
+                        chunk = parse_sse_line(line)
+                    except ValueError:
+                        yield StreamError(
+                            f"{self.label} sent a line that is not JSON: {line!r}", at
+                        )
                         return
+                    if chunk is None:
+                        continue
+                    events, reason = events_from_chunk(chunk, at, index)
+                    index += 1
+                    finish_reason = reason or finish_reason
+                    for event in events:
+                        yield event
+                        if isinstance(event, StreamError):
+                            return
         except EngineError as error:
             yield StreamError(error.message, time.perf_counter(), error.status)
             return
