@@ -129,6 +129,52 @@ async def test_ollama_streams_and_splits_thinking(dev_stack: DevStack, thinking:
     assert last["prompt_eval_count"] > 0 and last["eval_count"] > 0
 
 
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "weather",
+        "description": "Current weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "description": "City name"}},
+            "required": ["city"],
+        },
+    },
+}
+TOOL_ROUND_TRIP = {
+    "vllm": [
+        {"role": "user", "content": "What is the weather in Paris?"},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    # OpenAI clients send arguments as a JSON string; Duet sends it compact and
+                    # key-sorted, which is how Ollama's template prints an arguments object.
+                    "function": {"name": "weather", "arguments": '{"city":"Paris"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": "Sunny, 21 °C"},
+    ],
+    "ollama": [
+        {"role": "user", "content": "What is the weather in Paris?"},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [{"function": {"name": "weather", "arguments": {"city": "Paris"}}}],
+        },
+        {"role": "tool", "content": "Sunny, 21 °C"},
+    ],
+}
+EARLIER_REASONING = [
+    {"role": "user", "content": "What is the capital of France?"},
+    {"role": "assistant", "content": "The capital of France is **Paris**.", "reasoning": "R1"},
+    {"role": "user", "content": "Hello!"},
+]
+
 CONVERSATIONS = {
     "one-turn": [{"role": "user", "content": "Hello!"}],
     "system-and-turns": [
@@ -140,20 +186,67 @@ CONVERSATIONS = {
 }
 
 
+async def prompt_tokens(
+    stack: DevStack,
+    vllm_messages: list[dict],
+    ollama_messages: list[dict],
+    thinking: bool,
+    tools: list[dict] | None = None,
+) -> tuple[int, int]:
+    """Prompt token counts of one conversation in vLLM (HF template) and Ollama (Modelfile)."""
+    vllm_extra: dict = {"max_tokens": 1}
+    ollama_request = ollama_payload(ollama_messages, thinking)
+    if tools:
+        # tool_choice none: vLLM still renders the tools into the prompt but needs no parser.
+        vllm_extra |= {"tools": tools, "tool_choice": "none"}
+        ollama_request["tools"] = tools
+    vllm_chunks, ollama_lines = await asyncio.gather(
+        sse_chunks(
+            f"{stack.vllm_url}/v1/chat/completions",
+            vllm_payload(vllm_messages, thinking, **vllm_extra),
+        ),
+        ndjson_lines(f"{stack.ollama_url}/api/chat", ollama_request),
+    )
+    return vllm_chunks[-1]["usage"]["prompt_tokens"], ollama_lines[-1]["prompt_eval_count"]
+
+
 @pytest.mark.parametrize("thinking", [True, False], ids=["thinking", "no-thinking"])
 @pytest.mark.parametrize("name", list(CONVERSATIONS))
 async def test_prompt_token_counts_match(dev_stack: DevStack, name: str, thinking: bool) -> None:
     messages = CONVERSATIONS[name]
-    vllm_chunks, ollama_lines = await asyncio.gather(
-        sse_chunks(
-            f"{dev_stack.vllm_url}/v1/chat/completions",
-            vllm_payload(messages, thinking, max_tokens=1),
-        ),
-        ndjson_lines(f"{dev_stack.ollama_url}/api/chat", ollama_payload(messages, thinking)),
+    vllm_count, ollama_count = await prompt_tokens(dev_stack, messages, messages, thinking)
+    assert vllm_count == ollama_count
+
+
+@pytest.mark.parametrize("thinking", [True, False], ids=["thinking", "no-thinking"])
+async def test_prompt_token_counts_match_with_earlier_reasoning(
+    dev_stack: DevStack, thinking: bool
+) -> None:
+    """Both templates drop the reasoning of turns before the last user message."""
+    ollama_messages = [
+        {k.replace("reasoning", "thinking"): v for k, v in m.items()} for m in EARLIER_REASONING
+    ]
+    without = [{k: v for k, v in m.items() if k != "reasoning"} for m in EARLIER_REASONING]
+    vllm_count, ollama_count = await prompt_tokens(
+        dev_stack, EARLIER_REASONING, ollama_messages, thinking
     )
-    vllm_prompt = vllm_chunks[-1]["usage"]["prompt_tokens"]
-    ollama_prompt = ollama_lines[-1]["prompt_eval_count"]
-    assert vllm_prompt == ollama_prompt
+    assert vllm_count == ollama_count
+    assert (await prompt_tokens(dev_stack, without, without, thinking)) == (vllm_count,) * 2
+
+
+@pytest.mark.parametrize("thinking", [True, False], ids=["thinking", "no-thinking"])
+async def test_prompt_token_counts_match_for_a_tool_round_trip(
+    dev_stack: DevStack, thinking: bool
+) -> None:
+    system = {"role": "system", "content": "You are a helpful assistant."}
+    vllm_count, ollama_count = await prompt_tokens(
+        dev_stack,
+        [system, *TOOL_ROUND_TRIP["vllm"]],
+        [system, *TOOL_ROUND_TRIP["ollama"]],
+        thinking,
+        tools=[WEATHER_TOOL],
+    )
+    assert vllm_count == ollama_count
 
 
 def request(text: str, thinking: bool, max_tokens: int = 96) -> ChatRequest:
