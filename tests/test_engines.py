@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from dataclasses import dataclass
 
 import httpx
 import pytest
@@ -74,59 +75,70 @@ def ollama_payload(messages: list[dict], thinking: bool) -> dict:
     }
 
 
-def vllm_texts(chunks: list[dict]) -> tuple[str, str]:
-    """(reasoning, answer) from vLLM deltas; the field was renamed, so read both names."""
-    reasoning = answer = ""
-    for chunk in chunks:
-        for choice in chunk.get("choices", ()):
-            delta = choice["delta"]
-            reasoning += delta.get("reasoning") or delta.get("reasoning_content") or ""
-            answer += delta.get("content") or ""
-    return reasoning, answer
+@dataclass(frozen=True)
+class RawStream:
+    """What one engine's own wire format said, read without Duet's adapters."""
+
+    chunks: int  # upstream chunks that carried text
+    reasoning: str
+    answer: str
+    prompt_tokens: int
+    completion_tokens: int
 
 
-def ollama_texts(lines: list[dict]) -> tuple[str, str]:
-    reasoning = "".join(line.get("message", {}).get("thinking", "") for line in lines)
-    answer = "".join(line.get("message", {}).get("content", "") for line in lines)
-    return reasoning, answer
-
-
-@pytest.mark.parametrize("thinking", [True, False], ids=["thinking", "no-thinking"])
-async def test_vllm_streams_and_splits_reasoning(dev_stack: DevStack, thinking: bool) -> None:
+async def vllm_raw(
+    stack: DevStack, messages: list[dict], thinking: bool, **extra: object
+) -> RawStream:
     chunks = await sse_chunks(
-        f"{dev_stack.vllm_url}/v1/chat/completions",
-        vllm_payload([{"role": "user", "content": QUESTION}], thinking),
+        f"{stack.vllm_url}/v1/chat/completions", vllm_payload(messages, thinking, **extra)
     )
-    text_chunks = [c for c in chunks if c.get("choices")]
-    assert len(text_chunks) > 5, "a streamed answer arrives in many chunks"
-    reasoning, answer = vllm_texts(chunks)
-    assert "Paris" in answer
-    assert "<think>" not in answer and "</think>" not in answer
-    if thinking:
-        assert "capital of France" in reasoning
-    else:
-        assert reasoning == ""
-    usage = chunks[-1]["usage"]  # include_usage: the last chunk carries the counts
-    assert usage["prompt_tokens"] > 0 and usage["completion_tokens"] > 0
+    deltas = [choice["delta"] for chunk in chunks for choice in chunk.get("choices", ())]
+    usage = chunks[-1]["usage"]  # include_usage: a last chunk with the counts and no choices
+    return RawStream(
+        chunks=sum(1 for d in deltas if d.get("content") or d.get("reasoning")
+                   or d.get("reasoning_content")),
+        # The field was renamed from reasoning_content to reasoning: read both.
+        reasoning="".join(d.get("reasoning") or d.get("reasoning_content") or "" for d in deltas),
+        answer="".join(d.get("content") or "" for d in deltas),
+        prompt_tokens=usage["prompt_tokens"],
+        completion_tokens=usage["completion_tokens"],
+    )  # fmt: skip
+
+
+async def ollama_raw(
+    stack: DevStack, messages: list[dict], thinking: bool, **extra: object
+) -> RawStream:
+    lines = await ndjson_lines(
+        f"{stack.ollama_url}/api/chat", ollama_payload(messages, thinking) | extra
+    )
+    assert lines[-1]["done"] is True
+    messages_out = [line.get("message", {}) for line in lines]
+    return RawStream(
+        chunks=sum(1 for m in messages_out if m.get("content") or m.get("thinking")),
+        reasoning="".join(m.get("thinking", "") for m in messages_out),
+        answer="".join(m.get("content", "") for m in messages_out),
+        prompt_tokens=lines[-1]["prompt_eval_count"],
+        completion_tokens=lines[-1]["eval_count"],
+    )
+
+
+RAW = {"vllm": vllm_raw, "ollama": ollama_raw}
 
 
 @pytest.mark.parametrize("thinking", [True, False], ids=["thinking", "no-thinking"])
-async def test_ollama_streams_and_splits_thinking(dev_stack: DevStack, thinking: bool) -> None:
-    lines = await ndjson_lines(
-        f"{dev_stack.ollama_url}/api/chat",
-        ollama_payload([{"role": "user", "content": QUESTION}], thinking),
-    )
-    assert len(lines) > 5
-    reasoning, answer = ollama_texts(lines)
-    assert "Paris" in answer
-    assert "<think>" not in answer and "</think>" not in answer
+@pytest.mark.parametrize("engine", list(RAW))
+async def test_engine_streams_and_splits_reasoning(
+    dev_stack: DevStack, engine: str, thinking: bool
+) -> None:
+    raw = await RAW[engine](dev_stack, [{"role": "user", "content": QUESTION}], thinking)
+    assert raw.chunks > 5, "a streamed answer arrives in many chunks"
+    assert "Paris" in raw.answer
+    assert "<think>" not in raw.answer and "</think>" not in raw.answer
     if thinking:
-        assert "capital of France" in reasoning
+        assert "capital of France" in raw.reasoning
     else:
-        assert reasoning == ""
-    last = lines[-1]
-    assert last["done"] is True
-    assert last["prompt_eval_count"] > 0 and last["eval_count"] > 0
+        assert raw.reasoning == ""
+    assert raw.prompt_tokens > 0 and raw.completion_tokens > 0
 
 
 WEATHER_TOOL = {
@@ -195,19 +207,16 @@ async def prompt_tokens(
 ) -> tuple[int, int]:
     """Prompt token counts of one conversation in vLLM (HF template) and Ollama (Modelfile)."""
     vllm_extra: dict = {"max_tokens": 1}
-    ollama_request = ollama_payload(ollama_messages, thinking)
+    ollama_extra: dict = {}
     if tools:
         # tool_choice none: vLLM still renders the tools into the prompt but needs no parser.
         vllm_extra |= {"tools": tools, "tool_choice": "none"}
-        ollama_request["tools"] = tools
-    vllm_chunks, ollama_lines = await asyncio.gather(
-        sse_chunks(
-            f"{stack.vllm_url}/v1/chat/completions",
-            vllm_payload(vllm_messages, thinking, **vllm_extra),
-        ),
-        ndjson_lines(f"{stack.ollama_url}/api/chat", ollama_request),
+        ollama_extra["tools"] = tools
+    vllm, ollama = await asyncio.gather(
+        vllm_raw(stack, vllm_messages, thinking, **vllm_extra),
+        ollama_raw(stack, ollama_messages, thinking, **ollama_extra),
     )
-    return vllm_chunks[-1]["usage"]["prompt_tokens"], ollama_lines[-1]["prompt_eval_count"]
+    return vllm.prompt_tokens, ollama.prompt_tokens
 
 
 @pytest.mark.parametrize("thinking", [True, False], ids=["thinking", "no-thinking"])

@@ -20,8 +20,8 @@ def build_engines(settings: Settings) -> dict[EngineName, Engine]:
     timeouts = {"connect_timeout": settings.connect_timeout, "read_timeout": settings.read_timeout}
     return {
         "vllm": VllmEngine(
-            "vllm", "vLLM", settings.vllm_url, settings.vllm_model, settings.vllm_api_key,
-            **timeouts,
+            "vllm", "vLLM", settings.vllm_url, settings.vllm_model,
+            api_key=settings.vllm_api_key, **timeouts,
         ),
         "ollama": OllamaEngine(
             "ollama", "Ollama", settings.ollama_url, settings.ollama_model, **timeouts

@@ -14,8 +14,12 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 
 import httpx
+
+from duet.engines.base import EngineHealth
+from duet.engines.events import EngineName
 
 
 class EngineError(Exception):
@@ -25,9 +29,36 @@ class EngineError(Exception):
         self.status = status
 
 
-def make_client(base_url: str, connect_timeout: float, read_timeout: float) -> httpx.AsyncClient:
-    timeout = httpx.Timeout(connect=connect_timeout, read=read_timeout, write=30.0, pool=30.0)
-    return httpx.AsyncClient(base_url=base_url, timeout=timeout)
+@dataclass
+class HTTPEngine:
+    """What every adapter shares: where the engine is, and one HTTP client to reach it."""
+
+    name: EngineName
+    label: str  # shown in the UI, e.g. "vLLM" or "Ollama (/v1)"
+    base_url: str
+    model: str
+    connect_timeout: float = 10.0
+    read_timeout: float = 300.0
+    _client: httpx.AsyncClient | None = field(default=None, repr=False)
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        # Created on first use, so it belongs to the event loop that uses it.
+        if self._client is None:
+            timeout = httpx.Timeout(
+                connect=self.connect_timeout, read=self.read_timeout, write=30.0, pool=30.0
+            )
+            self._client = httpx.AsyncClient(base_url=self.base_url, timeout=timeout)
+        return self._client
+
+    def unreachable(self, error: Exception) -> EngineHealth:
+        detail = f"{self.label} is not reachable at {self.base_url}: {type(error).__name__}"
+        return EngineHealth(self.name, up=False, detail=detail)
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
 
 
 def _error_text(body: bytes) -> str:

@@ -17,7 +17,6 @@ import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from dataclasses import dataclass
 
 import httpx
 
@@ -25,13 +24,12 @@ from duet.engines.base import ChatRequest, EngineHealth
 from duet.engines.events import (
     AnswerDelta,
     Done,
-    EngineName,
     ReasoningDelta,
     StreamError,
     StreamEvent,
     Usage,
 )
-from duet.engines.http import EngineError, make_client, post_lines
+from duet.engines.http import EngineError, HTTPEngine, post_lines
 
 NANOSECONDS = 1e9
 DURATIONS = ("total_duration", "load_duration", "prompt_eval_duration", "eval_duration")
@@ -60,21 +58,8 @@ def events_from_line(data: dict, at: float, index: int) -> list[StreamEvent]:
     return events
 
 
-@dataclass
-class OllamaEngine:
-    name: EngineName
-    label: str
-    base_url: str
-    model: str
-    connect_timeout: float = 10.0
-    read_timeout: float = 300.0
-    _client: httpx.AsyncClient | None = None
-
-    @property
-    def client(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = make_client(self.base_url, self.connect_timeout, self.read_timeout)
-        return self._client
+class OllamaEngine(HTTPEngine):
+    """Ollama's native API."""
 
     def payload(self, request: ChatRequest) -> dict:
         sampling = request.sampling
@@ -132,16 +117,7 @@ class OllamaEngine:
             tags = (await self.client.get("/api/tags", timeout=3.0)).json()
             models = tuple(m["name"] for m in tags.get("models", ()))
         except (httpx.HTTPError, ValueError, KeyError) as error:
-            return EngineHealth(
-                self.name,
-                up=False,
-                detail=f"{self.label} is not reachable at {self.base_url}: {type(error).__name__}",
-            )
+            return self.unreachable(error)
         served = self.model in models or f"{self.model}:latest" in models
         detail = f"Ollama {version}" if served else f"{self.model} has not been created in Ollama"
         return EngineHealth(self.name, up=served, models=models, detail=detail)
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None

@@ -23,13 +23,12 @@ from duet.engines.base import ChatMessage, ChatRequest, EngineHealth
 from duet.engines.events import (
     AnswerDelta,
     Done,
-    EngineName,
     ReasoningDelta,
     StreamError,
     StreamEvent,
     Usage,
 )
-from duet.engines.http import EngineError, make_client, post_lines
+from duet.engines.http import EngineError, HTTPEngine, post_lines
 
 
 def parse_sse_line(line: str) -> dict | None:
@@ -78,24 +77,10 @@ def message_payload(message: ChatMessage) -> dict:
 
 
 @dataclass
-class OpenAICompatibleEngine:
+class OpenAICompatibleEngine(HTTPEngine):
     """An engine reached through `/v1/chat/completions`."""
 
-    name: EngineName
-    label: str
-    base_url: str
-    model: str
-    api_key: str = ""
-    connect_timeout: float = 10.0
-    read_timeout: float = 300.0
-    _client: httpx.AsyncClient | None = None
-
-    @property
-    def client(self) -> httpx.AsyncClient:
-        # Created on first use, inside the event loop that will use it.
-        if self._client is None:
-            self._client = make_client(self.base_url, self.connect_timeout, self.read_timeout)
-        return self._client
+    api_key: str = ""  # sent as a Bearer token when set (vLLM's --api-key)
 
     @property
     def headers(self) -> dict[str, str]:
@@ -157,18 +142,9 @@ class OpenAICompatibleEngine:
             response.raise_for_status()
             models = tuple(m["id"] for m in response.json().get("data", ()))
         except (httpx.HTTPError, ValueError, KeyError) as error:
-            return EngineHealth(
-                self.name,
-                up=False,
-                detail=f"{self.label} is not reachable at {self.base_url}: {type(error).__name__}",
-            )
+            return self.unreachable(error)
         detail = "" if self.model in models else f"{self.model} is not among the served models"
         return EngineHealth(self.name, up=True, models=models, detail=detail)
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
 
 
 class VllmEngine(OpenAICompatibleEngine):
