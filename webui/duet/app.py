@@ -16,14 +16,19 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 
+from duet import prometheus
+from duet.compare import CompareRuns
 from duet.engines.base import Engine
 from duet.engines.events import EngineName
 from duet.generation import Generations
 from duet.markdown import render_markdown
+from duet.prometheus import Telemetry, instrument
 from duet.settings import Settings
 from duet.store.conversations import MATCH_END, MATCH_START
 from duet.store.db import open_database
 from duet.views import chat, health, history
+from duet.views import compare as compare_views
+from duet.views import runs as runs_views
 from duet.views.errors import UserError, handle_user_error
 
 PACKAGE_DIR = Path(__file__).parent
@@ -48,15 +53,21 @@ def create_app(
         engines = build_engines(settings)
     database_path = database if database is not None else settings.database
     chosen_engines = engines
+    # Every stream, chat or compare, is measured for /metrics on its way through.
+    telemetry = Telemetry()
+    instrumented_engines = instrument(engines, telemetry)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = open_database(database_path)
         app.state.db = db
         app.state.generations = Generations(db)
+        app.state.compare_runs = CompareRuns(db, app.state.generations)
         try:
             yield
         finally:
+            # Compare runs first: they must stop starting answers before generations shut down.
+            await app.state.compare_runs.shutdown()
             # Answers still streaming are saved as interrupted before the database closes.
             await app.state.generations.shutdown()
             for engine in chosen_engines.values() if owns_engines else ():
@@ -68,11 +79,12 @@ def create_app(
 
     app = FastAPI(title="Duet", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.settings = settings
-    app.state.engines = chosen_engines
+    app.state.engines = instrumented_engines
+    app.state.telemetry = telemetry
     app.state.templates = build_templates()
     app.add_exception_handler(UserError, handle_user_error)
     app.mount("/static", StaticFiles(directory=PACKAGE_DIR / "static"), name="static")
-    for area in (chat, history, health):
+    for area in (chat, history, health, compare_views, runs_views, prometheus):
         app.include_router(area.router)
     return app
 
@@ -83,6 +95,7 @@ def build_templates() -> Jinja2Templates:
     environment.filters["markdown"] = lambda text: Markup(render_markdown(text))
     environment.filters["ms"] = format_ms
     environment.filters["highlight"] = highlight_snippet
+    environment.filters["ms_fine"] = compare_views.format_ms_fine
     return templates
 
 

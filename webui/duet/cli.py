@@ -145,12 +145,34 @@ def add_doctor(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
+def add_bench(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("bench", help="measure Duet against the engines it serves")
+    kinds = parser.add_subparsers(dest="bench", required=True)
+    relay = kinds.add_parser(
+        "relay", help="stream the same requests directly and through Duet; print what Duet adds"
+    )
+    relay.add_argument(
+        "--engines", default="vllm,ollama", help="comma-separated (default: vllm,ollama)"
+    )
+    relay.add_argument("-n", "--requests", type=int, default=20, help="per engine and path")
+    relay.add_argument("--max-tokens", type=int, default=64, help="tokens per answer (default 64)")
+    relay.add_argument("--json", help="also write every request's numbers to this file")
+
+    def run(args: argparse.Namespace) -> int:
+        from duet.bench import run_bench_relay
+
+        names = [name.strip() for name in args.engines.split(",") if name.strip()]
+        return run_bench_relay(names, args.requests, args.max_tokens, args.json)
+
+    relay.set_defaults(handler=run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="duet", description="Qwen3 on vLLM and Ollama, side by side, with honest numbers."
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    for add in (add_serve, add_dev, add_modelfile, add_doctor):
+    for add in (add_serve, add_dev, add_modelfile, add_doctor, add_bench):
         add(commands)
     return parser
 

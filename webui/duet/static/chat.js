@@ -22,6 +22,11 @@
   }
 
   function appendText(element, text) {
+    // Qwen3 opens its reasoning and its answer with newlines; in a pre-wrap box they would
+    // show as blank lines above the text, so leading whitespace is dropped (the stored message
+    // keeps every character).
+    if (!element.textContent) text = text.replace(/^\s+/, "");
+    if (!text) return;
     const follow = nearBottom();
     element.append(text); // a string becomes a text node: model output is never parsed as HTML
     if (follow) window.scrollTo(0, document.scrollingElement.scrollHeight);

@@ -157,3 +157,57 @@ def m004_messages_fts(db: sqlite3.Connection) -> None:
     # Not executescript(): it would commit in the middle of the migration's transaction.
     for trigger in triggers:
         db.execute(trigger)
+
+
+@migration
+def m005_compare_runs(db: sqlite3.Connection) -> None:
+    # A compare run: one prompt sent to several engines, concurrently or one after the other.
+    # Each answer is also an ordinary assistant message (in a conversation of its own, so it can
+    # be continued in the chat); `message_id` links to it. The timings are copied here when the
+    # answer ends, so deleting that conversation never loses a run's measurements.
+    # Arrival lists are JSON with one [ms, chunk, kind, chars] entry per text event ("r" or "a"):
+    # `server_arrivals` in ms since Duet sent the request to the engine, `browser_arrivals` in ms
+    # since the browser's start of this answer (see docs/metrics.md, "The compare view").
+    # `started_ms` is when this answer's engine request went out, in ms after the run was
+    # received: 0-ish for concurrent runs, after the previous answer for sequential ones.
+    db.execute(
+        """
+        CREATE TABLE compare_runs (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            prompt TEXT NOT NULL,
+            system_prompt TEXT NOT NULL DEFAULT '',
+            mode TEXT NOT NULL CHECK (mode IN ('concurrent', 'sequential')),
+            thinking INTEGER NOT NULL,
+            parameters TEXT NOT NULL DEFAULT '{}',
+            created_at TEXT NOT NULL
+        )
+        """
+    )
+    db.execute("CREATE INDEX compare_runs_by_user ON compare_runs (user_id, id)")
+    db.execute(
+        """
+        CREATE TABLE compare_answers (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            run_id INTEGER NOT NULL REFERENCES compare_runs(id) ON DELETE CASCADE,
+            position INTEGER NOT NULL,
+            engine TEXT NOT NULL,
+            model TEXT NOT NULL,
+            conversation_id INTEGER REFERENCES conversations(id) ON DELETE SET NULL,
+            message_id INTEGER REFERENCES messages(id) ON DELETE SET NULL,
+            status TEXT NOT NULL DEFAULT 'queued' CHECK (
+                status IN ('queued', 'streaming', 'complete', 'stopped', 'failed', 'interrupted')
+            ),
+            error TEXT,
+            started_ms REAL,
+            prompt_tokens INTEGER,
+            output_tokens INTEGER,
+            engine_timings TEXT NOT NULL DEFAULT '{}',
+            server_arrivals TEXT NOT NULL DEFAULT '[]',
+            browser_arrivals TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            UNIQUE (run_id, position)
+        )
+        """
+    )

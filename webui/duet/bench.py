@@ -1,0 +1,391 @@
+"""`duet bench relay`: what Duet's own relaying adds to a stream, measured, not assumed.
+
+In one run, for each engine, the same request (fixed prompt, greedy, no thinking) is streamed N
+times straight from the engine and N times through Duet, alternating, with Duet running as a
+separate process (`duet serve`) on a loopback port, exactly as in production:
+
+- direct: Duet's engine adapter, in this process; TTFT and gaps from the adapter's arrival stamps.
+- through Duet: POST /chat/send, then GET the answer's event stream, as the page does; TTFT from
+  the POST to the first text event read here.
+
+Duet's added TTFT is measured per request through Duet: the TTFT seen here minus the TTFT Duet's
+server saw itself (the `t` stamp it puts on each event, since its engine request went out). That
+pairs the two within one request, so the engine's own variation cancels out; the unpaired
+difference of the two paths' TTFT distributions is printed too. Chunk counts are compared request
+by request and ITL distributions by their p50/p95. No assertion here: it prints numbers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from duet.engines import build_engines
+from duet.engines.base import ChatMessage, ChatRequest, Engine, Sampling
+from duet.engines.events import EngineName
+from duet.metrics import ChunkArrival, arrivals_from_events, percentile, stream_metrics
+from duet.settings import Settings
+
+PROMPT = "Tell me a story that never ends."
+WARMUP_REQUESTS = 2
+START_SECONDS = 30.0
+
+TARGETS = {
+    "added TTFT p50 (ms)": 2.0,
+    "added TTFT p95 (ms)": 10.0,
+    "ITL p50 ratio off by at most": 0.05,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Measured:
+    """One streamed request: TTFT and chunk gaps in ms, and the chunk count."""
+
+    path: str  # "direct" | "duet"
+    ttft_ms: float | None
+    chunks: int
+    itl_ms: tuple[float, ...]
+    server_ttft_ms: float | None = None  # through Duet: Duet's own TTFT for this request
+    output_tokens: int | None = None
+
+    @property
+    def added_ttft_ms(self) -> float | None:
+        if self.ttft_ms is None or self.server_ttft_ms is None:
+            return None
+        return self.ttft_ms - self.server_ttft_ms
+
+
+@dataclass
+class EngineResult:
+    engine: str
+    direct: list[Measured] = field(default_factory=list)
+    duet: list[Measured] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        def p(values: Sequence[float], q: float) -> float | None:
+            return round(percentile(values, q), 3) if values else None
+
+        direct_ttft = [m.ttft_ms for m in self.direct if m.ttft_ms is not None]
+        duet_ttft = [m.ttft_ms for m in self.duet if m.ttft_ms is not None]
+        added = [m.added_ttft_ms for m in self.duet if m.added_ttft_ms is not None]
+        direct_itl = [gap for m in self.direct for gap in m.itl_ms]
+        duet_itl = [gap for m in self.duet for gap in m.itl_ms]
+        direct_itl_p50, duet_itl_p50 = p(direct_itl, 50), p(duet_itl, 50)
+        pairs = list(zip(self.direct, self.duet, strict=False))
+        return {
+            "engine": self.engine,
+            "requests": len(pairs),
+            "direct_ttft_p50_ms": p(direct_ttft, 50),
+            "direct_ttft_p95_ms": p(direct_ttft, 95),
+            "duet_ttft_p50_ms": p(duet_ttft, 50),
+            "duet_ttft_p95_ms": p(duet_ttft, 95),
+            "added_ttft_p50_ms": p(added, 50),
+            "added_ttft_p95_ms": p(added, 95),
+            "added_ttft_max_ms": round(max(added), 3) if added else None,
+            "direct_chunks": sorted({m.chunks for m in self.direct}),
+            "duet_chunks": sorted({m.chunks for m in self.duet}),
+            "chunk_counts_identical": bool(pairs) and all(a.chunks == b.chunks for a, b in pairs),
+            "direct_itl_p50_ms": direct_itl_p50,
+            "duet_itl_p50_ms": duet_itl_p50,
+            "direct_itl_p95_ms": p(direct_itl, 95),
+            "duet_itl_p95_ms": p(duet_itl, 95),
+            "itl_p50_ratio": (
+                round(duet_itl_p50 / direct_itl_p50, 4)
+                if duet_itl_p50 is not None and direct_itl_p50
+                else None
+            ),
+        }
+
+
+def bench_request(max_tokens: int) -> ChatRequest:
+    sampling = Sampling(temperature=0.0, top_p=1.0, top_k=0, max_tokens=max_tokens, seed=0)
+    return ChatRequest(
+        messages=(ChatMessage(role="user", content=PROMPT),), thinking=False, sampling=sampling
+    )
+
+
+def measure(path: str, sent_at: float, arrivals: list[ChunkArrival], **extra: Any) -> Measured:
+    metrics = stream_metrics(sent_at, arrivals, extra.pop("output_tokens", None))
+    return Measured(
+        path=path,
+        ttft_ms=None if metrics.ttft is None else metrics.ttft * 1000,
+        chunks=metrics.chunk_count,
+        itl_ms=tuple(gap * 1000 for gap in metrics.itl),
+        output_tokens=metrics.output_tokens,
+        **extra,
+    )
+
+
+async def stream_direct(engine: Engine, request: ChatRequest) -> Measured:
+    sent_at = time.perf_counter()
+    events = [event async for event in engine.stream_chat(request)]
+    errors = [event for event in events if event.kind == "error"]
+    if errors:
+        raise RuntimeError(f"{engine.label} failed: {errors[0].message}")  # type: ignore[union-attr]
+    tokens = next(
+        (e.completion_tokens for e in events if e.kind == "usage"),  # type: ignore[union-attr]
+        None,
+    )
+    return measure("direct", sent_at, arrivals_from_events(events), output_tokens=tokens)
+
+
+async def stream_through_duet(
+    client: httpx.AsyncClient, engine: EngineName, max_tokens: int
+) -> Measured:
+    form = {
+        "content": PROMPT,
+        "engine": engine,
+        "temperature": "0",
+        "top_p": "1",
+        "top_k": "0",
+        "max_tokens": str(max_tokens),
+        "system_prompt": "",
+    }
+    sent_at = time.perf_counter()
+    response = await client.post("/chat/send", data=form)
+    if response.status_code != 200:
+        raise RuntimeError(f"Duet refused the request ({response.status_code}): {response.text}")
+    found = re.search(r'data-stream="(/messages/\d+/stream)"', response.text)
+    if found is None:
+        raise RuntimeError("Duet's answer to /chat/send held no stream URL")
+    arrivals: list[ChunkArrival] = []
+    server_ttft_ms: float | None = None
+    status = ""
+    name = ""
+    async with client.stream("GET", found.group(1)) as stream:
+        async for line in stream.aiter_lines():
+            arrived = time.perf_counter()
+            if line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("data: "):
+                data = json.loads(line[6:])
+                if name in ("reasoning", "answer") and data.get("text"):
+                    arrivals.append(ChunkArrival(at=arrived, kind=name, chunk=data["chunk"]))
+                    if server_ttft_ms is None:
+                        server_ttft_ms = data["t"]
+                elif name == "end":
+                    status = data.get("status", "")
+                    break
+    if status != "complete":
+        raise RuntimeError(f"the answer through Duet ended {status or 'without an end event'}")
+    return measure("duet", sent_at, arrivals, server_ttft_ms=server_ttft_ms)
+
+
+def start_duet(settings: Settings, port: int, log_path: Path, database: Path) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "DUET_VLLM_URL": settings.vllm_url,
+        "DUET_OLLAMA_URL": settings.ollama_url,
+        "DUET_VLLM_MODEL": settings.vllm_model,
+        "DUET_OLLAMA_MODEL": settings.ollama_model,
+        "DUET_VLLM_API_KEY": settings.vllm_api_key,
+        "DUET_DATABASE": str(database),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "duet.cli",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def wait_until_up(url: str, process: subprocess.Popen, log_path: Path) -> None:
+    deadline = time.monotonic() + START_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"duet serve exited:\n{log_path.read_text()[-2000:]}")
+        try:
+            if httpx.get(url + "/compare", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"duet serve did not answer in {START_SECONDS:.0f} s")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def run_relay(
+    engines: Mapping[EngineName, Engine], duet_url: str, requests: int, max_tokens: int
+) -> list[EngineResult]:
+    request = bench_request(max_tokens)
+    results = []
+    timeout = httpx.Timeout(300.0, connect=10.0)
+    async with httpx.AsyncClient(base_url=duet_url, timeout=timeout) as client:
+        try:
+            await relay_each_engine(engines, client, request, requests, max_tokens, results)
+        finally:
+            # The adapters' clients belong to this event loop: close them in it.
+            for engine in engines.values():
+                await engine.aclose()
+    return results
+
+
+async def relay_each_engine(
+    engines: Mapping[EngineName, Engine],
+    client: httpx.AsyncClient,
+    request: ChatRequest,
+    requests: int,
+    max_tokens: int,
+    results: list[EngineResult],
+) -> None:
+    for name, engine in engines.items():
+        result = EngineResult(name)
+        for _ in range(WARMUP_REQUESTS):
+            await stream_direct(engine, request)
+            await stream_through_duet(client, name, max_tokens)
+        for index in range(requests):
+            # Alternate which path goes first, so a drift in the engine's speed hits both.
+            paths = ("direct", "duet") if index % 2 == 0 else ("duet", "direct")
+            for path in paths:
+                if path == "direct":
+                    result.direct.append(await stream_direct(engine, request))
+                else:
+                    result.duet.append(await stream_through_duet(client, name, max_tokens))
+            print(f"  {name}: {index + 1}/{requests}", file=sys.stderr, end="\r")
+        print(file=sys.stderr)
+        results.append(result)
+
+
+def format_table(summaries: Sequence[dict[str, Any]]) -> str:
+    def cell(value: Any) -> str:
+        if value is None:
+            return "n/a"
+        if isinstance(value, bool):
+            return "yes" if value else "NO"
+        if isinstance(value, float):
+            return f"{value:.2f}"
+        if isinstance(value, list):
+            return ",".join(str(v) for v in value)
+        return str(value)
+
+    rows = [
+        ("requests per path", "requests"),
+        ("TTFT p50 direct (ms)", "direct_ttft_p50_ms"),
+        ("TTFT p50 through Duet (ms)", "duet_ttft_p50_ms"),
+        ("TTFT p95 direct (ms)", "direct_ttft_p95_ms"),
+        ("TTFT p95 through Duet (ms)", "duet_ttft_p95_ms"),
+        ("added TTFT p50 (ms) [<= 2]", "added_ttft_p50_ms"),
+        ("added TTFT p95 (ms) [<= 10]", "added_ttft_p95_ms"),
+        ("added TTFT max (ms)", "added_ttft_max_ms"),
+        ("chunks direct", "direct_chunks"),
+        ("chunks through Duet", "duet_chunks"),
+        ("chunk counts identical", "chunk_counts_identical"),
+        ("ITL p50 direct (ms)", "direct_itl_p50_ms"),
+        ("ITL p50 through Duet (ms)", "duet_itl_p50_ms"),
+        ("ITL p95 direct (ms)", "direct_itl_p95_ms"),
+        ("ITL p95 through Duet (ms)", "duet_itl_p95_ms"),
+        ("ITL p50 ratio [0.95-1.05]", "itl_p50_ratio"),
+    ]
+    label_width = max(len(label) for label, _ in rows)
+    header = "".ljust(label_width) + "".join(f"{s['engine']:>16}" for s in summaries)
+    lines = [header, "-" * len(header)]
+    for label, key in rows:
+        lines.append(label.ljust(label_width) + "".join(f"{cell(s[key]):>16}" for s in summaries))
+    return "\n".join(lines)
+
+
+def verdicts(summary: dict[str, Any]) -> list[str]:
+    """The targets this engine's numbers missed (an empty list: all met)."""
+    missed = []
+    added_p50, added_p95 = summary["added_ttft_p50_ms"], summary["added_ttft_p95_ms"]
+    if added_p50 is None or added_p50 > TARGETS["added TTFT p50 (ms)"]:
+        missed.append(f"added TTFT p50 {added_p50} ms > 2 ms")
+    if added_p95 is None or added_p95 > TARGETS["added TTFT p95 (ms)"]:
+        missed.append(f"added TTFT p95 {added_p95} ms > 10 ms")
+    if not summary["chunk_counts_identical"]:
+        missed.append("chunk counts differ")
+    ratio = summary["itl_p50_ratio"]
+    if ratio is None or abs(ratio - 1) > TARGETS["ITL p50 ratio off by at most"]:
+        missed.append(f"ITL p50 ratio {ratio} outside 0.95-1.05")
+    return missed
+
+
+def machine_description() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
+
+
+def run_bench_relay(
+    engine_names: Sequence[str], requests: int, max_tokens: int, json_path: str | None
+) -> int:
+    settings = Settings.from_env()
+    all_engines = build_engines(settings)
+    unknown = [name for name in engine_names if name not in all_engines]
+    if unknown:
+        print(f"duet bench relay: unknown engine {unknown[0]!r}", file=sys.stderr)
+        return 2
+    if requests < 1:
+        print("duet bench relay: --requests must be at least 1", file=sys.stderr)
+        return 2
+    engines = {name: engine for name, engine in all_engines.items() if name in engine_names}
+    workdir = Path(tempfile.mkdtemp(prefix="duet-bench-"))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log_path = workdir / "duet-serve.log"
+    process = start_duet(settings, port, log_path, workdir / "bench.sqlite3")
+    try:
+        wait_until_up(url, process, log_path)
+        print(f"Duet under test: duet serve on {url} (pid {process.pid})", file=sys.stderr)
+        results = asyncio.run(run_relay(engines, url, requests, max_tokens))
+    except RuntimeError as error:
+        print(f"duet bench relay: {error}", file=sys.stderr)
+        return 1
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    summaries = [result.summary() for result in results]
+    print(f"duet bench relay · {time.strftime('%Y-%m-%d %H:%M %Z')} · {machine_description()}")
+    print(f"prompt {PROMPT!r}, greedy, no thinking, max_tokens {max_tokens}, {requests} requests")
+    print(format_table(summaries))
+    all_missed = {s["engine"]: verdicts(s) for s in summaries}
+    for engine, missed in all_missed.items():
+        print(f"{engine}: " + ("all targets met" if not missed else "MISSED: " + "; ".join(missed)))
+    if json_path:
+        document = {
+            "command": "duet bench relay " + " ".join(sys.argv[3:]),
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "machine": machine_description(),
+            "prompt": PROMPT,
+            "max_tokens": max_tokens,
+            "summaries": summaries,
+            "requests": {r.engine: [asdict(m) for m in r.direct + r.duet] for r in results},
+        }
+        Path(json_path).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        print(f"raw numbers written to {json_path}", file=sys.stderr)
+    return 0

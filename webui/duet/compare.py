@@ -1,0 +1,191 @@
+"""Compare runs: one prompt to several engines, each answer its own server-side generation.
+
+Every answer runs as an ordinary `Generation` (its own task, its own subscribers, its own event
+stream), so no answer is ever paced by another: in concurrent mode the generations simply run at
+the same time; in sequential mode a small orchestrator task starts the next one when the
+previous one has ended. The orchestrator never touches the streams themselves.
+
+Each answer is also an assistant message in a conversation of its own, so a compare answer can
+be continued in the chat, and is found by the chat's search.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+from duet.engines.base import Engine
+from duet.generation import Generation, Generations
+from duet.store import conversations, messages, runs
+from duet.store.db import transaction
+from duet.store.runs import CompareRun, Mode
+from duet.turns import TurnOptions, start_answer
+
+log = logging.getLogger(__name__)
+
+# How long a finished answer's events stay in memory for a page that connects late.
+REPLAY_SECONDS = 60.0
+# How long shutdown waits for the orchestrators to record their answers.
+SHUTDOWN_WAIT_SECONDS = 10.0
+
+
+@dataclass(eq=False)
+class AnswerSlot:
+    """One column of a running compare: its engine, and its generation once started."""
+
+    answer_id: int
+    engine: Engine
+    conversation_id: int
+    # Set when the generation has started, or when the answer ended without one.
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    generation: Generation | None = None
+    started_ms: float | None = None  # engine request sent, in ms after the run was received
+    cancelled: bool = False
+    # Set once the answer's outcome has been copied into the run (status, server arrivals).
+    recorded: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass(eq=False)
+class RunningCompare:
+    run_id: int
+    mode: Mode
+    options: TurnOptions
+    received_at: float  # perf_counter() when the run's request reached the server
+    slots: list[AnswerSlot]
+    task: asyncio.Task[None] | None = None
+
+
+class CompareRuns:
+    """The compare runs of one app that still have an answer queued or streaming."""
+
+    def __init__(self, db: sqlite3.Connection, generations: Generations) -> None:
+        self.db = db
+        self.generations = generations
+        self.running: dict[int, RunningCompare] = {}
+        self.slots: dict[int, AnswerSlot] = {}
+        self.closing = False
+        runs.mark_interrupted(db)
+
+    def start(
+        self,
+        user_id: int,
+        prompt: str,
+        mode: Mode,
+        engines: Sequence[Engine],
+        options: TurnOptions,
+        received_at: float,
+    ) -> CompareRun:
+        """Store the run, a conversation per answer, and start answering."""
+        with transaction(self.db):
+            run = runs.create_run(
+                self.db,
+                user_id,
+                prompt=prompt,
+                system_prompt=options.system_prompt,
+                mode=mode,
+                thinking=options.thinking,
+                parameters=options.parameters(),
+                engines=[(engine.name, engine.model) for engine in engines],
+            )
+            slots = []
+            for answer, engine in zip(run.answers, engines, strict=True):
+                title = f"{conversations.title_from_text(prompt)} · {engine.label} (compare)"
+                conversation = conversations.create_conversation(
+                    self.db, user_id, title, options.system_prompt
+                )
+                messages.add_user_message(self.db, conversation.id, prompt)
+                runs.set_conversation(self.db, answer.id, conversation.id)
+                slots.append(AnswerSlot(answer.id, engine, conversation.id))
+        running = RunningCompare(run.id, mode, options, received_at, slots)
+        self.running[run.id] = running
+        self.slots.update((slot.answer_id, slot) for slot in slots)
+        running.task = asyncio.create_task(self.run(running), name=f"compare-{run.id}")
+        stored = runs.get_run(self.db, user_id, run.id)
+        assert stored is not None
+        return stored
+
+    def slot(self, answer_id: int) -> AnswerSlot | None:
+        return self.slots.get(answer_id)
+
+    async def run(self, running: RunningCompare) -> None:
+        try:
+            if running.mode == "concurrent":
+                await asyncio.gather(*(self.answer(running, slot) for slot in running.slots))
+            else:
+                for slot in running.slots:
+                    await self.answer(running, slot)
+        finally:
+            self.running.pop(running.run_id, None)
+            for slot in running.slots:
+                slot.ready.set()
+                slot.recorded.set()
+            # A page that connects just after an answer ended still gets its events replayed
+            # (and can still post its own arrival times) for a while; then the slots go.
+            loop = asyncio.get_running_loop()
+            loop.call_later(REPLAY_SECONDS, self.forget, [s.answer_id for s in running.slots])
+
+    def forget(self, answer_ids: list[int]) -> None:
+        for answer_id in answer_ids:
+            self.slots.pop(answer_id, None)
+
+    async def answer(self, running: RunningCompare, slot: AnswerSlot) -> None:
+        """Run one answer to its end and copy its outcome into the run."""
+        if slot.cancelled or self.closing:
+            status = "stopped" if slot.cancelled else "interrupted"
+            reason = "Stopped before it started." if slot.cancelled else "The server shut down."
+            runs.finish_without_message(self.db, slot.answer_id, status, reason)
+            slot.ready.set()
+            slot.recorded.set()
+            return
+        try:
+            options = replace(running.options, engine=slot.engine.name)
+            generation = start_answer(
+                self.db, self.generations, slot.conversation_id, slot.engine, options
+            )
+        except Exception as error:
+            log.exception("compare answer %s did not start", slot.answer_id)
+            reason = f"Did not start: {error}"
+            runs.finish_without_message(self.db, slot.answer_id, "failed", reason)
+            slot.ready.set()
+            slot.recorded.set()
+            return
+        # Let the generation's task take its first step: that is where it stamps the moment the
+        # engine request goes out, which the browser needs as this answer's start.
+        await asyncio.sleep(0)
+        slot.generation = generation
+        slot.started_ms = round((generation.started - running.received_at) * 1000, 3)
+        runs.mark_streaming(self.db, slot.answer_id, generation.message_id, slot.started_ms)
+        slot.ready.set()
+        assert generation.task is not None
+        await asyncio.wait({generation.task})
+        message = messages.get_message(self.db, generation.message_id)
+        if message is None:  # its conversation was deleted while it streamed
+            runs.finish_without_message(
+                self.db, slot.answer_id, "interrupted", "Its conversation was deleted."
+            )
+        else:
+            runs.finish_from_message(self.db, slot.answer_id, message)
+        slot.recorded.set()
+
+    async def stop(self, answer_id: int) -> bool:
+        """Stop a streaming answer, or keep a queued one from starting. False if not running."""
+        slot = self.slots.get(answer_id)
+        if slot is None:
+            return False
+        slot.cancelled = True
+        if slot.generation is not None:
+            await self.generations.stop(slot.generation.message_id)
+        return True
+
+    async def shutdown(self) -> None:
+        """Stop starting answers, let the generations save themselves as interrupted, and wait
+        for every run to record its answers."""
+        self.closing = True
+        await self.generations.shutdown()
+        tasks = [running.task for running in self.running.values() if running.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=SHUTDOWN_WAIT_SECONDS)
+        runs.mark_interrupted(self.db)

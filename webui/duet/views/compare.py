@@ -1,0 +1,294 @@
+"""The compare page: one prompt to several engines, a column and an event stream per answer.
+
+Each column's stream is its own request on its own generation: the page opens one EventSource
+per column, and nothing on the server advances two answers in one loop. When a column's stream
+ends, the page posts the `performance.now()` arrival times it recorded, and gets the column back
+rendered with both hops' numbers and the timeline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, Response, StreamingResponse
+
+from duet.compare import AnswerSlot, CompareRuns
+from duet.engines.base import Engine
+from duet.engines.events import EngineName
+from duet.generation import Generation
+from duet.run_metrics import ArrivalsError, answer_metrics, parse_browser_arrivals
+from duet.settings import Settings
+from duet.sse import SSE_HEADERS, format_comment, format_event
+from duet.store import messages, runs
+from duet.store.runs import MODES, CompareAnswer, CompareRun, Mode
+from duet.timeline import build_timeline, scale_for
+from duet.turns import TurnOptions
+from duet.views.chat import sampling_values
+from duet.views.deps import current_user_id, get_db, get_engines, get_settings, render
+from duet.views.errors import UserError, not_found
+from duet.views.forms import parse_checkbox, parse_content, parse_sampling, text_field
+
+router = APIRouter()
+
+Db = Annotated[sqlite3.Connection, Depends(get_db)]
+UserId = Annotated[int, Depends(current_user_id)]
+Engines = Annotated[Mapping[EngineName, Engine], Depends(get_engines)]
+AppSettings = Annotated[Settings, Depends(get_settings)]
+
+# The engines a new compare starts with ticked: the two this project is about.
+DEFAULT_ENGINES: tuple[EngineName, ...] = ("vllm", "ollama")
+HEARTBEAT_SECONDS = 15.0
+# How long a posted browser measurement waits for the answer's server side to be recorded.
+RECORD_WAIT_SECONDS = 5.0
+
+
+async def get_compare_runs(request: Request) -> CompareRuns:
+    return request.app.state.compare_runs  # type: ignore[no-any-return]
+
+
+Compares = Annotated[CompareRuns, Depends(get_compare_runs)]
+
+
+def engine_labels(engines: Mapping[EngineName, Engine]) -> dict[str, str]:
+    return {name: engine.label for name, engine in engines.items()}
+
+
+def answer_view(
+    db: sqlite3.Connection,
+    answer: CompareAnswer,
+    labels: Mapping[str, str],
+    scale_ms: float | None,
+) -> dict[str, Any]:
+    """What one column's template needs: the answer, its message text, numbers and timeline."""
+    message = messages.get_message(db, answer.message_id) if answer.message_id else None
+    view: dict[str, Any] = {
+        "answer": answer,
+        "label": labels.get(answer.engine, answer.engine),
+        "message": message,
+        "metrics": None,
+        "numbers": None,
+        "timeline": None,
+    }
+    if answer.finished:
+        measured = answer_metrics(answer)
+        view["metrics"] = measured
+        view["numbers"] = measured.as_dict()
+        view["timeline"] = build_timeline(answer, scale_ms)
+    return view
+
+
+def run_view(db: sqlite3.Connection, run: CompareRun, labels: Mapping[str, str]) -> dict[str, Any]:
+    scale = scale_for(run.answers)
+    return {
+        "run": run,
+        "columns": [answer_view(db, answer, labels, scale) for answer in run.answers],
+    }
+
+
+def owned_answer(db: sqlite3.Connection, user_id: int, answer_id: int) -> CompareAnswer:
+    answer = runs.get_answer(db, user_id, answer_id)
+    if answer is None:
+        raise not_found("That compare answer")
+    return answer
+
+
+def parse_engines(form: Any, engines: Mapping[EngineName, Engine]) -> list[Engine]:
+    chosen = [value for value in form.getlist("engines") if isinstance(value, str)]
+    unknown = [name for name in chosen if name not in engines]
+    if unknown:
+        choices = ", ".join(engines) or "none are configured"
+        raise UserError(422, f"Unknown engine {unknown[0]!r}; choose from: {choices}.")
+    picked = [engine for name, engine in engines.items() if name in chosen]
+    if not picked:
+        raise UserError(422, "Tick at least one engine to compare.")
+    return picked
+
+
+def parse_mode(form: Any) -> Mode:
+    raw = text_field(form, "mode")
+    for mode in MODES:
+        if raw == mode:
+            return mode
+    raise UserError(422, f"Mode must be one of {', '.join(MODES)} (got {raw!r}).")
+
+
+@router.get("/compare", response_class=HTMLResponse)
+async def compare_page(request: Request, engines: Engines) -> HTMLResponse:
+    thinking = False
+    return render(
+        request,
+        "compare.html",
+        {
+            "engines": engines,
+            "default_engines": DEFAULT_ENGINES,
+            "composer": {"thinking": thinking, "system_prompt": "", **sampling_values(thinking)},
+        },
+    )
+
+
+@router.post("/compare", response_class=HTMLResponse)
+async def start_compare(
+    request: Request,
+    db: Db,
+    user_id: UserId,
+    settings: AppSettings,
+    engines: Engines,
+    compares: Compares,
+) -> HTMLResponse:
+    received_at = time.perf_counter()
+    form = await request.form()
+    prompt = parse_content(form, settings)
+    chosen = parse_engines(form, engines)
+    mode = parse_mode(form)
+    system_prompt = text_field(form, "system_prompt")
+    if len(system_prompt) > settings.max_message_chars:
+        raise UserError(422, "The system prompt is longer than DUET_MAX_MESSAGE_CHARS allows.")
+    options = TurnOptions(
+        engine=chosen[0].name,
+        thinking=parse_checkbox(form, "thinking"),
+        sampling=parse_sampling(form),
+        system_prompt=system_prompt,
+    )
+    run = compares.start(user_id, prompt, mode, chosen, options, received_at)
+    return render(
+        request,
+        "_compare_run.html",
+        run_view(db, run, engine_labels(engines)),
+        headers={"HX-Push-Url": f"/runs/{run.id}"},
+    )
+
+
+async def relay(generation: Generation, after_seq: int) -> AsyncIterator[bytes]:
+    """A generation's events as SSE, each stamped `s` when written (ms since the engine request,
+    like `t`), with a comment when nothing happened for a while."""
+    async for event in generation.subscribe(after_seq, HEARTBEAT_SECONDS):
+        if event is None:
+            yield format_comment("waiting")
+            continue
+        sent = generation.ms_since_start(time.perf_counter())
+        yield format_event(event.name, {**event.data, "s": sent}, event.seq)
+
+
+async def answer_events(
+    db: sqlite3.Connection,
+    user_id: int,
+    slot: AnswerSlot | None,
+    answer: CompareAnswer,
+    after_seq: int,
+) -> AsyncIterator[bytes]:
+    if slot is not None:
+        # A queued answer of a sequential run waits here for its turn.
+        while not slot.ready.is_set():
+            try:
+                await asyncio.wait_for(slot.ready.wait(), HEARTBEAT_SECONDS)
+            except TimeoutError:
+                yield format_comment("queued")
+    generation = slot.generation if slot is not None else None
+    if generation is None:
+        # Ended before this page connected, or a while ago: the stored outcome is all there is.
+        fresh = runs.get_answer(db, user_id, answer.id) or answer
+        yield format_event("end", {"status": fresh.status, "error": fresh.error})
+        return
+    yield format_event(
+        "start", {"started_ms": slot.started_ms, "message_id": generation.message_id}
+    )
+    async for chunk in relay(generation, after_seq):
+        yield chunk
+
+
+@router.get("/compare/answers/{answer_id}/stream")
+async def answer_stream(
+    answer_id: int, request: Request, db: Db, user_id: UserId, compares: Compares
+) -> StreamingResponse:
+    """One column's events. First `start` (`started_ms`: when this answer's engine request went
+    out, in ms after the run reached the server), then the generation's events as in the chat."""
+    answer = owned_answer(db, user_id, answer_id)
+    last_event_id = request.headers.get("Last-Event-ID", "")
+    after_seq = int(last_event_id) if last_event_id.isdigit() else -1
+    return StreamingResponse(
+        answer_events(db, user_id, compares.slot(answer_id), answer, after_seq),
+        media_type="text/event-stream",
+        headers=SSE_HEADERS,
+    )
+
+
+def column(
+    request: Request, db: sqlite3.Connection, user_id: int, answer: CompareAnswer, labels: Any
+) -> HTMLResponse:
+    run = runs.get_run(db, user_id, answer.run_id)
+    assert run is not None
+    view = answer_view(db, answer, labels, scale_for(run.answers))
+    return render(request, "_compare_answer.html", {"run": run, "view": view})
+
+
+@router.get("/compare/answers/{answer_id}", response_class=HTMLResponse)
+async def answer_fragment(
+    answer_id: int, request: Request, db: Db, user_id: UserId, engines: Engines
+) -> HTMLResponse:
+    answer = owned_answer(db, user_id, answer_id)
+    return column(request, db, user_id, answer, engine_labels(engines))
+
+
+@router.post("/compare/answers/{answer_id}/browser", response_class=HTMLResponse)
+async def post_browser_arrivals(
+    answer_id: int,
+    request: Request,
+    db: Db,
+    user_id: UserId,
+    engines: Engines,
+    compares: Compares,
+) -> HTMLResponse:
+    """The page's arrival times for one answer: a JSON body `{"arrivals": [[ms, chunk, kind,
+    chars], ...]}`, ms since the page's start of this answer. The first measurement is kept."""
+    answer = owned_answer(db, user_id, answer_id)
+    try:
+        body = json.loads(await request.body())
+    except ValueError as error:
+        raise UserError(422, f"The body must be JSON: {error}") from None
+    if not isinstance(body, dict):
+        raise UserError(422, 'The body must be a JSON object: {"arrivals": [...]}.')
+    try:
+        arrivals = parse_browser_arrivals(body.get("arrivals"))
+    except ArrivalsError as error:
+        raise UserError(422, f"Bad arrival times: {error}") from None
+    slot = compares.slot(answer_id)
+    if not answer.finished and slot is not None:
+        # The page saw the stream end; the run copies the server's side a moment later.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(slot.recorded.wait(), RECORD_WAIT_SECONDS)
+        answer = owned_answer(db, user_id, answer_id)
+    if not answer.finished:
+        raise UserError(409, "This answer is still streaming: post its times when it has ended.")
+    if answer.browser_arrivals is None:
+        runs.save_browser_arrivals(db, answer_id, arrivals)
+        answer = owned_answer(db, user_id, answer_id)
+    return column(request, db, user_id, answer, engine_labels(engines))
+
+
+@router.post("/compare/answers/{answer_id}/stop")
+async def stop_answer(answer_id: int, db: Db, user_id: UserId, compares: Compares) -> Response:
+    """Stop one column (the others go on). Its stream then ends as any answer's does."""
+    owned_answer(db, user_id, answer_id)
+    await compares.stop(answer_id)
+    return Response(status_code=204)
+
+
+def format_ms_fine(value: float | None) -> str:
+    """Milliseconds for the metrics panels: sub-ms gaps keep their decimals (a relay's added
+    delay is often well under 1 ms), long waits read in seconds."""
+    if value is None:
+        return "n/a"
+    if abs(value) >= 1000:
+        return f"{value / 1000:.2f} s"
+    if abs(value) >= 100:
+        return f"{value:.0f} ms"
+    if abs(value) >= 10:
+        return f"{value:.1f} ms"
+    return f"{value:.2f} ms"

@@ -1,0 +1,107 @@
+"""Past compare runs: a summary table, one run's columns, and exports as CSV or JSON."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, Response
+
+from duet.engines.base import Engine
+from duet.engines.events import EngineName
+from duet.run_export import engine_eval_rate, runs_csv, runs_json
+from duet.run_metrics import answer_metrics
+from duet.store import runs
+from duet.store.runs import CompareRun
+from duet.views.compare import engine_labels, run_view
+from duet.views.deps import current_user_id, get_db, get_engines, render
+from duet.views.errors import not_found
+
+router = APIRouter()
+
+Db = Annotated[sqlite3.Connection, Depends(get_db)]
+UserId = Annotated[int, Depends(current_user_id)]
+Engines = Annotated[Mapping[EngineName, Engine], Depends(get_engines)]
+
+RUNS_PER_PAGE = 50
+
+
+def summary_rows(run: CompareRun, labels: Mapping[str, str]) -> list[dict[str, Any]]:
+    """One row per answer of a run, for the summary table (server hop, plus Duet's added TTFT)."""
+    rows = []
+    for answer in run.answers:
+        numbers = answer_metrics(answer).as_dict()
+        rows.append(
+            {
+                "answer": answer,
+                "label": labels.get(answer.engine, answer.engine),
+                "numbers": numbers,
+                "engine_eval_tokens_per_s": engine_eval_rate(answer),
+            }
+        )
+    return rows
+
+
+@router.get("/runs", response_class=HTMLResponse)
+async def runs_page(
+    request: Request, db: Db, user_id: UserId, engines: Engines, page: int = 1
+) -> HTMLResponse:
+    page = max(page, 1)
+    labels = engine_labels(engines)
+    listed = runs.list_runs(db, user_id, RUNS_PER_PAGE, (page - 1) * RUNS_PER_PAGE)
+    total = runs.count_runs(db, user_id)
+    return render(
+        request,
+        "runs.html",
+        {
+            "runs": [(run, summary_rows(run, labels)) for run in listed],
+            "page": page,
+            "has_next": page * RUNS_PER_PAGE < total,
+            "total": total,
+        },
+    )
+
+
+@router.get("/runs.csv")
+async def export_csv(db: Db, user_id: UserId) -> Response:
+    return Response(
+        runs_csv(runs.list_runs(db, user_id)),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="duet-runs.csv"'},
+    )
+
+
+@router.get("/runs.json")
+async def export_json(db: Db, user_id: UserId) -> Response:
+    return Response(
+        runs_json(runs.list_runs(db, user_id)),
+        media_type="application/json",
+        headers={"Content-Disposition": 'attachment; filename="duet-runs.json"'},
+    )
+
+
+def owned_run(db: sqlite3.Connection, user_id: int, run_id: int) -> CompareRun:
+    run = runs.get_run(db, user_id, run_id)
+    if run is None:
+        raise not_found("That compare run")
+    return run
+
+
+@router.get("/runs/{run_id}.json")
+async def export_run_json(run_id: int, db: Db, user_id: UserId) -> Response:
+    return Response(
+        runs_json([owned_run(db, user_id, run_id)]),
+        media_type="application/json",
+        headers={"Content-Disposition": f'attachment; filename="duet-run-{run_id}.json"'},
+    )
+
+
+# After the .json route: `{run_id}` alone would also take "5.json" and refuse it.
+@router.get("/runs/{run_id}", response_class=HTMLResponse)
+async def run_page(
+    run_id: int, request: Request, db: Db, user_id: UserId, engines: Engines
+) -> HTMLResponse:
+    run = owned_run(db, user_id, run_id)
+    return render(request, "run.html", run_view(db, run, engine_labels(engines)))
