@@ -140,11 +140,14 @@ class OpenAICompatibleEngine(HTTPEngine):
         try:
             response = await self.client.get("/v1/models", headers=self.headers, timeout=3.0)
             response.raise_for_status()
-            models = tuple(m["id"] for m in response.json().get("data", ()))
+            # Ollama answers `"data": null` while it has no models yet.
+            models = tuple(m["id"] for m in response.json().get("data") or ())
         except (httpx.HTTPError, ValueError, KeyError) as error:
             return self.unreachable(error)
-        detail = "" if self.model in models else f"{self.model} is not among the served models"
-        return EngineHealth(self.name, up=True, models=models, detail=detail)
+        # Ollama lists a bare name with its default tag.
+        served = self.model in models or f"{self.model}:latest" in models
+        detail = "" if served else f"{self.model} is not among the served models"
+        return EngineHealth(self.name, up=served, models=models, detail=detail)
 
 
 class VllmEngine(OpenAICompatibleEngine):

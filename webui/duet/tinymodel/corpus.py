@@ -67,7 +67,9 @@ CANNED: tuple[Turn, ...] = (
         "Tell me a story that never ends.",
         "The user wants an endless story. I will keep telling it.",
         "Once upon a time, two engines sang a duet. "
-        + "One was fast and one was steady, and the song went on. " * 6,
+        # ~850 tokens: long enough that Stop is pressed mid-answer even on a fast engine. The
+        # model only stays on script for positions it was trained on, so length matters.
+        + "One was fast and one was steady, and the song went on. " * 60,
         endless=True,
     ),
 )
