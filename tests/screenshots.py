@@ -1,4 +1,5 @@
-"""Screenshots of the chat page for the docs: docs/screenshots/chat-light.png and chat-dark.png.
+"""Screenshots for the docs: the chat page (docs/screenshots/chat-light.png, chat-dark.png) and a
+side-by-side run on the compare page (docs/screenshots/compare.png).
 
     python tests/screenshots.py
 
@@ -16,6 +17,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from app_server import RunningApp, serve_app
 from browser import INSTALL_HINT, find_chromium, launch_chromium
@@ -23,6 +25,9 @@ from chat_page import CODE, FRANCE, open_chat, send, wait_for_status
 from duet.devstack import TINY_MODEL_NAME
 from duet.engines import build_engines
 from duet.settings import Settings
+
+if TYPE_CHECKING:
+    from playwright.async_api import Browser
 
 OUT_DIR = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
 VIEWPORT = {"width": 1280, "height": 900}
@@ -59,7 +64,28 @@ async def take(app: RunningApp) -> None:
             await page.screenshot(path=str(path))
             print(f"wrote {path}")
             await context.close()
+        await compare_run(browser, app)
         await browser.close()
+
+
+async def compare_run(browser: Browser, app: RunningApp) -> None:
+    """One prompt to vLLM and Ollama at once, photographed when both panels are filled."""
+    context = await browser.new_context(viewport={"width": 1280, "height": 1100})
+    page = await context.new_page()
+    await page.goto(app.url + "/compare")
+    await page.wait_for_function("window.htmx !== undefined")
+    await page.locator("details.settings summary").click()
+    await page.fill("input[name=temperature]", "0")
+    await page.fill("input[name=max_tokens]", "60")
+    await page.fill("#content", FRANCE)
+    await page.click("button.send")
+    await page.wait_for_function(
+        "document.querySelectorAll('[data-metrics-panel]').length === 2", timeout=120_000
+    )
+    path = OUT_DIR / "compare.png"
+    await page.screenshot(path=str(path), full_page=True)
+    print(f"wrote {path}")
+    await context.close()
 
 
 def main() -> int:
