@@ -9,10 +9,13 @@ separate process (`duet serve`) on a loopback port, exactly as in production:
   the POST to the first text event read here.
 
 Duet's added TTFT is measured per request through Duet: the TTFT seen here minus the TTFT Duet's
-server saw itself (the `t` stamp it puts on each event, since its engine request went out). That
-pairs the two within one request, so the engine's own variation cancels out; the unpaired
-difference of the two paths' TTFT distributions is printed too. Chunk counts are compared request
-by request and ITL distributions by their p50/p95. No assertion here: it prints numbers.
+server saw itself (the `t` stamp it puts on each event, counted from when its engine request was
+on the wire). That pairs the two within one request, so the engine's own variation cancels out;
+the unpaired difference of the two paths' TTFT distributions is printed too. Part of the added
+TTFT is split out from the server's own clock: "Duet before engine", from Duet receiving the POST
+to the engine request being on the wire (the `sent` event's `after_receipt_ms`); the rest is
+the HTTP round trips, opening the event stream and the relay itself. Chunk counts are compared
+request by request and ITL distributions by their p50/p95. No assertion here: it prints numbers.
 """
 
 from __future__ import annotations
@@ -59,6 +62,8 @@ class Measured:
     chunks: int
     itl_ms: tuple[float, ...]
     server_ttft_ms: float | None = None  # through Duet: Duet's own TTFT for this request
+    # Through Duet: from Duet receiving the POST to the engine request on the wire.
+    before_engine_ms: float | None = None
     output_tokens: int | None = None
 
     @property
@@ -81,6 +86,7 @@ class EngineResult:
         direct_ttft = [m.ttft_ms for m in self.direct if m.ttft_ms is not None]
         duet_ttft = [m.ttft_ms for m in self.duet if m.ttft_ms is not None]
         added = [m.added_ttft_ms for m in self.duet if m.added_ttft_ms is not None]
+        before = [m.before_engine_ms for m in self.duet if m.before_engine_ms is not None]
         direct_itl = [gap for m in self.direct for gap in m.itl_ms]
         duet_itl = [gap for m in self.duet for gap in m.itl_ms]
         direct_itl_p50, duet_itl_p50 = p(direct_itl, 50), p(duet_itl, 50)
@@ -95,6 +101,8 @@ class EngineResult:
             "added_ttft_p50_ms": p(added, 50),
             "added_ttft_p95_ms": p(added, 95),
             "added_ttft_max_ms": round(max(added), 3) if added else None,
+            "before_engine_p50_ms": p(before, 50),
+            "before_engine_p95_ms": p(before, 95),
             "direct_chunks": sorted({m.chunks for m in self.direct}),
             "duet_chunks": sorted({m.chunks for m in self.duet}),
             "chunk_counts_identical": bool(pairs) and all(a.chunks == b.chunks for a, b in pairs),
@@ -163,6 +171,7 @@ async def stream_through_duet(
         raise RuntimeError("Duet's answer to /chat/send held no stream URL")
     arrivals: list[ChunkArrival] = []
     server_ttft_ms: float | None = None
+    before_engine_ms: float | None = None
     status = ""
     name = ""
     async with client.stream("GET", found.group(1)) as stream:
@@ -172,7 +181,9 @@ async def stream_through_duet(
                 name = line[7:]
             elif line.startswith("data: "):
                 data = json.loads(line[6:])
-                if name in ("reasoning", "answer") and data.get("text"):
+                if name == "sent":
+                    before_engine_ms = data["after_receipt_ms"]
+                elif name in ("reasoning", "answer") and data.get("text"):
                     arrivals.append(ChunkArrival(at=arrived, kind=name, chunk=data["chunk"]))
                     if server_ttft_ms is None:
                         server_ttft_ms = data["t"]
@@ -181,7 +192,13 @@ async def stream_through_duet(
                     break
     if status != "complete":
         raise RuntimeError(f"the answer through Duet ended {status or 'without an end event'}")
-    return measure("duet", sent_at, arrivals, server_ttft_ms=server_ttft_ms)
+    return measure(
+        "duet",
+        sent_at,
+        arrivals,
+        server_ttft_ms=server_ttft_ms,
+        before_engine_ms=before_engine_ms,
+    )
 
 
 def start_duet(settings: Settings, port: int, log_path: Path, database: Path) -> subprocess.Popen:
@@ -293,6 +310,8 @@ def format_table(summaries: Sequence[dict[str, Any]]) -> str:
         ("added TTFT p50 (ms) [<= 2]", "added_ttft_p50_ms"),
         ("added TTFT p95 (ms) [<= 10]", "added_ttft_p95_ms"),
         ("added TTFT max (ms)", "added_ttft_max_ms"),
+        ("  of which Duet before engine p50", "before_engine_p50_ms"),
+        ("  of which Duet before engine p95", "before_engine_p95_ms"),
         ("chunks direct", "direct_chunks"),
         ("chunks through Duet", "duet_chunks"),
         ("chunk counts identical", "chunk_counts_identical"),

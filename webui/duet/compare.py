@@ -22,7 +22,7 @@ from duet.generation import Generation, Generations
 from duet.store import conversations, messages, runs
 from duet.store.db import transaction
 from duet.store.runs import CompareRun, Mode
-from duet.turns import TurnOptions, start_answer
+from duet.turns import REQUEST_SENT_WAIT_SECONDS, TurnOptions, send_answer
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +107,21 @@ class CompareRuns:
         assert stored is not None
         return stored
 
+    async def wait_sent(self, run_id: int) -> None:
+        """Wait (briefly) until the run's first engine requests are on the wire: every answer's
+        in concurrent mode, the first one's in sequential mode. The view calls this before
+        rendering, for the reason `send_answer` gives: otherwise the orchestrator could not even
+        start until the page was rendered, and the rendering would count as the engines' time."""
+        running = self.running.get(run_id)
+        if running is None:
+            return
+        starting = running.slots if running.mode == "concurrent" else running.slots[:1]
+        waits = [asyncio.ensure_future(slot.ready.wait()) for slot in starting]
+        # send_answer bounds each wait for a request; this only guards against the unforeseen.
+        _, pending = await asyncio.wait(waits, timeout=2 * REQUEST_SENT_WAIT_SECONDS)
+        for wait in pending:
+            wait.cancel()
+
     def slot(self, answer_id: int) -> AnswerSlot | None:
         return self.slots.get(answer_id)
 
@@ -142,8 +157,15 @@ class CompareRuns:
             return
         try:
             options = replace(running.options, engine=slot.engine.name)
-            generation = start_answer(
-                self.db, self.generations, slot.conversation_id, slot.engine, options
+            # Returns once the engine request is on the wire: `generation.started` is then the
+            # moment it went out, which the browser needs as this answer's start.
+            generation = await send_answer(
+                self.db,
+                self.generations,
+                slot.conversation_id,
+                slot.engine,
+                options,
+                running.received_at,
             )
         except Exception as error:
             log.exception("compare answer %s did not start", slot.answer_id)
@@ -152,9 +174,6 @@ class CompareRuns:
             slot.ready.set()
             slot.recorded.set()
             return
-        # Let the generation's task take its first step: that is where it stamps the moment the
-        # engine request goes out, which the browser needs as this answer's start.
-        await asyncio.sleep(0)
         slot.generation = generation
         slot.started_ms = round((generation.started - running.received_at) * 1000, 3)
         runs.mark_streaming(self.db, slot.answer_id, generation.message_id, slot.started_ms)

@@ -5,6 +5,11 @@ intervals and at the end, and publishes every event to whoever is watching. A br
 only a subscriber: closing the tab or reloading the page does not stop the answer, and a new
 subscriber is first sent every event so far. Only `stop()` (the Stop button) or shutdown cancels
 the task, which closes the engine's stream and so the upstream request: the engine stops.
+
+Two clocks per answer, both `perf_counter()`: `received`, when Duet received the user's request
+that asked for this answer, and `started`, when the engine request was on the wire. Every `t`
+stamp counts from `started`, so it is the engine's time as the server sees it; `started -
+received` is Duet's own work before the engine could begin (published as the `sent` event).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any
 
 from duet.engines.base import ChatRequest, Engine
 from duet.engines.events import AnswerDelta, Done, ReasoningDelta, StreamError, StreamEvent, Usage
+from duet.engines.http import on_request_sent
 from duet.store.messages import AssistantOutcome, save_assistant
 
 log = logging.getLogger(__name__)
@@ -34,7 +40,7 @@ STOP_WAIT_SECONDS = 10.0
 class PublishedEvent:
     """One event as sent to browsers: `seq` numbers it (the SSE id), `name` is its SSE event type.
 
-    `data["t"]` is when the server read it, in ms since the request went to the engine.
+    `data["t"]` is when the server read it, in ms since the engine request was on the wire.
     """
 
     seq: int
@@ -48,7 +54,13 @@ class Generation:
     conversation_id: int
     engine: Engine
     request: ChatRequest
+    # When Duet received the request asking for this answer (see the module docstring).
+    received: float = field(default_factory=time.perf_counter)
+    # When the engine request was on the wire: its last byte written, as the HTTP reader reports
+    # it; for an adapter that does not report it, when the task began the request.
     started: float = field(default_factory=time.perf_counter)
+    # Set once the engine request has left (or the answer ended without one).
+    sent: asyncio.Event = field(default_factory=asyncio.Event)
     outcome: AssistantOutcome = field(default_factory=lambda: AssistantOutcome("streaming"))
     events: list[PublishedEvent] = field(default_factory=list)
     subscribers: set[asyncio.Queue[PublishedEvent | None]] = field(default_factory=set)
@@ -57,6 +69,23 @@ class Generation:
 
     def ms_since_start(self, at: float) -> float:
         return round((at - self.started) * 1000, 3)
+
+    def request_on_wire(self, at: float) -> None:
+        """The engine request's last byte was written at `at`: from here the engine's time runs."""
+        if self.sent.is_set():
+            return
+        self.started = at
+        self.sent.set()
+        after_receipt_ms = round((at - self.received) * 1000, 3)
+        self.publish("sent", {"t": 0.0, "after_receipt_ms": after_receipt_ms})
+
+    async def wait_sent(self, timeout: float) -> bool:
+        """Wait until the engine request has left, at most `timeout` s. False if it had not."""
+        try:
+            await asyncio.wait_for(self.sent.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
 
     def publish(self, name: str, data: dict[str, Any]) -> None:
         event = PublishedEvent(seq=len(self.events), name=name, data=data)
@@ -97,6 +126,8 @@ class Generation:
     def apply(self, event: StreamEvent) -> None:
         """Fold one engine event into the answer and pass it on to subscribers."""
         outcome = self.outcome
+        # An adapter that does not report the send still has sent it by its first event.
+        self.sent.set()
         t = self.ms_since_start(event.at)
         if isinstance(event, ReasoningDelta | AnswerDelta):
             if isinstance(event, ReasoningDelta):
@@ -142,9 +173,15 @@ class Generations:
         self.running: dict[int, Generation] = {}
 
     def start(
-        self, message_id: int, conversation_id: int, engine: Engine, request: ChatRequest
+        self,
+        message_id: int,
+        conversation_id: int,
+        engine: Engine,
+        request: ChatRequest,
+        received: float,
     ) -> Generation:
-        generation = Generation(message_id, conversation_id, engine, request)
+        """Start answering. `received`: perf_counter() when Duet received the user's request."""
+        generation = Generation(message_id, conversation_id, engine, request, received=received)
         self.running[message_id] = generation
         generation.task = asyncio.create_task(self.run(generation), name=f"generation-{message_id}")
         return generation
@@ -179,6 +216,8 @@ class Generations:
         outcome = generation.outcome
         generation.started = time.perf_counter()
         last_save = generation.started
+        # This task's own context (create_task copied it), so only this answer's request reports.
+        on_request_sent.set(generation.request_on_wire)
         stream = generation.engine.stream_chat(generation.request)
         try:
             try:
@@ -219,6 +258,7 @@ class Generations:
         try:
             save_assistant(self.db, generation.message_id, outcome)
         finally:
+            generation.sent.set()
             generation.publish("end", {"status": outcome.status, "error": outcome.error})
             for queue in generation.subscribers:
                 queue.put_nowait(None)

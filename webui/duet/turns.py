@@ -62,8 +62,13 @@ def start_answer(
     conversation_id: int,
     engine: Engine,
     options: TurnOptions,
+    received: float,
 ) -> Generation:
-    """Answer the conversation as stored: write the `streaming` row, then start the task."""
+    """Answer the conversation as stored: write the `streaming` row, then start the task.
+
+    `received` is perf_counter() when Duet received the request asking for this answer. The
+    task's engine request has not left yet when this returns: a caller with more work to do on
+    the event loop awaits `generation.wait_sent(...)` first (see views/chat.py)."""
     set_system_prompt(db, conversation_id, options.system_prompt)
     history = list_messages(db, conversation_id)
     message = start_assistant_message(
@@ -80,4 +85,30 @@ def start_answer(
         thinking=options.thinking,
         sampling=options.sampling,
     )
-    return generations.start(message.id, conversation_id, engine, request)
+    return generations.start(message.id, conversation_id, engine, request, received)
+
+
+# How long `send_answer` waits for the engine request to leave. A warm loopback engine takes
+# about a millisecond (a fresh connection a few more); the bound matters only when the engine
+# cannot be reached quickly (a connect that hangs), and then the caller goes on without it.
+REQUEST_SENT_WAIT_SECONDS = 0.25
+
+
+async def send_answer(
+    db: sqlite3.Connection,
+    generations: Generations,
+    conversation_id: int,
+    engine: Engine,
+    options: TurnOptions,
+    received: float,
+) -> Generation:
+    """`start_answer`, then wait (briefly) until the engine request is on the wire.
+
+    The answer's task runs on the caller's event loop. Without this wait it could not send its
+    request before the caller gave the loop back, i.e. after a view had rendered its whole
+    response: that rendering would be added to the user's time to first token. Waiting costs
+    nothing extra (the request has to leave anyway) and puts the rendering in the time the
+    engine spends on its first token."""
+    generation = start_answer(db, generations, conversation_id, engine, options, received)
+    await generation.wait_sent(REQUEST_SENT_WAIT_SECONDS)
+    return generation

@@ -7,19 +7,43 @@ exactly what Duet exists to expose, so it must not add any).
 
 Failures become `EngineError`s with a sentence a person can act on; adapters turn them into
 `StreamError` events.
+
+Whoever runs a stream can learn the moment its request is on the wire (its last byte written to
+the socket, after any connection setup) by setting `on_request_sent` in its task: that moment is
+the honest origin of the engine's TTFT, and lets the caller wait until the request has left
+before doing other work on the same event loop. A context variable rather than a parameter keeps
+the `Engine` protocol and every adapter unchanged.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 
 from duet.engines.base import EngineHealth
 from duet.engines.events import EngineName
+
+# Called with perf_counter() once the request body is written (see the module docstring).
+on_request_sent: ContextVar[Callable[[float], None] | None] = ContextVar(
+    "on_request_sent", default=None
+)
+
+
+def _sent_tracer(callback: Callable[[float], None]) -> Callable[[str, Any], Any]:
+    """An httpcore trace hook that calls `callback` when the request body has been written
+    ("http11.send_request_body.complete", or its http2 twin)."""
+
+    async def trace(event_name: str, info: Any) -> None:
+        if event_name.endswith("send_request_body.complete"):
+            callback(time.perf_counter())
+
+    return trace
 
 
 class EngineError(Exception):
@@ -81,8 +105,12 @@ async def post_lines(
     Leaving the iteration early closes the response, which closes the connection: that is how
     the engine learns that nobody is listening and stops generating.
     """
+    callback = on_request_sent.get()
+    extensions = {"trace": _sent_tracer(callback)} if callback is not None else None
     try:
-        async with client.stream("POST", path, json=payload, headers=headers) as response:
+        async with client.stream(
+            "POST", path, json=payload, headers=headers, extensions=extensions
+        ) as response:
             if response.status_code >= 400:
                 body = await response.aread()
                 raise EngineError(

@@ -88,10 +88,13 @@ class OllamaEngine(HTTPEngine):
 
     async def stream_chat(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         index = 0
+        done = False
         try:
             lines = post_lines(self.client, "/api/chat", self.payload(request), self.label)
             async with aclosing(lines):  # close the response as soon as our consumer stops
                 async for at, line in lines:
+                    if done:
+                        continue
                     try:
                         data = json.loads(line)
                     except ValueError:
@@ -101,11 +104,18 @@ class OllamaEngine(HTTPEngine):
                         return
                     for event in events_from_line(data, at, index):
                         yield event
-                        if isinstance(event, StreamError | Done):
+                        if isinstance(event, StreamError):
                             return
+                        # Read on to the end of the body (the final line is the last one):
+                        # a response closed unread loses its connection, and the next request
+                        # would pay for a new one before it could be sent.
+                        done = done or isinstance(event, Done)
                     index += 1
         except EngineError as error:
-            yield StreamError(error.message, time.perf_counter(), error.status)
+            if not done:
+                yield StreamError(error.message, time.perf_counter(), error.status)
+            return
+        if done:
             return
         yield StreamError(
             f"{self.label} ended the stream without a final message", time.perf_counter()

@@ -20,7 +20,7 @@ from duet.store import conversations, messages
 from duet.store.conversations import Conversation
 from duet.store.db import transaction
 from duet.store.messages import Message
-from duet.turns import start_answer
+from duet.turns import REQUEST_SENT_WAIT_SECONDS, send_answer, start_answer
 from duet.views.deps import (
     current_user_id,
     get_db,
@@ -144,6 +144,7 @@ async def send(
     generations: Running,
     engines: Engines,
 ) -> HTMLResponse:
+    received = time.perf_counter()
     form = await request.form()
     # Everything is checked before anything is written.
     content = parse_content(form, settings)
@@ -160,7 +161,14 @@ async def send(
             db, user_id, conversations.title_from_text(content), options.system_prompt
         )
         user_message = messages.add_user_message(db, conversation.id, content)
-    generation = start_answer(db, generations, conversation.id, engines[options.engine], options)
+    generation = start_answer(
+        db, generations, conversation.id, engines[options.engine], options, received
+    )
+    # The answer as it started: the page follows its stream even if it ends (an engine that is
+    # down fails at once) before this response is written.
+    answer = messages.require_message(db, generation.message_id)
+    # The engine request is on the wire before the response is rendered (see `send_answer`).
+    await generation.wait_sent(REQUEST_SENT_WAIT_SECONDS)
     headers = {} if existing else {"HX-Push-Url": f"/c/{conversation.id}"}
     return render(
         request,
@@ -169,7 +177,7 @@ async def send(
             "conversation": conversation,
             "new_conversation": existing is None,
             "conversations": conversations.list_conversations(db, user_id),
-            "turn": [user_message, messages.require_message(db, generation.message_id)],
+            "turn": [user_message, answer],
             "engine_labels": {name: engine.label for name, engine in engines.items()},
             "last_message_id": generation.message_id,
             "last_user_message_id": user_message.id,
@@ -221,7 +229,9 @@ async def message_stream(
     """The answer's events as server-sent events, one per engine event, as they happen.
 
     Each event's data carries `t`, when the server read it from the engine, and `s`, when it was
-    written to this response, both in ms since the request went to the engine.
+    written to this response, both in ms since the engine request was on the wire. The `sent`
+    event (t = 0) carries `after_receipt_ms`: Duet's own time from receiving the user's request
+    to that moment (docs/metrics.md, "Where the server's clock starts").
     """
     message = owned_message(db, user_id, message_id)
     generation = generations.get(message_id)
@@ -285,6 +295,7 @@ async def regenerate(
     engines: Engines,
 ) -> HTMLResponse:
     """Replace the conversation's last answer with a new one, using the composer's settings."""
+    received = time.perf_counter()
     message = owned_message(db, user_id, message_id)
     options = parse_options(await request.form(), settings, engines)
     conversation = owned_conversation(db, user_id, message.conversation_id)
@@ -293,7 +304,7 @@ async def regenerate(
     if message.role != "assistant" or history[-1].id != message.id:
         raise UserError(409, "Only the last answer of a conversation can be regenerated.")
     messages.delete_messages_from(db, conversation.id, message.id)
-    start_answer(db, generations, conversation.id, engines[options.engine], options)
+    await send_answer(db, generations, conversation.id, engines[options.engine], options, received)
     return messages_list(request, db, generations, engines, conversation)
 
 
@@ -318,6 +329,7 @@ async def edit_and_resend(
     """Resend a message with new text. The last message is changed in place (its answer is
     replaced); an earlier one is resent in a copy of the conversation up to it, so nothing
     written later is lost."""
+    received = time.perf_counter()
     message = owned_message(db, user_id, message_id)
     if message.role != "user":
         raise UserError(409, "Only your own messages can be edited.")
@@ -333,9 +345,9 @@ async def edit_and_resend(
         with transaction(db):
             messages.update_user_message(db, message.id, content)
             messages.delete_messages_from(db, conversation.id, message.id + 1)
-        start_answer(db, generations, conversation.id, engine, options)
+        await send_answer(db, generations, conversation.id, engine, options, received)
         return messages_list(request, db, generations, engines, conversation)
     fork = conversations.fork_conversation(db, user_id, conversation.id, message.id)
     messages.add_user_message(db, fork.id, content)
-    start_answer(db, generations, fork.id, engine, options)
+    await send_answer(db, generations, fork.id, engine, options, received)
     return Response(status_code=200, headers={"HX-Redirect": f"/c/{fork.id}"})

@@ -157,6 +157,7 @@ async def start_compare(
         system_prompt=system_prompt,
     )
     run = compares.start(user_id, prompt, mode, chosen, options, received_at)
+    await compares.wait_sent(run.id)
     return render(
         request,
         "_compare_run.html",

@@ -1,0 +1,69 @@
+"""The server clock of an answer starts when its engine request is on the wire (real Ollama).
+
+Duet stamps every event of an answer relative to the moment the engine request's last byte was
+written (the `sent` event), so that Duet's own time before that is never charged to the engine.
+Checked against the session's real Ollama: the stamp falls after Duet received the request and
+before the first token arrived, and the adapter reads each response to its end, so the next
+request reuses the same connection (a reconnect would add its cost to every TTFT).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+from duet.devstack import TINY_MODEL_NAME, DevStack
+from duet.engines.base import ChatMessage, ChatRequest, Sampling
+from duet.engines.ollama import OllamaEngine
+from duet.generation import Generations
+from duet.store import conversations, messages
+from duet.store.db import open_database
+
+pytestmark = [pytest.mark.engines, pytest.mark.asyncio(loop_scope="function")]
+
+
+def request() -> ChatRequest:
+    sampling = Sampling(temperature=0.0, top_p=1.0, top_k=0, max_tokens=8)
+    return ChatRequest(
+        messages=(ChatMessage(role="user", content="hi"),), thinking=False, sampling=sampling
+    )
+
+
+async def test_server_clock_starts_on_the_wire_and_connections_are_reused(
+    dev_stack: DevStack, tmp_path: Path
+) -> None:
+    engine = OllamaEngine("ollama", "Ollama", dev_stack.ollama_url, TINY_MODEL_NAME)
+    db: sqlite3.Connection = open_database(tmp_path / "duet.sqlite3")
+    generations = Generations(db)
+    conversation = conversations.create_conversation(db, 1, "t")
+    try:
+        for _ in range(2):
+            answer = messages.start_assistant_message(
+                db, conversation.id, engine="ollama", model=TINY_MODEL_NAME, thinking=False,
+                parameters={},
+            )  # fmt: skip
+            received = time.perf_counter()
+            generation = generations.start(answer.id, conversation.id, engine, request(), received)
+            assert await generation.wait_sent(10.0)
+            assert generation.task is not None
+            await generation.task
+            names = [event.name for event in generation.events]
+            assert names[0] == "sent"
+            assert names[-1] == "end" and generation.outcome.status == "complete"
+            assert received <= generation.started
+            sent = generation.events[0].data
+            assert sent["after_receipt_ms"] == pytest.approx(
+                (generation.started - received) * 1000, abs=0.01
+            )
+            # Every token arrived after the request was on the wire.
+            text_ts = [e.data["t"] for e in generation.events if e.name == "answer"]
+            assert text_ts and all(t > 0 for t in text_ts)
+        # The first response was read to its end, so the second request reused its connection.
+        # (httpx keeps its pool on the transport; there is no public way to count connections.)
+        pool = engine.client._transport._pool  # type: ignore[attr-defined]
+        assert len(pool.connections) == 1
+    finally:
+        await engine.aclose()
+        db.close()
