@@ -75,6 +75,8 @@ class InstrumentedEngine:
 
     async def stream_chat(self, request: ChatRequest) -> AsyncIterator[Any]:
         telemetry, engine = self.telemetry, self.name
+        # From the adapter being asked, not from the request on the wire (the per-answer TTFT's
+        # origin): the difference is the HTTP client's request setup (docs/metrics.md).
         sent_at = time.perf_counter()
         last_chunk: tuple[int, float] | None = None
         outcome = "failed"
