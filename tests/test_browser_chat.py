@@ -104,9 +104,15 @@ async def test_each_engine_streams_reasoning_then_answer_and_keeps_it(
     assert "**Paris**" in message.content
     assert await answer_text(page, answer_id) == rendered_text(message.content)
 
+    # The send added the new conversation on top of the sidebar, as the current one.
+    current = page.locator("#conversation-list .conversation-item.current .conversation-link")
+    assert await current.inner_text() == FRANCE
+    first = page.locator("#conversation-items > li").first
+    assert await first.locator(".conversation-link").inner_text() == FRANCE
+    assert await page.locator("#no-conversations").count() == 0
+
     # Reload: the conversation comes back from SQLite, in the sidebar and in the page.
     await page.reload()
-    current = page.locator("#conversation-list .conversation-item.current .conversation-link")
     assert await current.inner_text() == FRANCE
     assert await page.locator("#messages article.user .user-text").inner_text() == FRANCE
     assert await page.locator(f"#message-{answer_id} .answer strong").inner_text() == "Paris"

@@ -4,11 +4,13 @@ Duet stamps every event of an answer relative to the moment the engine request's
 written (the `sent` event), so that Duet's own time before that is never charged to the engine.
 Checked against the session's real Ollama: the stamp falls after Duet received the request and
 before the first token arrived, and the adapter reads each response to its end, so the next
-request reuses the same connection (a reconnect would add its cost to every TTFT).
+request reuses the same connection (a reconnect would add its cost to every TTFT). The request
+also leaves before Duet stores the turn, and a turn that cannot be stored cancels it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 from pathlib import Path
@@ -20,6 +22,7 @@ from duet.engines.ollama import OllamaEngine
 from duet.generation import Generations
 from duet.store import conversations, messages
 from duet.store.db import open_database
+from duet.turns import TurnOptions, answering, chat_messages
 
 pytestmark = [pytest.mark.engines, pytest.mark.asyncio(loop_scope="function")]
 
@@ -64,6 +67,52 @@ async def test_server_clock_starts_on_the_wire_and_connections_are_reused(
         # (httpx keeps its pool on the transport; there is no public way to count connections.)
         pool = engine.client._transport._pool  # type: ignore[attr-defined]
         assert len(pool.connections) == 1
+    finally:
+        await engine.aclose()
+        db.close()
+
+
+async def test_the_request_leaves_before_the_turn_is_stored(
+    dev_stack: DevStack, tmp_path: Path
+) -> None:
+    """`answering` runs its block (the caller's writes) once the engine request is on the wire;
+    if the block fails, nothing is stored and the request is cancelled."""
+    engine = OllamaEngine("ollama", "Ollama", dev_stack.ollama_url, TINY_MODEL_NAME)
+    db: sqlite3.Connection = open_database(tmp_path / "duet.sqlite3")
+    generations = Generations(db)
+    options = TurnOptions(
+        engine="ollama", thinking=False, sampling=request().sampling, system_prompt=""
+    )
+    to_engine = chat_messages([], "", new_message="hi")
+    try:
+        async with answering(
+            db, generations, engine, options, time.perf_counter(), to_engine, None
+        ) as turn:
+            assert turn.generation.sent.is_set(), "the block ran before the request left"
+            assert turn.generation.message_id is None
+            conversation = conversations.create_conversation(db, 1, "kept")
+            messages.add_user_message(db, conversation.id, "hi")
+            turn.conversation_id = conversation.id
+        generation = turn.generation
+        assert generation.message_id is not None and generation.task is not None
+        await generation.task
+        stored = messages.list_messages(db, conversation.id)
+        assert [m.role for m in stored] == ["user", "assistant"]
+        assert stored[1].status == "complete" and stored[1].content
+
+        with pytest.raises(ValueError, match="cannot store"):
+            async with answering(
+                db, generations, engine, options, time.perf_counter(), to_engine, None
+            ) as turn:
+                conversations.create_conversation(db, 1, "rolled back")
+                raise ValueError("cannot store")
+        abandoned = turn.generation
+        assert abandoned.task is not None
+        await asyncio.wait({abandoned.task}, timeout=10)
+        assert abandoned.task.cancelled()
+        assert abandoned.message_id is None and not generations.starting
+        titles = [c.title for c in conversations.list_conversations(db, 1)]
+        assert titles == ["kept"]
     finally:
         await engine.aclose()
         db.close()

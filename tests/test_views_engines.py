@@ -103,6 +103,29 @@ def test_answer_streams_and_is_stored(app_url: str, engine_name: str, tmp_path: 
     assert stored.completion_tokens and stored.completion_tokens > 0
 
 
+def test_a_stream_opened_after_the_answer_ended_replays_it(
+    app_url: str, engine_name: str, tmp_path: Path
+) -> None:
+    """A client that connects late (a short answer can end before the page's stream opens)
+    still gets every event, with the server's stamps, not just `end`."""
+    db = connect(tmp_path / "duet.sqlite3")
+    with httpx.Client(base_url=app_url, timeout=120) as client:
+        answer_id = send(client, engine_name, thinking="", max_tokens="8")
+        deadline = time.monotonic() + 60
+        while require_message(db, answer_id).status == "streaming":
+            assert time.monotonic() < deadline, "the answer did not end"
+            time.sleep(0.05)
+        with client.stream("GET", f"/messages/{answer_id}/stream") as response:
+            received = list(events(response))
+    stored = require_message(db, answer_id)
+    assert stored.status == "complete"
+    assert received[0][0] == "sent"
+    assert received[-1][0] == "end" and received[-1][1]["status"] == "complete"
+    assert "".join(d["text"] for n, d in received if n == "answer") == stored.content
+    stamps = [d["t"] for n, d in received if n in {"reasoning", "answer"}]
+    assert [round(t, 3) for t in stamps] == [round(a[0], 3) for a in stored.arrivals]
+
+
 def test_stop_keeps_the_partial_answer(app_url: str, engine_name: str, tmp_path: Path) -> None:
     with httpx.Client(base_url=app_url, timeout=120) as client:
         answer_id = send(client, engine_name, thinking="", max_tokens="4096")

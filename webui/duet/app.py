@@ -29,6 +29,7 @@ from duet.store.db import open_database
 from duet.views import chat, health, history
 from duet.views import compare as compare_views
 from duet.views import runs as runs_views
+from duet.views.deps import StampReceipt
 from duet.views.errors import UserError, handle_user_error
 
 PACKAGE_DIR = Path(__file__).parent
@@ -83,6 +84,7 @@ def create_app(
     app.state.telemetry = telemetry
     app.state.templates = build_templates()
     app.add_exception_handler(UserError, handle_user_error)
+    app.add_middleware(StampReceipt)
     app.mount("/static", StaticFiles(directory=PACKAGE_DIR / "static"), name="static")
     for area in (chat, history, health, compare_views, runs_views, prometheus):
         app.include_router(area.router)

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from duet.engines.base import Engine
-from duet.generation import Generation, Generations
+from duet.generation import REPLAY_SECONDS, Generation, Generations
 from duet.store import conversations, messages, runs
 from duet.store.db import transaction
 from duet.store.runs import CompareRun, Mode
@@ -26,8 +26,6 @@ from duet.turns import REQUEST_SENT_WAIT_SECONDS, TurnOptions, send_answer
 
 log = logging.getLogger(__name__)
 
-# How long a finished answer's events stay in memory for a page that connects late.
-REPLAY_SECONDS = 60.0
 # How long shutdown waits for the orchestrators to record their answers.
 SHUTDOWN_WAIT_SECONDS = 10.0
 

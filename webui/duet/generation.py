@@ -34,6 +34,10 @@ log = logging.getLogger(__name__)
 SAVE_INTERVAL_SECONDS = 0.25
 # How long `stop()` waits for the engine's stream to close before answering.
 STOP_WAIT_SECONDS = 10.0
+# How long an ended answer's events stay in memory. A page (or any client) whose event stream
+# opens just after a short answer ended still gets every event with its stamps, so it sees the
+# answer arrive and can measure it, instead of an empty stream and a stored message.
+REPLAY_SECONDS = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,10 +54,13 @@ class PublishedEvent:
 
 @dataclass(eq=False)
 class Generation:
-    message_id: int
-    conversation_id: int
     engine: Engine
     request: ChatRequest
+    # The conversation it answers (None for a new conversation until the turn is stored) and
+    # its assistant row (None until stored): the engine request leaves before either is
+    # written, see `turns.answering`.
+    conversation_id: int | None = None
+    message_id: int | None = None
     # When Duet received the request asking for this answer (see the module docstring).
     received: float = field(default_factory=time.perf_counter)
     # When the engine request was on the wire: its last byte written, as the HTTP reader reports
@@ -61,6 +68,8 @@ class Generation:
     started: float = field(default_factory=time.perf_counter)
     # Set once the engine request has left (or the answer ended without one).
     sent: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set once the answer's row exists (`Generations.attach`): nothing is saved before.
+    stored: asyncio.Event = field(default_factory=asyncio.Event)
     outcome: AssistantOutcome = field(default_factory=lambda: AssistantOutcome("streaming"))
     events: list[PublishedEvent] = field(default_factory=list)
     subscribers: set[asyncio.Queue[PublishedEvent | None]] = field(default_factory=set)
@@ -166,11 +175,46 @@ class Generation:
 
 
 class Generations:
-    """The running generations of one app, by assistant message id."""
+    """The generations of one app: starting (request sent, row not yet stored), running (by
+    assistant message id) and recently ended (kept for late subscribers)."""
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self.db = db
+        self.starting: set[Generation] = set()
         self.running: dict[int, Generation] = {}
+        # Ended answers, kept REPLAY_SECONDS for late subscribers (see REPLAY_SECONDS).
+        self.ended: dict[int, Generation] = {}
+
+    def launch(
+        self,
+        engine: Engine,
+        request: ChatRequest,
+        received: float,
+        conversation_id: int | None = None,
+    ) -> Generation:
+        """Start the answer's task; its engine request leaves as soon as the caller awaits.
+
+        The caller then stores the answer's row and calls `attach`, or `abandon` if it cannot:
+        the task saves nothing before that. `received`: perf_counter() when Duet received the
+        user's request."""
+        generation = Generation(engine, request, conversation_id, received=received)
+        self.starting.add(generation)
+        generation.task = asyncio.create_task(self.run(generation), name="generation")
+        return generation
+
+    def attach(self, generation: Generation, conversation_id: int, message_id: int) -> None:
+        """The answer's row is stored: from now on the generation saves into it."""
+        generation.conversation_id = conversation_id
+        generation.message_id = message_id
+        self.starting.discard(generation)
+        self.running[message_id] = generation
+        generation.stored.set()
+
+    def abandon(self, generation: Generation) -> None:
+        """The answer's row could not be stored: cancel its request (nothing to save)."""
+        self.starting.discard(generation)
+        if generation.task is not None:
+            generation.task.cancel()
 
     def start(
         self,
@@ -180,17 +224,17 @@ class Generations:
         request: ChatRequest,
         received: float,
     ) -> Generation:
-        """Start answering. `received`: perf_counter() when Duet received the user's request."""
-        generation = Generation(message_id, conversation_id, engine, request, received=received)
-        self.running[message_id] = generation
-        generation.task = asyncio.create_task(self.run(generation), name=f"generation-{message_id}")
+        """Answer into a row that is already stored."""
+        generation = self.launch(engine, request, received, conversation_id)
+        self.attach(generation, conversation_id, message_id)
         return generation
 
     def get(self, message_id: int) -> Generation | None:
-        return self.running.get(message_id)
+        """The answer's generation while it runs, and for REPLAY_SECONDS after it ended."""
+        return self.running.get(message_id) or self.ended.get(message_id)
 
     def streaming_in(self, conversation_id: int) -> Generation | None:
-        for generation in self.running.values():
+        for generation in (*self.starting, *self.running.values()):
             if generation.conversation_id == conversation_id:
                 return generation
         return None
@@ -206,7 +250,8 @@ class Generations:
         return True
 
     async def shutdown(self) -> None:
-        tasks = [g.task for g in self.running.values() if g.task is not None]
+        live = (*self.starting, *self.running.values())
+        tasks = [g.task for g in live if g.task is not None]
         for task in tasks:
             task.cancel()
         if tasks:
@@ -224,8 +269,8 @@ class Generations:
                 async for event in stream:
                     generation.apply(event)
                     now = time.perf_counter()
-                    if now - last_save >= SAVE_INTERVAL_SECONDS:
-                        save_assistant(self.db, generation.message_id, outcome)
+                    if now - last_save >= SAVE_INTERVAL_SECONDS and generation.stored.is_set():
+                        self.save(generation)
                         last_save = now
             finally:
                 # Closing the iterator is what makes the adapter close the upstream request.
@@ -249,20 +294,35 @@ class Generations:
             log.exception("generation %s failed", generation.message_id)
             outcome.status = "failed"
             outcome.error = f"{generation.engine.label} failed: {describe_exception(error)}"
-        self.finish(generation)
+        try:
+            # An answer can end (an engine that is down fails at once) before its row is stored.
+            await generation.stored.wait()
+        finally:
+            self.finish(generation)
+
+    def save(self, generation: Generation) -> None:
+        assert generation.message_id is not None
+        save_assistant(self.db, generation.message_id, generation.outcome)
 
     def finish(self, generation: Generation) -> None:
         outcome = generation.outcome
         if outcome.total_ms is None or outcome.status in {"stopped", "interrupted"}:
             outcome.total_ms = generation.ms_since_start(time.perf_counter())
         try:
-            save_assistant(self.db, generation.message_id, outcome)
+            # Not stored: the caller abandoned it (cancelled before its row existed).
+            if generation.stored.is_set():
+                self.save(generation)
         finally:
             generation.sent.set()
             generation.publish("end", {"status": outcome.status, "error": outcome.error})
             for queue in generation.subscribers:
                 queue.put_nowait(None)
-            self.running.pop(generation.message_id, None)
+            self.starting.discard(generation)
+            if generation.message_id is not None:
+                self.running.pop(generation.message_id, None)
+                self.ended[generation.message_id] = generation
+                loop = asyncio.get_running_loop()
+                loop.call_later(REPLAY_SECONDS, self.ended.pop, generation.message_id, None)
 
 
 def describe_exception(error: BaseException) -> str:

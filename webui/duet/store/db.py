@@ -45,7 +45,11 @@ def open_database(path: str | Path) -> sqlite3.Connection:
 
 @contextmanager
 def transaction(db: sqlite3.Connection) -> Iterator[None]:
-    """BEGIN … COMMIT, or ROLLBACK if the block raises."""
+    """BEGIN … COMMIT, or ROLLBACK if the block raises. Inside another transaction it joins
+    that one (its writes commit or roll back with the outer block)."""
+    if db.in_transaction:
+        yield
+        return
     db.execute("BEGIN IMMEDIATE")
     try:
         yield

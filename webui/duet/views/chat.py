@@ -18,10 +18,10 @@ from duet.settings import Settings
 from duet.sse import SSE_HEADERS, format_comment, format_event
 from duet.store import conversations, messages
 from duet.store.conversations import Conversation
-from duet.store.db import transaction
 from duet.store.messages import Message
-from duet.turns import REQUEST_SENT_WAIT_SECONDS, send_answer, start_answer
+from duet.turns import answering, chat_messages
 from duet.views.deps import (
+    Received,
     current_user_id,
     get_db,
     get_engines,
@@ -143,32 +143,36 @@ async def send(
     settings: AppSettings,
     generations: Running,
     engines: Engines,
+    received: Received,
 ) -> HTMLResponse:
-    received = time.perf_counter()
     form = await request.form()
     # Everything is checked before anything is written.
     content = parse_content(form, settings)
     options = parse_options(form, settings, engines)
     raw_id = str(form.get("conversation_id") or "").strip()
     existing: Conversation | None = None
+    history: list[Message] = []
     if raw_id:
         if not raw_id.isdigit():
             raise UserError(422, f"Bad conversation id {raw_id!r}.")
         existing = owned_conversation(db, user_id, int(raw_id))
         refuse_while_streaming(generations, existing.id)
-    with transaction(db):
+        history = messages.list_messages(db, existing.id)
+    to_engine = chat_messages(history, options.system_prompt, new_message=content)
+    engine = engines[options.engine]
+    async with answering(
+        db, generations, engine, options, received, to_engine, existing.id if existing else None
+    ) as turn:
         conversation = existing or conversations.create_conversation(
             db, user_id, conversations.title_from_text(content), options.system_prompt
         )
         user_message = messages.add_user_message(db, conversation.id, content)
-    generation = start_answer(
-        db, generations, conversation.id, engines[options.engine], options, received
-    )
-    # The answer as it started: the page follows its stream even if it ends (an engine that is
-    # down fails at once) before this response is written.
+        turn.conversation_id = conversation.id
+    generation = turn.generation
+    assert generation.message_id is not None
+    # The answer as it started: the page follows its stream even if it has ended (an engine
+    # that is down fails at once) before this response is written.
     answer = messages.require_message(db, generation.message_id)
-    # The engine request is on the wire before the response is rendered (see `send_answer`).
-    await generation.wait_sent(REQUEST_SENT_WAIT_SECONDS)
     headers = {} if existing else {"HX-Push-Url": f"/c/{conversation.id}"}
     return render(
         request,
@@ -176,7 +180,6 @@ async def send(
         {
             "conversation": conversation,
             "new_conversation": existing is None,
-            "conversations": conversations.list_conversations(db, user_id),
             "turn": [user_message, answer],
             "engine_labels": {name: engine.label for name, engine in engines.items()},
             "last_message_id": generation.message_id,
@@ -293,9 +296,9 @@ async def regenerate(
     settings: AppSettings,
     generations: Running,
     engines: Engines,
+    received: Received,
 ) -> HTMLResponse:
     """Replace the conversation's last answer with a new one, using the composer's settings."""
-    received = time.perf_counter()
     message = owned_message(db, user_id, message_id)
     options = parse_options(await request.form(), settings, engines)
     conversation = owned_conversation(db, user_id, message.conversation_id)
@@ -303,8 +306,10 @@ async def regenerate(
     history = messages.list_messages(db, conversation.id)
     if message.role != "assistant" or history[-1].id != message.id:
         raise UserError(409, "Only the last answer of a conversation can be regenerated.")
-    messages.delete_messages_from(db, conversation.id, message.id)
-    await send_answer(db, generations, conversation.id, engines[options.engine], options, received)
+    to_engine = chat_messages(history[:-1], options.system_prompt)
+    engine = engines[options.engine]
+    async with answering(db, generations, engine, options, received, to_engine, conversation.id):
+        messages.delete_messages_from(db, conversation.id, message.id)
     return messages_list(request, db, generations, engines, conversation)
 
 
@@ -325,11 +330,11 @@ async def edit_and_resend(
     settings: AppSettings,
     generations: Running,
     engines: Engines,
+    received: Received,
 ) -> Response:
     """Resend a message with new text. The last message is changed in place (its answer is
     replaced); an earlier one is resent in a copy of the conversation up to it, so nothing
     written later is lost."""
-    received = time.perf_counter()
     message = owned_message(db, user_id, message_id)
     if message.role != "user":
         raise UserError(409, "Only your own messages can be edited.")
@@ -340,14 +345,18 @@ async def edit_and_resend(
     refuse_while_streaming(generations, conversation.id)
     history = messages.list_messages(db, conversation.id)
     is_last_user_message = not any(m.role == "user" and m.id > message.id for m in history)
+    earlier = [m for m in history if m.id < message.id]
+    to_engine = chat_messages(earlier, options.system_prompt, new_message=content)
     engine = engines[options.engine]
-    if is_last_user_message:
-        with transaction(db):
+    in_place = conversation.id if is_last_user_message else None
+    async with answering(db, generations, engine, options, received, to_engine, in_place) as turn:
+        if is_last_user_message:
             messages.update_user_message(db, message.id, content)
             messages.delete_messages_from(db, conversation.id, message.id + 1)
-        await send_answer(db, generations, conversation.id, engine, options, received)
+        else:
+            fork = conversations.fork_conversation(db, user_id, conversation.id, message.id)
+            messages.add_user_message(db, fork.id, content)
+            turn.conversation_id = fork.id
+    if is_last_user_message:
         return messages_list(request, db, generations, engines, conversation)
-    fork = conversations.fork_conversation(db, user_id, conversation.id, message.id)
-    messages.add_user_message(db, fork.id, content)
-    await send_answer(db, generations, fork.id, engine, options, received)
-    return Response(status_code=200, headers={"HX-Redirect": f"/c/{fork.id}"})
+    return Response(status_code=200, headers={"HX-Redirect": f"/c/{turn.conversation_id}"})

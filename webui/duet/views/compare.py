@@ -31,7 +31,14 @@ from duet.store.runs import MODES, CompareAnswer, CompareRun, Mode
 from duet.timeline import build_timeline, scale_for
 from duet.turns import TurnOptions
 from duet.views.chat import sampling_values
-from duet.views.deps import current_user_id, get_db, get_engines, get_settings, render
+from duet.views.deps import (
+    Received,
+    current_user_id,
+    get_db,
+    get_engines,
+    get_settings,
+    render,
+)
 from duet.views.errors import UserError, not_found
 from duet.views.forms import parse_checkbox, parse_content, parse_sampling, text_field
 
@@ -141,8 +148,8 @@ async def start_compare(
     settings: AppSettings,
     engines: Engines,
     compares: Compares,
+    received: Received,
 ) -> HTMLResponse:
-    received_at = time.perf_counter()
     form = await request.form()
     prompt = parse_content(form, settings)
     chosen = parse_engines(form, engines)
@@ -156,7 +163,7 @@ async def start_compare(
         sampling=parse_sampling(form),
         system_prompt=system_prompt,
     )
-    run = compares.start(user_id, prompt, mode, chosen, options, received_at)
+    run = compares.start(user_id, prompt, mode, chosen, options, received)
     await compares.wait_sent(run.id)
     return render(
         request,

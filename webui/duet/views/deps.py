@@ -7,10 +7,11 @@ the SQLite connection is used from the event loop only.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Request
+from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
@@ -39,6 +40,32 @@ async def get_engines(request: Request) -> Mapping[EngineName, Engine]:
 
 async def get_generations(request: Request) -> Generations:
     return request.app.state.generations  # type: ignore[no-any-return]
+
+
+# Where `StampReceipt` puts perf_counter() of the moment the app received a request.
+RECEIVED_KEY = "duet.received"
+
+
+class StampReceipt:
+    """Stamp every HTTP request with perf_counter() as the app receives it, before routing,
+    dependencies and body parsing: Duet's own time for a request counts from there."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            scope[RECEIVED_KEY] = time.perf_counter()
+        await self.app(scope, receive, send)
+
+
+async def received_at(request: Request) -> float:
+    """When the app received this request (see `StampReceipt`)."""
+    stamped = request.scope.get(RECEIVED_KEY)
+    return stamped if isinstance(stamped, float) else time.perf_counter()
+
+
+Received = Annotated[float, Depends(received_at)]
 
 
 async def current_user_id() -> int:
