@@ -8,14 +8,24 @@ separate process (`duet serve`) on a loopback port, exactly as in production:
 - through Duet: POST /chat/send, then GET the answer's event stream, as the page does; TTFT from
   the POST to the first text event read here.
 
-Duet's added TTFT is measured per request through Duet: the TTFT seen here minus the TTFT Duet's
-server saw itself (the `t` stamp it puts on each event, counted from when its engine request was
-on the wire). That pairs the two within one request, so the engine's own variation cancels out;
-the unpaired difference of the two paths' TTFT distributions is printed too. Part of the added
-TTFT is split out from the server's own clock: "Duet before engine", from Duet receiving the POST
-to the engine request being on the wire (the `sent` event's `after_receipt_ms`); the rest is
-the HTTP round trips, opening the event stream and the relay itself. Chunk counts are compared
-request by request and ITL distributions by their p50/p95. No assertion here: it prints numbers.
+Duet's added TTFT is measured per pair of requests (one direct, one through Duet, run back to
+back), so that the engine's own variation cancels out (`added_ttft_ms`):
+
+    added = (TTFT here through Duet - TTFT Duet's server saw) - this client's direct pre-wire time
+
+Duet's server stamps every event with `t`, counted from when its engine request was on the wire,
+so the first difference is everything but the engine's time: this client putting its POST on
+the wire, Duet receiving it, Duet's work until its own engine request is on the wire, and the
+relay back. The direct request's TTFT also holds this client's own pre-wire time (building and
+writing the request with httpx, taken from the same on-the-wire hook Duet uses), which is not
+the engine's either and which a request through Duet pays just the same (to Duet); it is
+subtracted. The unpaired difference of the two paths' TTFT p50 is printed too, as a check that
+moves with the engine's noise. Part of the added time is split out from the server's own clocks:
+"Duet receipt to engine wire" (the `sent` event's `after_receipt_ms`, counted from when the app
+received the POST) and "first chunk held in Duet" (`s - t` of the first text event: from Duet
+reading it to writing it to this client, including any wait for the event stream to open).
+Chunk counts are compared request by request and ITL distributions by their p50/p95. No
+assertion here: it prints numbers.
 """
 
 from __future__ import annotations
@@ -29,8 +39,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +50,7 @@ import httpx
 from duet.engines import build_engines
 from duet.engines.base import ChatMessage, ChatRequest, Engine, Sampling
 from duet.engines.events import EngineName
+from duet.engines.http import on_request_sent
 from duet.metrics import ChunkArrival, arrivals_from_events, percentile, stream_metrics
 from duet.settings import Settings
 
@@ -64,13 +76,36 @@ class Measured:
     server_ttft_ms: float | None = None  # through Duet: Duet's own TTFT for this request
     # Through Duet: from Duet receiving the POST to the engine request on the wire.
     before_engine_ms: float | None = None
+    # Through Duet: the gaps between chunks as Duet's server read them from the engine.
+    server_itl_ms: tuple[float, ...] = ()
+    # Through Duet: how long Duet held the first text chunk (written minus read, `s - t`).
+    first_chunk_held_ms: float | None = None
+    # Direct: this client's own time to put its request on the wire (building it with httpx
+    # and writing it), the part of a direct TTFT that is not the engine's.
+    pre_wire_ms: float | None = None
     output_tokens: int | None = None
 
     @property
-    def added_ttft_ms(self) -> float | None:
+    def beyond_engine_ms(self) -> float | None:
+        """Through Duet: the TTFT seen here minus the TTFT Duet's server saw (from its engine
+        request on the wire), i.e. everything but the engine's own time."""
         if self.ttft_ms is None or self.server_ttft_ms is None:
             return None
         return self.ttft_ms - self.server_ttft_ms
+
+
+def added_ttft_ms(direct: Measured, through_duet: Measured) -> float | None:
+    """Duet's added TTFT for one pair of requests.
+
+    A direct TTFT is this client's pre-wire time plus the engine's time; through Duet, the TTFT
+    is this client's pre-wire time (to Duet, the same work) plus Duet's receiving, its own
+    pre-wire time, the engine's time and the relay. Taking the engine's time from Duet's own
+    stamp and this client's pre-wire time from the paired direct request leaves what Duet adds,
+    without the engine's request-to-request variation."""
+    beyond = through_duet.beyond_engine_ms
+    if beyond is None or direct.pre_wire_ms is None:
+        return None
+    return beyond - direct.pre_wire_ms
 
 
 @dataclass
@@ -78,6 +113,8 @@ class EngineResult:
     engine: str
     direct: list[Measured] = field(default_factory=list)
     duet: list[Measured] = field(default_factory=list)
+    # Through the reference relay (duet/reference_relay.py): the floor for any Python relay.
+    reference: list[Measured] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         def p(values: Sequence[float], q: float) -> float | None:
@@ -85,12 +122,20 @@ class EngineResult:
 
         direct_ttft = [m.ttft_ms for m in self.direct if m.ttft_ms is not None]
         duet_ttft = [m.ttft_ms for m in self.duet if m.ttft_ms is not None]
-        added = [m.added_ttft_ms for m in self.duet if m.added_ttft_ms is not None]
+        pairs = list(zip(self.direct, self.duet, strict=False))
+        added = [a for a in (added_ttft_ms(d, t) for d, t in pairs) if a is not None]
         before = [m.before_engine_ms for m in self.duet if m.before_engine_ms is not None]
+        pre_wire = [m.pre_wire_ms for m in self.direct if m.pre_wire_ms is not None]
+        held = [m.first_chunk_held_ms for m in self.duet if m.first_chunk_held_ms is not None]
+        reference_pairs = zip(self.direct, self.reference, strict=False)
+        floor = [a for a in (added_ttft_ms(d, r) for d, r in reference_pairs) if a is not None]
+        added_p50, floor_p50 = p(added, 50), p(floor, 50)
         direct_itl = [gap for m in self.direct for gap in m.itl_ms]
         duet_itl = [gap for m in self.duet for gap in m.itl_ms]
+        server_itl = [gap for m in self.duet for gap in m.server_itl_ms]
+        reference_itl = [gap for m in self.reference for gap in m.itl_ms]
         direct_itl_p50, duet_itl_p50 = p(direct_itl, 50), p(duet_itl, 50)
-        pairs = list(zip(self.direct, self.duet, strict=False))
+        ttft_p50s = p(direct_ttft, 50), p(duet_ttft, 50)
         return {
             "engine": self.engine,
             "requests": len(pairs),
@@ -98,11 +143,23 @@ class EngineResult:
             "direct_ttft_p95_ms": p(direct_ttft, 95),
             "duet_ttft_p50_ms": p(duet_ttft, 50),
             "duet_ttft_p95_ms": p(duet_ttft, 95),
-            "added_ttft_p50_ms": p(added, 50),
+            "unpaired_difference_p50_ms": (
+                round(ttft_p50s[1] - ttft_p50s[0], 3) if None not in ttft_p50s else None
+            ),
+            "added_ttft_p50_ms": added_p50,
             "added_ttft_p95_ms": p(added, 95),
             "added_ttft_max_ms": round(max(added), 3) if added else None,
             "before_engine_p50_ms": p(before, 50),
             "before_engine_p95_ms": p(before, 95),
+            "first_chunk_held_p50_ms": p(held, 50),
+            "first_chunk_held_p95_ms": p(held, 95),
+            "client_pre_wire_p50_ms": p(pre_wire, 50),
+            "reference_added_ttft_p50_ms": floor_p50,
+            "reference_added_ttft_p95_ms": p(floor, 95),
+            "duet_beyond_reference_p50_ms": (
+                round(added_p50 - floor_p50, 3) if added_p50 is not None and floor_p50 else None
+            ),
+            "reference_chunks": sorted({m.chunks for m in self.reference}),
             "direct_chunks": sorted({m.chunks for m in self.direct}),
             "duet_chunks": sorted({m.chunks for m in self.duet}),
             "chunk_counts_identical": bool(pairs) and all(a.chunks == b.chunks for a, b in pairs),
@@ -110,6 +167,8 @@ class EngineResult:
             "duet_itl_p50_ms": duet_itl_p50,
             "direct_itl_p95_ms": p(direct_itl, 95),
             "duet_itl_p95_ms": p(duet_itl, 95),
+            "duet_server_itl_p50_ms": p(server_itl, 50),
+            "reference_itl_p50_ms": p(reference_itl, 50),
             "itl_p50_ratio": (
                 round(duet_itl_p50 / direct_itl_p50, 4)
                 if duet_itl_p50 is not None and direct_itl_p50
@@ -138,8 +197,13 @@ def measure(path: str, sent_at: float, arrivals: list[ChunkArrival], **extra: An
 
 
 async def stream_direct(engine: Engine, request: ChatRequest) -> Measured:
-    sent_at = time.perf_counter()
-    events = [event async for event in engine.stream_chat(request)]
+    on_wire: list[float] = []
+    reset = on_request_sent.set(on_wire.append)
+    try:
+        sent_at = time.perf_counter()
+        events = [event async for event in engine.stream_chat(request)]
+    finally:
+        on_request_sent.reset(reset)
     errors = [event for event in events if event.kind == "error"]
     if errors:
         raise RuntimeError(f"{engine.label} failed: {errors[0].message}")  # type: ignore[union-attr]
@@ -147,7 +211,14 @@ async def stream_direct(engine: Engine, request: ChatRequest) -> Measured:
         (e.completion_tokens for e in events if e.kind == "usage"),  # type: ignore[union-attr]
         None,
     )
-    return measure("direct", sent_at, arrivals_from_events(events), output_tokens=tokens)
+    pre_wire_ms = (on_wire[0] - sent_at) * 1000 if on_wire else None
+    return measure(
+        "direct",
+        sent_at,
+        arrivals_from_events(events),
+        output_tokens=tokens,
+        pre_wire_ms=pre_wire_ms,
+    )
 
 
 async def stream_through_duet(
@@ -172,6 +243,8 @@ async def stream_through_duet(
     arrivals: list[ChunkArrival] = []
     server_ttft_ms: float | None = None
     before_engine_ms: float | None = None
+    first_chunk_held_ms: float | None = None
+    server_ts: list[float] = []
     status = ""
     name = ""
     async with client.stream("GET", found.group(1)) as stream:
@@ -185,8 +258,10 @@ async def stream_through_duet(
                     before_engine_ms = data["after_receipt_ms"]
                 elif name in ("reasoning", "answer") and data.get("text"):
                     arrivals.append(ChunkArrival(at=arrived, kind=name, chunk=data["chunk"]))
+                    server_ts.append(data["t"])
                     if server_ttft_ms is None:
                         server_ttft_ms = data["t"]
+                        first_chunk_held_ms = data["s"] - data["t"]
                 elif name == "end":
                     status = data.get("status", "")
                     break
@@ -198,7 +273,37 @@ async def stream_through_duet(
         arrivals,
         server_ttft_ms=server_ttft_ms,
         before_engine_ms=before_engine_ms,
+        first_chunk_held_ms=first_chunk_held_ms,
+        server_itl_ms=tuple(b - a for a, b in pairwise(server_ts)),
     )
+
+
+async def stream_through_reference(
+    engine: Engine, request: ChatRequest, stamps: httpx.AsyncClient
+) -> Measured:
+    """Through the reference relay: the same adapter as `stream_direct`, pointed at the relay,
+    and the relay's own stamps of the request (on this machine's clock) for its engine time."""
+    measured = await stream_direct(engine, request)
+    relayed = (await stamps.get("/stamps")).json()
+    engine_ms = None
+    if "first_line" in relayed:
+        engine_ms = (relayed["first_line"] - relayed["wire"]) * 1000
+    return replace(
+        measured,
+        path="reference",
+        server_ttft_ms=engine_ms,
+        before_engine_ms=(relayed["wire"] - relayed["received"]) * 1000,
+        pre_wire_ms=None,
+    )
+
+
+def start_reference_relay(settings: Settings, port: int, log_path: Path) -> subprocess.Popen:
+    command = [
+        sys.executable, "-m", "duet.reference_relay", "--port", str(port),
+        "--upstream", f"vllm={settings.vllm_url}", "--upstream", f"ollama={settings.ollama_url}",
+    ]  # fmt: skip
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
 
 
 def start_duet(settings: Settings, port: int, log_path: Path, database: Path) -> subprocess.Popen:
@@ -229,14 +334,14 @@ def wait_until_up(url: str, process: subprocess.Popen, log_path: Path) -> None:
     deadline = time.monotonic() + START_SECONDS
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"duet serve exited:\n{log_path.read_text()[-2000:]}")
+            raise RuntimeError(f"{process.args[2]} exited:\n{log_path.read_text()[-2000:]}")
         try:
-            if httpx.get(url + "/compare", timeout=1).status_code == 200:
+            if httpx.get(url, timeout=1).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.1)
-    raise RuntimeError(f"duet serve did not answer in {START_SECONDS:.0f} s")
+    raise RuntimeError(f"{url} did not answer in {START_SECONDS:.0f} s")
 
 
 def free_port() -> int:
@@ -247,46 +352,66 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+@dataclass(frozen=True, slots=True)
+class Paths:
+    """The three ways to one engine: its adapter straight to it, Duet, and the same adapter
+    through the reference relay."""
+
+    name: EngineName
+    direct: Engine
+    via_reference: Engine
+
+
 async def run_relay(
-    engines: Mapping[EngineName, Engine], duet_url: str, requests: int, max_tokens: int
+    paths: Sequence[Paths], duet_url: str, reference_url: str, requests: int, max_tokens: int
 ) -> list[EngineResult]:
     request = bench_request(max_tokens)
     results = []
     timeout = httpx.Timeout(300.0, connect=10.0)
-    async with httpx.AsyncClient(base_url=duet_url, timeout=timeout) as client:
+    async with (
+        httpx.AsyncClient(base_url=duet_url, timeout=timeout) as client,
+        httpx.AsyncClient(base_url=reference_url, timeout=timeout) as stamps,
+    ):
         try:
-            await relay_each_engine(engines, client, request, requests, max_tokens, results)
+            for engine in paths:
+                results.append(await relay_one_engine(engine, client, stamps, request, requests))
         finally:
             # The adapters' clients belong to this event loop: close them in it.
-            for engine in engines.values():
-                await engine.aclose()
+            for engine in paths:
+                await engine.direct.aclose()
+                await engine.via_reference.aclose()
     return results
 
 
-async def relay_each_engine(
-    engines: Mapping[EngineName, Engine],
+async def relay_one_engine(
+    engine: Paths,
     client: httpx.AsyncClient,
+    stamps: httpx.AsyncClient,
     request: ChatRequest,
     requests: int,
-    max_tokens: int,
-    results: list[EngineResult],
-) -> None:
-    for name, engine in engines.items():
-        result = EngineResult(name)
-        for _ in range(WARMUP_REQUESTS):
-            await stream_direct(engine, request)
-            await stream_through_duet(client, name, max_tokens)
-        for index in range(requests):
-            # Alternate which path goes first, so a drift in the engine's speed hits both.
-            paths = ("direct", "duet") if index % 2 == 0 else ("duet", "direct")
-            for path in paths:
-                if path == "direct":
-                    result.direct.append(await stream_direct(engine, request))
-                else:
-                    result.duet.append(await stream_through_duet(client, name, max_tokens))
-            print(f"  {name}: {index + 1}/{requests}", file=sys.stderr, end="\r")
-        print(file=sys.stderr)
-        results.append(result)
+) -> EngineResult:
+    result = EngineResult(engine.name)
+    max_tokens = request.sampling.max_tokens
+
+    async def one(path: str) -> Measured:
+        if path == "direct":
+            return await stream_direct(engine.direct, request)
+        if path == "duet":
+            return await stream_through_duet(client, engine.name, max_tokens)
+        return await stream_through_reference(engine.via_reference, request, stamps)
+
+    order = ("direct", "duet", "reference")
+    for _ in range(WARMUP_REQUESTS):
+        for path in order:
+            await one(path)
+    for index in range(requests):
+        # Rotate which path goes first, so a drift in the engine's speed hits all three.
+        for path in order[index % 3 :] + order[: index % 3]:
+            measured = await one(path)
+            getattr(result, path).append(measured)
+        print(f"  {engine.name}: {index + 1}/{requests}", file=sys.stderr, end="\r")
+    print(file=sys.stderr)
+    return result
 
 
 def format_table(summaries: Sequence[dict[str, Any]]) -> str:
@@ -307,11 +432,19 @@ def format_table(summaries: Sequence[dict[str, Any]]) -> str:
         ("TTFT p50 through Duet (ms)", "duet_ttft_p50_ms"),
         ("TTFT p95 direct (ms)", "direct_ttft_p95_ms"),
         ("TTFT p95 through Duet (ms)", "duet_ttft_p95_ms"),
+        ("TTFT p50 through Duet - direct (ms)", "unpaired_difference_p50_ms"),
         ("added TTFT p50 (ms) [<= 2]", "added_ttft_p50_ms"),
         ("added TTFT p95 (ms) [<= 10]", "added_ttft_p95_ms"),
         ("added TTFT max (ms)", "added_ttft_max_ms"),
-        ("  of which Duet before engine p50", "before_engine_p50_ms"),
-        ("  of which Duet before engine p95", "before_engine_p95_ms"),
+        ("  Duet receipt to engine wire p50", "before_engine_p50_ms"),
+        ("  Duet receipt to engine wire p95", "before_engine_p95_ms"),
+        ("  first chunk held in Duet p50", "first_chunk_held_p50_ms"),
+        ("  first chunk held in Duet p95", "first_chunk_held_p95_ms"),
+        ("client's own pre-wire p50 (direct)", "client_pre_wire_p50_ms"),
+        ("reference relay added TTFT p50", "reference_added_ttft_p50_ms"),
+        ("reference relay added TTFT p95", "reference_added_ttft_p95_ms"),
+        ("Duet added beyond the reference p50", "duet_beyond_reference_p50_ms"),
+        ("chunks through the reference relay", "reference_chunks"),
         ("chunks direct", "direct_chunks"),
         ("chunks through Duet", "duet_chunks"),
         ("chunk counts identical", "chunk_counts_identical"),
@@ -320,6 +453,8 @@ def format_table(summaries: Sequence[dict[str, Any]]) -> str:
         ("ITL p95 direct (ms)", "direct_itl_p95_ms"),
         ("ITL p95 through Duet (ms)", "duet_itl_p95_ms"),
         ("ITL p50 ratio [0.95-1.05]", "itl_p50_ratio"),
+        ("  ITL p50 engine -> Duet's server (ms)", "duet_server_itl_p50_ms"),
+        ("  ITL p50 through the reference relay (ms)", "reference_itl_p50_ms"),
     ]
     label_width = max(len(label) for label, _ in rows)
     header = "".ljust(label_width) + "".join(f"{s['engine']:>16}" for s in summaries)
@@ -369,25 +504,33 @@ def run_bench_relay(
     if requests < 1:
         print("duet bench relay: --requests must be at least 1", file=sys.stderr)
         return 2
-    engines = {name: engine for name, engine in all_engines.items() if name in engine_names}
     workdir = Path(tempfile.mkdtemp(prefix="duet-bench-"))
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
+    port, reference_port = free_port(), free_port()
+    url, reference_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{reference_port}"
+    via_reference = build_engines(
+        replace(settings, vllm_url=f"{reference_url}/vllm", ollama_url=f"{reference_url}/ollama")
+    )
+    paths = [Paths(name, all_engines[name], via_reference[name]) for name in engine_names]
     log_path = workdir / "duet-serve.log"
-    process = start_duet(settings, port, log_path, workdir / "bench.sqlite3")
+    processes = [
+        start_duet(settings, port, log_path, workdir / "bench.sqlite3"),
+        start_reference_relay(settings, reference_port, workdir / "reference-relay.log"),
+    ]
     try:
-        wait_until_up(url, process, log_path)
-        print(f"Duet under test: duet serve on {url} (pid {process.pid})", file=sys.stderr)
-        results = asyncio.run(run_relay(engines, url, requests, max_tokens))
+        wait_until_up(url + "/compare", processes[0], log_path)
+        wait_until_up(reference_url + "/stamps", processes[1], workdir / "reference-relay.log")
+        print(f"Duet under test: duet serve on {url} (pid {processes[0].pid})", file=sys.stderr)
+        results = asyncio.run(run_relay(paths, url, reference_url, requests, max_tokens))
     except RuntimeError as error:
         print(f"duet bench relay: {error}", file=sys.stderr)
         return 1
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        for process in processes:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
     summaries = [result.summary() for result in results]
     print(f"duet bench relay · {time.strftime('%Y-%m-%d %H:%M %Z')} · {machine_description()}")
     print(f"prompt {PROMPT!r}, greedy, no thinking, max_tokens {max_tokens}, {requests} requests")
@@ -403,7 +546,9 @@ def run_bench_relay(
             "prompt": PROMPT,
             "max_tokens": max_tokens,
             "summaries": summaries,
-            "requests": {r.engine: [asdict(m) for m in r.direct + r.duet] for r in results},
+            "requests": {
+                r.engine: [asdict(m) for m in r.direct + r.duet + r.reference] for r in results
+            },
         }
         Path(json_path).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
         print(f"raw numbers written to {json_path}", file=sys.stderr)

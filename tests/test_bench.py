@@ -1,0 +1,48 @@
+"""The relay benchmark's arithmetic (`duet.bench`), on hand-made measurements.
+
+The benchmark itself runs against the real engines and prints numbers (docs/benchmarks/); these
+tests only pin down how it pairs and summarises what it measured.
+"""
+
+from __future__ import annotations
+
+from duet.bench import EngineResult, Measured, added_ttft_ms, verdicts
+
+
+def direct(ttft: float, pre_wire: float, chunks: int = 3) -> Measured:
+    return Measured("direct", ttft, chunks, (10.0, 10.0), pre_wire_ms=pre_wire)
+
+
+def through_duet(ttft: float, server_ttft: float, chunks: int = 3) -> Measured:
+    return Measured(
+        "duet", ttft, chunks, (10.0, 10.5), server_ttft_ms=server_ttft, before_engine_ms=1.0
+    )
+
+
+def test_added_ttft_takes_out_the_engine_and_the_clients_own_pre_wire_time() -> None:
+    # Engine 30 ms from the wire; this client needs 1.2 ms to put a request on the wire.
+    # Through Duet the client saw 34 ms while Duet's server saw 30 ms: 4 ms beyond the engine,
+    # of which 1.2 ms is the client's own (it pays that on a direct request too).
+    assert added_ttft_ms(direct(31.2, 1.2), through_duet(34.0, 30.0)) == 2.8
+    assert added_ttft_ms(direct(31.2, None), through_duet(34.0, 30.0)) is None  # type: ignore[arg-type]
+    assert added_ttft_ms(direct(31.2, 1.2), through_duet(34.0, None)) is None  # type: ignore[arg-type]
+
+
+def test_summary_pairs_requests_in_order_and_checks_the_targets() -> None:
+    result = EngineResult("vllm")
+    # The engine's TTFT swings from 30 to 300 ms; what Duet adds stays at 1.5 ms.
+    for engine_ms in (30.0, 300.0, 45.0):
+        result.direct.append(direct(engine_ms + 1.0, 1.0))
+        result.duet.append(through_duet(engine_ms + 2.5, engine_ms))
+    summary = result.summary()
+    assert summary["requests"] == 3
+    assert summary["added_ttft_p50_ms"] == 1.5
+    assert summary["added_ttft_max_ms"] == 1.5
+    assert summary["chunk_counts_identical"] is True
+    assert summary["itl_p50_ratio"] == 1.025  # gaps of 10 ms direct; 10 and 10.5 through Duet
+    assert verdicts(summary) == []
+
+    result.duet[1] = through_duet(330.0, 300.0, chunks=2)
+    missed = verdicts(result.summary())
+    assert "chunk counts differ" in missed
+    assert any(m.startswith("added TTFT p95") for m in missed)

@@ -1,0 +1,97 @@
+"""The least a Python relay can do: the floor `duet bench relay` compares Duet's relay with.
+
+A raw ASGI app (no framework, no store, no templates) on the same server stack as Duet
+(uvicorn, with httptools and uvloop when installed) and the same HTTP client (httpx): it
+forwards `POST /<engine>/<path>` to that engine's `<path>` and copies each response line back as
+soon as it is read. What it adds to a stream is what any relay written this way adds on this
+machine before doing any work of its own; Duet's added time beyond it is Duet's own.
+
+It keeps the perf_counter() stamps of its last request (received, request on the wire, first
+line read) and serves them at `GET /stamps`, so the benchmark, on the same machine and clock
+(CLOCK_MONOTONIC), can take the engine's time out of each request as it does for Duet.
+Only for benchmarks: one request at a time, no checks.
+
+    python -m duet.reference_relay --port 18601 --upstream vllm=http://127.0.0.1:8000 ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+import httpx
+
+Stamps = dict[str, float]
+
+
+def create_relay(upstreams: dict[str, str]) -> Any:
+    clients: dict[str, httpx.AsyncClient] = {}
+    last: Stamps = {}
+
+    async def relay(scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        received = time.perf_counter()
+        if scope["path"] == "/stamps":
+            await respond(send, 200, json.dumps(last).encode())
+            return
+        name, _, path = scope["path"].lstrip("/").partition("/")
+        if name not in upstreams:
+            await respond(send, 404, b"unknown upstream")
+            return
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        client = clients.get(name)
+        if client is None:
+            client = clients[name] = httpx.AsyncClient(base_url=upstreams[name], timeout=300)
+        last.clear()
+        last["received"] = received
+
+        async def trace(event_name: str, info: Any) -> None:
+            if event_name.endswith("send_request_body.complete"):
+                last["wire"] = time.perf_counter()
+
+        headers = {"content-type": "application/json"}
+        for key, value in scope["headers"]:
+            if key == b"authorization":
+                headers["authorization"] = value.decode()
+        async with client.stream(
+            "POST", "/" + path, content=body, headers=headers, extensions={"trace": trace}
+        ) as response:
+            start = {"type": "http.response.start", "status": response.status_code}
+            await send({**start, "headers": [(b"content-type", b"text/plain")]})
+            async for line in response.aiter_lines():
+                if not line:
+                    continue
+                last.setdefault("first_line", time.perf_counter())
+                chunk = {"type": "http.response.body", "body": line.encode() + b"\n\n"}
+                await send({**chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    return relay
+
+
+async def respond(send: Any, status: int, body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": []})
+    await send({"type": "http.response.body", "body": body})
+
+
+def main() -> None:
+    import uvicorn
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--upstream", action="append", default=[], help="name=url")
+    args = parser.parse_args()
+    upstreams = dict(entry.split("=", 1) for entry in args.upstream)
+    uvicorn.run(create_relay(upstreams), host="127.0.0.1", port=args.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()
