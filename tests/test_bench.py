@@ -23,19 +23,21 @@ def test_added_ttft_takes_out_the_engine_and_the_clients_own_pre_wire_time() -> 
     # Engine 30 ms from the wire; this client needs 1.2 ms to put a request on the wire.
     # Through Duet the client saw 34 ms while Duet's server saw 30 ms: 4 ms beyond the engine,
     # of which 1.2 ms is the client's own (it pays that on a direct request too).
-    assert added_ttft_ms(direct(31.2, 1.2), through_duet(34.0, 30.0)) == 2.8
-    assert added_ttft_ms(direct(31.2, None), through_duet(34.0, 30.0)) is None  # type: ignore[arg-type]
-    assert added_ttft_ms(direct(31.2, 1.2), through_duet(34.0, None)) is None  # type: ignore[arg-type]
+    assert added_ttft_ms(through_duet(34.0, 30.0), 1.2) == 2.8
+    assert added_ttft_ms(through_duet(34.0, None), 1.2) is None  # type: ignore[arg-type]
 
 
 def test_summary_pairs_requests_in_order_and_checks_the_targets() -> None:
     result = EngineResult("vllm")
-    # The engine's TTFT swings from 30 to 300 ms; what Duet adds stays at 1.5 ms.
-    for engine_ms in (30.0, 300.0, 45.0):
-        result.direct.append(direct(engine_ms + 1.0, 1.0))
+    # The engine's TTFT swings from 30 to 300 ms, and the client once stalls for 80 ms before
+    # a direct request leaves; what Duet adds stays at 1.5 ms.
+    for engine_ms, pre_wire in ((30.0, 1.0), (300.0, 80.0), (45.0, 1.0)):
+        result.direct.append(direct(engine_ms + pre_wire, pre_wire))
         result.duet.append(through_duet(engine_ms + 2.5, engine_ms))
     summary = result.summary()
     assert summary["requests"] == 3
+    assert summary["client_pre_wire_p50_ms"] == 1.0
+    assert summary["client_stalls"] == 1
     assert summary["added_ttft_p50_ms"] == 1.5
     assert summary["added_ttft_max_ms"] == 1.5
     assert summary["chunk_counts_identical"] is True

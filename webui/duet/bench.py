@@ -1,31 +1,35 @@
 """`duet bench relay`: what Duet's own relaying adds to a stream, measured, not assumed.
 
 In one run, for each engine, the same request (fixed prompt, greedy, no thinking) is streamed N
-times straight from the engine and N times through Duet, alternating, with Duet running as a
-separate process (`duet serve`) on a loopback port, exactly as in production:
+times on each of three paths, in rotating order, with Duet running as a separate process
+(`duet serve`) on a loopback port, exactly as in production:
 
 - direct: Duet's engine adapter, in this process; TTFT and gaps from the adapter's arrival stamps.
 - through Duet: POST /chat/send, then GET the answer's event stream, as the page does; TTFT from
   the POST to the first text event read here.
+- through the reference relay (`duet.reference_relay`): the same adapter pointed at the least a
+  Python relay on Duet's server stack and HTTP client can do; the floor for Duet's number here.
 
-Duet's added TTFT is measured per pair of requests (one direct, one through Duet, run back to
-back), so that the engine's own variation cancels out (`added_ttft_ms`):
+What a relay adds to TTFT is taken per request, so the engine's own variation cancels out
+(`added_ttft_ms`):
 
-    added = (TTFT here through Duet - TTFT Duet's server saw) - this client's direct pre-wire time
+    added = (TTFT here through the relay - TTFT the relay saw) - this client's pre-wire time
 
-Duet's server stamps every event with `t`, counted from when its engine request was on the wire,
-so the first difference is everything but the engine's time: this client putting its POST on
-the wire, Duet receiving it, Duet's work until its own engine request is on the wire, and the
-relay back. The direct request's TTFT also holds this client's own pre-wire time (building and
-writing the request with httpx, taken from the same on-the-wire hook Duet uses), which is not
-the engine's either and which a request through Duet pays just the same (to Duet); it is
-subtracted. The unpaired difference of the two paths' TTFT p50 is printed too, as a check that
-moves with the engine's noise. Part of the added time is split out from the server's own clocks:
-"Duet receipt to engine wire" (the `sent` event's `after_receipt_ms`, counted from when the app
-received the POST) and "first chunk held in Duet" (`s - t` of the first text event: from Duet
-reading it to writing it to this client, including any wait for the event stream to open).
-Chunk counts are compared request by request and ITL distributions by their p50/p95. No
-assertion here: it prints numbers.
+The relay stamps its engine time itself (Duet's `t`, counted from when its engine request was
+on the wire; the reference relay's stamps at /stamps), so the first difference is everything
+but the engine's time: this client putting its POST on the wire, the relay receiving it, its
+work until its own engine request is on the wire, and the relay back. A direct TTFT also holds
+this client's own pre-wire time (building and writing the request with httpx, from the same
+on-the-wire hook Duet uses), which a request through a relay pays just the same (to the
+relay); its median over the run's direct requests is subtracted. The unpaired difference of
+the paths' TTFT p50 is printed too: it moves with the engine's noise, and on a machine where
+the engine and Duet share the cores it also holds what Duet's work slows the engine by.
+
+Parts of Duet's time come from its own clocks: "Duet receipt to engine wire" (the `sent` event's
+`after_receipt_ms`, from the app receiving the POST) and "first chunk held in Duet" (`s - t` of
+the first text event: from reading it to writing it to this client, including any wait for the
+event stream to open). Chunk counts are compared request by request and ITL distributions by
+their p50/p95, with Duet's server-side gaps beside them. No assertion here: it prints numbers.
 """
 
 from __future__ import annotations
@@ -94,18 +98,22 @@ class Measured:
         return self.ttft_ms - self.server_ttft_ms
 
 
-def added_ttft_ms(direct: Measured, through_duet: Measured) -> float | None:
-    """Duet's added TTFT for one pair of requests.
+def added_ttft_ms(relayed: Measured, client_pre_wire_ms: float) -> float | None:
+    """What a relay added to one request's TTFT.
 
-    A direct TTFT is this client's pre-wire time plus the engine's time; through Duet, the TTFT
-    is this client's pre-wire time (to Duet, the same work) plus Duet's receiving, its own
-    pre-wire time, the engine's time and the relay. Taking the engine's time from Duet's own
-    stamp and this client's pre-wire time from the paired direct request leaves what Duet adds,
-    without the engine's request-to-request variation."""
-    beyond = through_duet.beyond_engine_ms
-    if beyond is None or direct.pre_wire_ms is None:
-        return None
-    return beyond - direct.pre_wire_ms
+    A direct TTFT is this client's pre-wire time plus the engine's time; through a relay, the
+    TTFT is this client's pre-wire time (to the relay: the same work) plus the relay receiving
+    the request, its own work until its engine request is on the wire, the engine's time and
+    the relay back. The engine's time comes from the relay's own stamp for this very request,
+    and this client's pre-wire time is the run's median over the direct requests (one request's
+    own value would bring the client's hiccups into the pairing)."""
+    beyond = relayed.beyond_engine_ms
+    return None if beyond is None else beyond - client_pre_wire_ms
+
+
+# A direct request whose client took this long to put it on the wire was held up by the
+# machine, not by anyone's code: the run counts them, as a measure of how quiet it was.
+STALL_MS = 50.0
 
 
 @dataclass
@@ -123,13 +131,19 @@ class EngineResult:
         direct_ttft = [m.ttft_ms for m in self.direct if m.ttft_ms is not None]
         duet_ttft = [m.ttft_ms for m in self.duet if m.ttft_ms is not None]
         pairs = list(zip(self.direct, self.duet, strict=False))
-        added = [a for a in (added_ttft_ms(d, t) for d, t in pairs) if a is not None]
-        before = [m.before_engine_ms for m in self.duet if m.before_engine_ms is not None]
         pre_wire = [m.pre_wire_ms for m in self.direct if m.pre_wire_ms is not None]
-        held = [m.first_chunk_held_ms for m in self.duet if m.first_chunk_held_ms is not None]
-        reference_pairs = zip(self.direct, self.reference, strict=False)
-        floor = [a for a in (added_ttft_ms(d, r) for d, r in reference_pairs) if a is not None]
+        client_pre_wire = percentile(pre_wire, 50) if pre_wire else None
+
+        def added_by(relayed: list[Measured]) -> list[float]:
+            if client_pre_wire is None:
+                return []
+            added = (added_ttft_ms(m, client_pre_wire) for m in relayed)
+            return [a for a in added if a is not None]
+
+        added, floor = added_by(self.duet), added_by(self.reference)
         added_p50, floor_p50 = p(added, 50), p(floor, 50)
+        before = [m.before_engine_ms for m in self.duet if m.before_engine_ms is not None]
+        held = [m.first_chunk_held_ms for m in self.duet if m.first_chunk_held_ms is not None]
         direct_itl = [gap for m in self.direct for gap in m.itl_ms]
         duet_itl = [gap for m in self.duet for gap in m.itl_ms]
         server_itl = [gap for m in self.duet for gap in m.server_itl_ms]
@@ -154,6 +168,7 @@ class EngineResult:
             "first_chunk_held_p50_ms": p(held, 50),
             "first_chunk_held_p95_ms": p(held, 95),
             "client_pre_wire_p50_ms": p(pre_wire, 50),
+            "client_stalls": sum(1 for ms in pre_wire if ms > STALL_MS),
             "reference_added_ttft_p50_ms": floor_p50,
             "reference_added_ttft_p95_ms": p(floor, 95),
             "duet_beyond_reference_p50_ms": (
@@ -441,6 +456,7 @@ def format_table(summaries: Sequence[dict[str, Any]]) -> str:
         ("  first chunk held in Duet p50", "first_chunk_held_p50_ms"),
         ("  first chunk held in Duet p95", "first_chunk_held_p95_ms"),
         ("client's own pre-wire p50 (direct)", "client_pre_wire_p50_ms"),
+        (f"machine stalls (direct pre-wire > {STALL_MS:.0f} ms)", "client_stalls"),
         ("reference relay added TTFT p50", "reference_added_ttft_p50_ms"),
         ("reference relay added TTFT p95", "reference_added_ttft_p95_ms"),
         ("Duet added beyond the reference p50", "duet_beyond_reference_p50_ms"),
@@ -516,6 +532,7 @@ def run_bench_relay(
         start_duet(settings, port, log_path, workdir / "bench.sqlite3"),
         start_reference_relay(settings, reference_port, workdir / "reference-relay.log"),
     ]
+    load_before = os.getloadavg()
     try:
         wait_until_up(url + "/compare", processes[0], log_path)
         wait_until_up(reference_url + "/stamps", processes[1], workdir / "reference-relay.log")
@@ -534,6 +551,8 @@ def run_bench_relay(
     summaries = [result.summary() for result in results]
     print(f"duet bench relay · {time.strftime('%Y-%m-%d %H:%M %Z')} · {machine_description()}")
     print(f"prompt {PROMPT!r}, greedy, no thinking, max_tokens {max_tokens}, {requests} requests")
+    load = {"before": load_before, "after": os.getloadavg()}
+    print("load average (1, 5, 15 min) before {} after {}".format(*load.values()))
     print(format_table(summaries))
     all_missed = {s["engine"]: verdicts(s) for s in summaries}
     for engine, missed in all_missed.items():
@@ -543,6 +562,7 @@ def run_bench_relay(
             "command": "duet bench relay " + " ".join(sys.argv[3:]),
             "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "machine": machine_description(),
+            "load_average": load,
             "prompt": PROMPT,
             "max_tokens": max_tokens,
             "summaries": summaries,

@@ -154,7 +154,7 @@ def add_bench(commands: argparse._SubParsersAction) -> None:
     relay.add_argument(
         "--engines", default="vllm,ollama", help="comma-separated (default: vllm,ollama)"
     )
-    relay.add_argument("-n", "--requests", type=int, default=20, help="per engine and path")
+    relay.add_argument("-n", "--requests", type=int, default=30, help="per engine and path")
     relay.add_argument("--max-tokens", type=int, default=64, help="tokens per answer (default 64)")
     relay.add_argument("--json", help="also write every request's numbers to this file")
 

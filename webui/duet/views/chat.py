@@ -5,28 +5,27 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Mapping
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 
 from duet.engines.base import Engine
 from duet.engines.events import EngineName
 from duet.generation import Generations
 from duet.sampling import recommended_sampling
-from duet.settings import Settings
 from duet.sse import SSE_HEADERS, format_comment, format_event
 from duet.store import conversations, messages
 from duet.store.conversations import Conversation
 from duet.store.messages import Message
 from duet.turns import answering, chat_messages
 from duet.views.deps import (
+    AppSettings,
+    Db,
+    Engines,
     Received,
-    current_user_id,
-    get_db,
-    get_engines,
-    get_generations,
-    get_settings,
+    Running,
+    UserId,
     owned_conversation,
     owned_message,
     render,
@@ -35,12 +34,6 @@ from duet.views.errors import UserError
 from duet.views.forms import parse_content, parse_options
 
 router = APIRouter()
-
-Db = Annotated[sqlite3.Connection, Depends(get_db)]
-UserId = Annotated[int, Depends(current_user_id)]
-Engines = Annotated[Mapping[EngineName, Engine], Depends(get_engines)]
-Running = Annotated[Generations, Depends(get_generations)]
-AppSettings = Annotated[Settings, Depends(get_settings)]
 
 
 def refuse_while_streaming(generations: Generations, conversation_id: int) -> None:

@@ -24,7 +24,6 @@ from duet.engines.base import Engine
 from duet.engines.events import EngineName
 from duet.generation import Generation
 from duet.run_metrics import ArrivalsError, answer_metrics, parse_browser_arrivals
-from duet.settings import Settings
 from duet.sse import SSE_HEADERS, format_comment, format_event
 from duet.store import messages, runs
 from duet.store.runs import MODES, CompareAnswer, CompareRun, Mode
@@ -32,11 +31,11 @@ from duet.timeline import build_timeline, scale_for
 from duet.turns import TurnOptions
 from duet.views.chat import sampling_values
 from duet.views.deps import (
+    AppSettings,
+    Db,
+    Engines,
     Received,
-    current_user_id,
-    get_db,
-    get_engines,
-    get_settings,
+    UserId,
     render,
 )
 from duet.views.errors import UserError, not_found
@@ -44,10 +43,6 @@ from duet.views.forms import parse_checkbox, parse_content, parse_sampling, text
 
 router = APIRouter()
 
-Db = Annotated[sqlite3.Connection, Depends(get_db)]
-UserId = Annotated[int, Depends(current_user_id)]
-Engines = Annotated[Mapping[EngineName, Engine], Depends(get_engines)]
-AppSettings = Annotated[Settings, Depends(get_settings)]
 
 # The engines a new compare starts with ticked: the two this project is about.
 DEFAULT_ENGINES: tuple[EngineName, ...] = ("vllm", "ollama")

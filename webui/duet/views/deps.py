@@ -73,6 +73,14 @@ async def current_user_id() -> int:
     return LOCAL_USER_ID
 
 
+# What views declare in their signatures.
+Db = Annotated[sqlite3.Connection, Depends(get_db)]
+UserId = Annotated[int, Depends(current_user_id)]
+Engines = Annotated[Mapping[EngineName, Engine], Depends(get_engines)]
+Running = Annotated[Generations, Depends(get_generations)]
+AppSettings = Annotated[Settings, Depends(get_settings)]
+
+
 def render(
     request: Request,
     template: str,

@@ -5,19 +5,18 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import asdict
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
 from duet.engines.base import Engine, EngineHealth
 from duet.engines.events import EngineName
 from duet.generation import describe_exception
-from duet.views.deps import get_engines, render
+from duet.views.deps import Engines, render
 
 router = APIRouter()
 
-Engines = Annotated[Mapping[EngineName, Engine], Depends(get_engines)]
 
 # A health check that takes longer than this counts as down: the badge must not hang the page.
 HEALTH_TIMEOUT_SECONDS = 3.0

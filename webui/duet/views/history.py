@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Mapping
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
-from duet.engines.base import Engine
-from duet.engines.events import EngineName
 from duet.export import conversation_json, conversation_markdown, export_filename
-from duet.generation import Generations
 from duet.store import conversations, messages
 from duet.views.deps import (
-    current_user_id,
-    get_db,
-    get_engines,
-    get_generations,
+    Db,
+    Engines,
+    Running,
+    UserId,
     owned_conversation,
     render,
 )
@@ -26,8 +19,6 @@ from duet.views.errors import UserError
 
 router = APIRouter()
 
-Db = Annotated[sqlite3.Connection, Depends(get_db)]
-UserId = Annotated[int, Depends(current_user_id)]
 
 SEARCH_MAX_CHARS = 200
 
@@ -83,11 +74,11 @@ async def delete(
     request: Request,
     db: Db,
     user_id: UserId,
-    generations: Annotated[Generations, Depends(get_generations)],
+    generations: Running,
 ) -> Response:
     owned_conversation(db, user_id, conversation_id)
     running = generations.streaming_in(conversation_id)
-    if running is not None:
+    if running is not None and running.message_id is not None:
         await generations.stop(running.message_id)
     conversations.delete_conversation(db, user_id, conversation_id)
     # Deleting the open conversation leaves nothing to show: go to a new chat.
@@ -102,7 +93,7 @@ async def export(
     extension: str,
     db: Db,
     user_id: UserId,
-    engines: Annotated[Mapping[EngineName, Engine], Depends(get_engines)],
+    engines: Engines,
 ) -> Response:
     conversation = owned_conversation(db, user_id, conversation_id)
     history = messages.list_messages(db, conversation_id)

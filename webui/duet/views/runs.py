@@ -4,26 +4,21 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
-from duet.engines.base import Engine
-from duet.engines.events import EngineName
 from duet.run_export import engine_eval_rate, runs_csv, runs_json
 from duet.run_metrics import answer_metrics
 from duet.store import runs
 from duet.store.runs import CompareRun
 from duet.views.compare import engine_labels, run_view
-from duet.views.deps import current_user_id, get_db, get_engines, render
+from duet.views.deps import Db, Engines, UserId, render
 from duet.views.errors import not_found
 
 router = APIRouter()
 
-Db = Annotated[sqlite3.Connection, Depends(get_db)]
-UserId = Annotated[int, Depends(current_user_id)]
-Engines = Annotated[Mapping[EngineName, Engine], Depends(get_engines)]
 
 RUNS_PER_PAGE = 50
 
