@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -367,3 +368,12 @@ def test_browser_times_are_refused_when_malformed(client: TestClient) -> None:
     assert bad.status_code == 422
     assert "before the answer started" in bad.text
     assert client.post("/compare/answers/99/browser", json={"arrivals": []}).status_code == 404
+
+
+def test_the_wide_pages_mark_where_you_are(client: TestClient) -> None:
+    run_url = client.post("/compare", data=FORM).headers["HX-Push-Url"]
+    for path, current in (("/compare", "/compare"), ("/runs", "/runs"), (run_url, "/runs")):
+        page = client.get(path)
+        assert page.status_code == 200
+        marked = re.findall(r'<a href="([^"]+)" aria-current="page">', page.text)
+        assert marked == [current], path
