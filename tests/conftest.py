@@ -11,13 +11,13 @@ points the tests at a running `duet dev --no-ui` instead of starting engines for
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 from duet.devstack import TINY_MODEL_NAME, DevStack, EngineStartError
 from duet.engines import build_engines
 from duet.engines.base import Engine
@@ -57,12 +57,13 @@ def engine_settings(dev_stack: DevStack) -> Settings:
     )
 
 
-@pytest.fixture
-def engines(engine_settings: Settings) -> Iterator[dict[str, Engine]]:
-    """Fresh adapters for each test: an httpx client belongs to the event loop that opened it,
-    and tests run the app in loops of their own."""
+@pytest_asyncio.fixture(loop_scope="function")
+async def engines(engine_settings: Settings) -> AsyncIterator[dict[str, Engine]]:
+    """Fresh adapters for each test: an adapter's HTTP client belongs to the event loop that
+    opened it. An async test's adapters are closed here, in the test's own loop; an app that a
+    test runs in a loop of its own closes them when it stops."""
     built = build_engines(engine_settings)
     yield built
     for engine in built.values():
-        with contextlib.suppress(RuntimeError):
-            asyncio.run(engine.aclose())
+        with contextlib.suppress(RuntimeError):  # opened in a loop that is gone
+            await engine.aclose()

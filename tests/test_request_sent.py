@@ -64,9 +64,7 @@ async def test_server_clock_starts_on_the_wire_and_connections_are_reused(
             text_ts = [e.data["t"] for e in generation.events if e.name == "answer"]
             assert text_ts and all(t > 0 for t in text_ts)
         # The first response was read to its end, so the second request reused its connection.
-        # (httpx keeps its pool on the transport; there is no public way to count connections.)
-        pool = engine.client._transport._pool  # type: ignore[attr-defined]
-        assert len(pool.connections) == 1
+        assert engine.connections_opened == 1
     finally:
         await engine.aclose()
         db.close()

@@ -45,9 +45,6 @@ def create_app(
     """Build the app. `engines` defaults to those the settings describe (`build_engines`),
     `database` to `settings.database`. The database is opened and migrated when the app starts."""
     settings = settings or Settings.from_env()
-    # Engines passed in belong to the caller (a test session shares them between apps); engines
-    # built here are closed when the app stops.
-    owns_engines = engines is None
     if engines is None:
         from duet.engines import build_engines
 
@@ -71,7 +68,10 @@ def create_app(
             await app.state.compare_runs.shutdown()
             # Answers still streaming are saved as interrupted before the database closes.
             await app.state.generations.shutdown()
-            for engine in chosen_engines.values() if owns_engines else ():
+            # Closing an adapter releases its HTTP client, which belongs to this app's event
+            # loop; an adapter passed in by the caller stays usable (it opens a new client on
+            # its next request, in whatever loop that runs).
+            for engine in chosen_engines.values():
                 try:
                     await engine.aclose()
                 except Exception:

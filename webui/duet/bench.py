@@ -19,11 +19,12 @@ The relay stamps its engine time itself (Duet's `t`, counted from when its engin
 on the wire; the reference relay's stamps at /stamps), so the first difference is everything
 but the engine's time: this client putting its POST on the wire, the relay receiving it, its
 work until its own engine request is on the wire, and the relay back. A direct TTFT also holds
-this client's own pre-wire time (building and writing the request with httpx, from the same
-on-the-wire hook Duet uses), which a request through a relay pays just the same (to the
-relay); its median over the run's direct requests is subtracted. The unpaired difference of
-the paths' TTFT p50 is printed too: it moves with the engine's noise, and on a machine where
-the engine and Duet share the cores it also holds what Duet's work slows the engine by.
+this client's own pre-wire time (building and writing the request with aiohttp, from the same
+on-the-wire hook Duet uses), which a request through a relay pays just the same (to the relay,
+with the same client); its median over the run's direct requests is subtracted. The unpaired
+difference of the paths' TTFT p50 is printed too: it moves with the engine's noise, and on a
+machine where the engine and Duet share the cores it also holds what Duet's work slows the
+engine by.
 
 Parts of Duet's time come from its own clocks: "Duet receipt to engine wire" (the `sent` event's
 `after_receipt_ms`, from the app receiving the POST) and "first chunk held in Duet" (`s - t` of
@@ -49,6 +50,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 
 from duet.engines import build_engines
@@ -84,7 +86,7 @@ class Measured:
     server_itl_ms: tuple[float, ...] = ()
     # Through Duet: how long Duet held the first text chunk (written minus read, `s - t`).
     first_chunk_held_ms: float | None = None
-    # Direct: this client's own time to put its request on the wire (building it with httpx
+    # Direct: this client's own time to put its request on the wire (building it with aiohttp
     # and writing it), the part of a direct TTFT that is not the engine's.
     pre_wire_ms: float | None = None
     output_tokens: int | None = None
@@ -237,7 +239,7 @@ async def stream_direct(engine: Engine, request: ChatRequest) -> Measured:
 
 
 async def stream_through_duet(
-    client: httpx.AsyncClient, engine: EngineName, max_tokens: int
+    client: aiohttp.ClientSession, duet_url: str, engine: EngineName, max_tokens: int
 ) -> Measured:
     form = {
         "content": PROMPT,
@@ -249,10 +251,11 @@ async def stream_through_duet(
         "system_prompt": "",
     }
     sent_at = time.perf_counter()
-    response = await client.post("/chat/send", data=form)
-    if response.status_code != 200:
-        raise RuntimeError(f"Duet refused the request ({response.status_code}): {response.text}")
-    found = re.search(r'data-stream="(/messages/\d+/stream)"', response.text)
+    async with client.post(duet_url + "/chat/send", data=form) as response:
+        page = await response.text()
+    if response.status != 200:
+        raise RuntimeError(f"Duet refused the request ({response.status}): {page}")
+    found = re.search(r'data-stream="(/messages/\d+/stream)"', page)
     if found is None:
         raise RuntimeError("Duet's answer to /chat/send held no stream URL")
     arrivals: list[ChunkArrival] = []
@@ -262,9 +265,10 @@ async def stream_through_duet(
     server_ts: list[float] = []
     status = ""
     name = ""
-    async with client.stream("GET", found.group(1)) as stream:
-        async for line in stream.aiter_lines():
+    async with client.get(duet_url + found.group(1)) as stream:
+        async for raw in stream.content:  # line by line, as each line arrives
             arrived = time.perf_counter()
+            line = raw.decode().rstrip("\r\n")
             if line.startswith("event: "):
                 name = line[7:]
             elif line.startswith("data: "):
@@ -294,12 +298,13 @@ async def stream_through_duet(
 
 
 async def stream_through_reference(
-    engine: Engine, request: ChatRequest, stamps: httpx.AsyncClient
+    engine: Engine, request: ChatRequest, client: aiohttp.ClientSession, reference_url: str
 ) -> Measured:
     """Through the reference relay: the same adapter as `stream_direct`, pointed at the relay,
     and the relay's own stamps of the request (on this machine's clock) for its engine time."""
     measured = await stream_direct(engine, request)
-    relayed = (await stamps.get("/stamps")).json()
+    async with client.get(reference_url + "/stamps") as stamps:
+        relayed = await stamps.json(content_type=None)
     engine_ms = None
     if "first_line" in relayed:
         engine_ms = (relayed["first_line"] - relayed["wire"]) * 1000
@@ -382,14 +387,14 @@ async def run_relay(
 ) -> list[EngineResult]:
     request = bench_request(max_tokens)
     results = []
-    timeout = httpx.Timeout(300.0, connect=10.0)
-    async with (
-        httpx.AsyncClient(base_url=duet_url, timeout=timeout) as client,
-        httpx.AsyncClient(base_url=reference_url, timeout=timeout) as stamps,
-    ):
+    # The same HTTP client as the adapters on the direct path, so that this client's own cost
+    # of sending a request is the same on every path (it is paired out, see the docstring).
+    timeout = aiohttp.ClientTimeout(total=300.0, connect=10.0)
+    async with aiohttp.ClientSession(timeout=timeout) as client:
+        urls = (duet_url, reference_url)
         try:
             for engine in paths:
-                results.append(await relay_one_engine(engine, client, stamps, request, requests))
+                results.append(await relay_one_engine(engine, client, urls, request, requests))
         finally:
             # The adapters' clients belong to this event loop: close them in it.
             for engine in paths:
@@ -400,8 +405,8 @@ async def run_relay(
 
 async def relay_one_engine(
     engine: Paths,
-    client: httpx.AsyncClient,
-    stamps: httpx.AsyncClient,
+    client: aiohttp.ClientSession,
+    urls: tuple[str, str],
     request: ChatRequest,
     requests: int,
 ) -> EngineResult:
@@ -412,8 +417,8 @@ async def relay_one_engine(
         if path == "direct":
             return await stream_direct(engine.direct, request)
         if path == "duet":
-            return await stream_through_duet(client, engine.name, max_tokens)
-        return await stream_through_reference(engine.via_reference, request, stamps)
+            return await stream_through_duet(client, urls[0], engine.name, max_tokens)
+        return await stream_through_reference(engine.via_reference, request, client, urls[1])
 
     order = ("direct", "duet", "reference")
     for _ in range(WARMUP_REQUESTS):

@@ -1,13 +1,13 @@
 """The least a Python relay can do: the floor `duet bench relay` compares Duet's relay with.
 
 A raw ASGI app (no framework, no store, no templates) on the same server stack as Duet
-(uvicorn, with httptools and uvloop when installed) and the same HTTP client (httpx): it
-forwards `POST /<engine>/<path>` to that engine's `<path>` and copies each response line back as
-soon as it is read. What it adds to a stream is what any relay written this way adds on this
+(uvicorn, with httptools and uvloop when installed) and the same HTTP client (aiohttp): it
+forwards `POST /<engine>/<path>` to that engine's `<path>` and copies the response's bytes back
+as soon as they are read. What it adds to a stream is what any relay written this way adds on this
 machine before doing any work of its own; Duet's added time beyond it is Duet's own.
 
 It keeps the perf_counter() stamps of its last request (received, request on the wire, first
-line read) and serves them at `GET /stamps`, so the benchmark, on the same machine and clock
+bytes read) and serves them at `GET /stamps`, so the benchmark, on the same machine and clock
 (CLOCK_MONOTONIC), can take the engine's time out of each request as it does for Duet.
 Only for benchmarks: one request at a time, no checks.
 
@@ -21,14 +21,17 @@ import json
 import time
 from typing import Any
 
-import httpx
+import aiohttp
 
 Stamps = dict[str, float]
 
 
 def create_relay(upstreams: dict[str, str]) -> Any:
-    clients: dict[str, httpx.AsyncClient] = {}
+    sessions: dict[str, aiohttp.ClientSession] = {}
     last: Stamps = {}
+
+    async def body_sent(session: Any, context: Any, params: Any) -> None:
+        last["wire"] = time.perf_counter()
 
     async def relay(scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -47,31 +50,24 @@ def create_relay(upstreams: dict[str, str]) -> Any:
             message = await receive()
             body += message.get("body", b"")
             more = message.get("more_body", False)
-        client = clients.get(name)
-        if client is None:
-            client = clients[name] = httpx.AsyncClient(base_url=upstreams[name], timeout=300)
+        session = sessions.get(name)
+        if session is None:
+            tracing = aiohttp.TraceConfig()
+            tracing.on_request_chunk_sent.append(body_sent)
+            session = sessions[name] = aiohttp.ClientSession(trace_configs=[tracing])
         last.clear()
         last["received"] = received
-
-        async def trace(event_name: str, info: Any) -> None:
-            if event_name.endswith("send_request_body.complete"):
-                last["wire"] = time.perf_counter()
-
-        headers = {"content-type": "application/json"}
+        headers = {"Content-Type": "application/json"}
         for key, value in scope["headers"]:
             if key == b"authorization":
-                headers["authorization"] = value.decode()
-        async with client.stream(
-            "POST", "/" + path, content=body, headers=headers, extensions={"trace": trace}
-        ) as response:
-            start = {"type": "http.response.start", "status": response.status_code}
+                headers["Authorization"] = value.decode()
+        url = upstreams[name].rstrip("/") + "/" + path
+        async with session.post(url, data=body, headers=headers) as response:
+            start = {"type": "http.response.start", "status": response.status}
             await send({**start, "headers": [(b"content-type", b"text/plain")]})
-            async for line in response.aiter_lines():
-                if not line:
-                    continue
+            async for data in response.content.iter_any():
                 last.setdefault("first_line", time.perf_counter())
-                chunk = {"type": "http.response.body", "body": line.encode() + b"\n\n"}
-                await send({**chunk, "more_body": True})
+                await send({"type": "http.response.body", "body": data, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     return relay

@@ -6,9 +6,10 @@ Each object carries `message.thinking` and/or `message.content`; the last one ha
 Thinking is asked for with `think: true/false`; Ollama accepts it only for models whose TEMPLATE
 renders `.Thinking` (see `duet.modelfile`).
 
-We speak HTTP with httpx rather than through the official `ollama` client: the adapter must stamp
-every line the moment it arrives and close the connection the moment the user presses Stop,
-and the shared line reader (`duet.engines.http`) does both the same way for every engine.
+We speak HTTP through the shared line reader (`duet.engines.http`) rather than the official
+`ollama` client: the adapter must stamp every line the moment it arrives and close the
+connection the moment the user presses Stop, and the reader does both the same way for every
+engine.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-
-import httpx
 
 from duet.engines.base import ChatRequest, EngineHealth
 from duet.engines.events import (
@@ -90,7 +89,9 @@ class OllamaEngine(HTTPEngine):
         index = 0
         done = False
         try:
-            lines = post_lines(self.client, "/api/chat", self.payload(request), self.label)
+            lines = post_lines(
+                self.client, self.url("/api/chat"), self.payload(request), self.label
+            )
             async with aclosing(lines):  # close the response as soon as our consumer stops
                 async for at, line in lines:
                     if done:
@@ -123,10 +124,10 @@ class OllamaEngine(HTTPEngine):
 
     async def health(self) -> EngineHealth:
         try:
-            version = (await self.client.get("/api/version", timeout=3.0)).json()["version"]
-            tags = (await self.client.get("/api/tags", timeout=3.0)).json()
-            models = tuple(m["name"] for m in tags.get("models", ()))
-        except (httpx.HTTPError, ValueError, KeyError) as error:
+            version = (await self.get_json("/api/version"))["version"]
+            tags = await self.get_json("/api/tags")
+            models = tuple(m["name"] for m in tags.get("models") or ())
+        except (EngineError, ValueError, KeyError, AttributeError, TypeError) as error:
             return self.unreachable(error)
         served = self.model in models or f"{self.model}:latest" in models
         detail = f"Ollama {version}" if served else f"{self.model} has not been created in Ollama"

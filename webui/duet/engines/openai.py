@@ -17,8 +17,6 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
 
-import httpx
-
 from duet.engines.base import ChatMessage, ChatRequest, EngineHealth
 from duet.engines.events import (
     AnswerDelta,
@@ -109,9 +107,8 @@ class OpenAICompatibleEngine(HTTPEngine):
         finish_reason = None
         index = 0
         try:
-            lines = post_lines(
-                self.client, "/v1/chat/completions", self.payload(request), self.label, self.headers
-            )
+            url = self.url("/v1/chat/completions")
+            lines = post_lines(self.client, url, self.payload(request), self.label, self.headers)
             # aclosing: when our consumer stops early, the HTTP response closes now, not at GC.
             async with aclosing(lines):
                 async for at, line in lines:
@@ -138,11 +135,10 @@ class OpenAICompatibleEngine(HTTPEngine):
 
     async def health(self) -> EngineHealth:
         try:
-            response = await self.client.get("/v1/models", headers=self.headers, timeout=3.0)
-            response.raise_for_status()
+            listed = await self.get_json("/v1/models", headers=self.headers)
             # Ollama answers `"data": null` while it has no models yet.
-            models = tuple(m["id"] for m in response.json().get("data") or ())
-        except (httpx.HTTPError, ValueError, KeyError) as error:
+            models = tuple(m["id"] for m in listed.get("data") or ())
+        except (EngineError, ValueError, KeyError, AttributeError) as error:
             return self.unreachable(error)
         # Ollama lists a bare name with its default tag.
         served = self.model in models or f"{self.model}:latest" in models
