@@ -19,9 +19,12 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
+from down_engine import closed_port
 from duet.devstack import TINY_MODEL_NAME, DevStack
 from duet.engines.base import ChatMessage, ChatRequest, Engine, Sampling
 from duet.engines.events import AnswerDelta, Done, ReasoningDelta, StreamError, Usage
+from duet.engines.http import EngineError
+from duet.engines.ollama import OllamaEngine
 
 pytestmark = [pytest.mark.engines, pytest.mark.asyncio(loop_scope="function")]
 
@@ -314,3 +317,21 @@ async def test_closing_the_stream_aborts_the_vllm_request(
             break
         await asyncio.sleep(0.1)
     assert await running_requests(dev_stack.vllm_url) == 0
+
+
+async def test_a_failed_health_request_says_what_failed(dev_stack: DevStack) -> None:
+    """The adapters' small GETs (health checks) turn HTTP errors and unreachable engines into
+    EngineErrors with the status or the error's kind, which the health badges show."""
+    engine = OllamaEngine("ollama", "Ollama", dev_stack.ollama_url, TINY_MODEL_NAME)
+    down = OllamaEngine("ollama", "Ollama", f"http://127.0.0.1:{closed_port()}", TINY_MODEL_NAME)
+    try:
+        assert (await engine.get_json("/api/version"))["version"]
+        with pytest.raises(EngineError) as missing:
+            await engine.get_json("/api/no-such-route")
+        assert missing.value.status == 404 and "HTTP 404" in missing.value.message
+        health = await down.health()
+        assert not health.up
+        assert "is not reachable at" in health.detail and "ClientConnectorError" in health.detail
+    finally:
+        await engine.aclose()
+        await down.aclose()

@@ -62,4 +62,6 @@ class Engine(Protocol):
 
     async def health(self) -> EngineHealth: ...
 
+    # Releases the adapter's HTTP client, which belongs to the event loop that opened it; the
+    # adapter stays usable and opens a new client on its next request.
     async def aclose(self) -> None: ...

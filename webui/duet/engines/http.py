@@ -100,7 +100,8 @@ class HTTPEngine:
         timeout = aiohttp.ClientTimeout(total=3.0)
         try:
             async with self.client.get(self.url(path), headers=headers, timeout=timeout) as got:
-                got.raise_for_status()
+                if got.status >= 400:
+                    raise EngineError(f"HTTP {got.status} from {path}", status=got.status)
                 return await got.json(content_type=None)
         except CLIENT_ERRORS as error:
             raise EngineError(type(error).__name__) from error
