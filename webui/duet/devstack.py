@@ -286,21 +286,33 @@ class DevStack:
             self.stop()
 
 
+def stop_on_termination() -> None:
+    """Make SIGTERM and SIGHUP end this process the way Ctrl-C does, by raising, so that
+    `finally` blocks run: the engines run in process groups of their own and would otherwise
+    outlive `duet dev` when a supervisor, `kill` or a closed terminal ends it."""
+
+    def terminate(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    for termination in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(termination, terminate)
+
+
 def run_dev(ui: bool = True, ui_port: int = 8080, install_only: bool = False) -> int:
     stack = DevStack()
+    stop_on_termination()
     try:
         ensure_installed(stack.paths)
         if install_only:
             return 0
         print("==> starting vLLM and Ollama (vLLM takes about 100 s on a CPU)", flush=True)
-        stack.start()
-    except (EngineStartError, subprocess.CalledProcessError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        stack.stop()
-        return 1
-    for engine, url in (("vLLM", stack.vllm_url), ("Ollama", stack.ollama_url)):
-        print(f"{engine:7s}{url}  model {TINY_MODEL_NAME}, logs in {stack.log_dir}")
-    try:
+        try:
+            stack.start()
+        except (EngineStartError, subprocess.CalledProcessError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        for engine, url in (("vLLM", stack.vllm_url), ("Ollama", stack.ollama_url)):
+            print(f"{engine:7s}{url}  model {TINY_MODEL_NAME}, logs in {stack.log_dir}")
         if ui:
             from duet.server import serve
 
