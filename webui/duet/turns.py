@@ -103,9 +103,11 @@ async def answering(
     `messages` is what the engine is sent (`chat_messages`)."""
     request = ChatRequest(messages=messages, thinking=options.thinking, sampling=options.sampling)
     generation = generations.launch(engine, request, received, conversation_id)
-    await generation.wait_sent(REQUEST_SENT_WAIT_SECONDS)
     turn = Turn(generation, conversation_id)
     try:
+        # Cancelled here (a server shutting down), the request is cancelled too: a launched
+        # generation is always either attached to its row or abandoned.
+        await generation.wait_sent(REQUEST_SENT_WAIT_SECONDS)
         with transaction(db):
             yield turn
             if turn.conversation_id is None:
