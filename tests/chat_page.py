@@ -23,8 +23,26 @@ CODE = "Write a Python function that adds two numbers."
 
 ANSWER_SECONDS = 60_000  # ms: the tiny model answers in a few seconds; this is only a ceiling
 
+# Records every text event a page's server-sent event streams deliver, through a listener added
+# before the page's own: tests compare them with what reached the screen.
+EVENT_RECORDER = """
+window.__eventLog = [];
+const PageEventSource = window.EventSource;
+window.EventSource = class extends PageEventSource {
+  constructor(url, options) {
+    super(url, options);
+    for (const kind of ["reasoning", "answer"]) {
+      this.addEventListener(kind, (event) => {
+        window.__eventLog.push({ url: String(url), kind, text: JSON.parse(event.data).text });
+      });
+    }
+  }
+};
+"""
+
 # Records every change to a streaming answer's reasoning and answer text, with whether the
-# reasoning block was showing then: the test reads it to see the text arrive piece by piece.
+# reasoning block was showing then: with EVENT_RECORDER, the test sees each event reach the
+# screen on arrival.
 STREAM_RECORDER = """
 window.__streamLog = [];
 new MutationObserver((records) => {
@@ -45,6 +63,41 @@ new MutationObserver((records) => {
 """
 
 
+def utf16_length(text: str) -> int:
+    """A string's length as JavaScript counts it (UTF-16 code units)."""
+    return len(text.encode("utf-16-le")) // 2
+
+
+def screen_lengths(texts: list[str]) -> list[int]:
+    """The lengths a live text box goes through as chat.js appends these event texts: leading
+    whitespace is dropped while the box is empty, and lengths count UTF-16 units, as in JS."""
+    lengths: list[int] = []
+    length = 0
+    for text in texts:
+        if length == 0:
+            text = text.lstrip()
+        if text:
+            length += utf16_length(text)
+            lengths.append(length)
+    return lengths
+
+
+async def events_sent(page: Page, stream_url: str) -> list[dict]:
+    """The text events (kind, text) the stream at this URL delivered to the page, in order."""
+    sent = await page.evaluate("window.__eventLog")
+    return [entry for entry in sent if entry["url"].endswith(stream_url)]
+
+
+async def stream_records(page: Page, answer_id: int) -> tuple[list[dict], list[dict]]:
+    """What the page showed of one chat answer while it streamed (one entry per change of its
+    text) and the text events the server sent it, in arrival order."""
+    shown = await page.evaluate("window.__streamLog")
+    return (
+        [entry for entry in shown if entry["id"] == answer_id],
+        await events_sent(page, f"/messages/{answer_id}/stream"),
+    )
+
+
 async def open_chat(page: Page, app: RunningApp) -> list[str]:
     """Open a new chat. The returned list fills with the page's script errors (uncaught
     exceptions, console errors such as htmx's swap errors) as they happen: tests end by
@@ -57,6 +110,7 @@ async def open_chat(page: Page, app: RunningApp) -> list[str]:
             problems.append(f"console: {message.text}") if message.type == "error" else None
         ),
     )
+    await page.add_init_script(EVENT_RECORDER)
     await page.add_init_script(STREAM_RECORDER)
     await page.goto(app.url + "/")
     # htmx is loaded with `defer`: wait until it has processed the page before using it.

@@ -134,7 +134,9 @@ async def test_engine_streams_and_splits_reasoning(
     dev_stack: DevStack, engine: str, thinking: bool
 ) -> None:
     raw = await RAW[engine](dev_stack, [{"role": "user", "content": QUESTION}], thinking)
-    assert raw.chunks > 5, "a streamed answer arrives in many chunks"
+    # More than one chunk: streamed. Not "many": when vLLM's API server falls behind (a stall on
+    # this shared machine), vLLM merges the waiting tokens into one chunk.
+    assert raw.chunks > 1, "a streamed answer arrives in more than one chunk"
     assert "Paris" in raw.answer
     assert "<think>" not in raw.answer and "</think>" not in raw.answer
     if thinking:
