@@ -15,7 +15,13 @@ def direct(ttft: float, pre_wire: float, chunks: int = 3) -> Measured:
 
 def through_duet(ttft: float, server_ttft: float, chunks: int = 3) -> Measured:
     return Measured(
-        "duet", ttft, chunks, (10.0, 10.5), server_ttft_ms=server_ttft, before_engine_ms=1.0
+        "duet",
+        ttft,
+        chunks,
+        (10.0, 10.5),
+        server_ttft_ms=server_ttft,
+        before_engine_ms=1.0,
+        pre_wire_ms=1.0,
     )
 
 
@@ -48,3 +54,32 @@ def test_summary_pairs_requests_in_order_and_checks_the_targets() -> None:
     missed = verdicts(result.summary())
     assert "chunk counts differ" in missed
     assert any(m.startswith("added TTFT p95") for m in missed)
+
+
+def test_the_parts_of_duets_added_time_add_up_to_it() -> None:
+    # Through Duet the client saw 3.5 ms beyond the engine: 1.6 ms until Duet received the POST
+    # (1.0 of it the client's own time to send a form, against 0.4 ms for an engine's JSON),
+    # 1.0 ms until the engine request left, 0.2 ms holding the first chunk and 0.7 ms for it to
+    # reach the client.
+    result = EngineResult("ollama")
+    for engine_ms in (200.0, 210.0, 190.0):
+        result.direct.append(direct(engine_ms + 0.4, 0.4))
+        result.duet.append(
+            Measured(
+                "duet",
+                engine_ms + 3.5,
+                3,
+                (10.0, 10.0),
+                server_ttft_ms=engine_ms,
+                before_engine_ms=1.0,
+                first_chunk_held_ms=0.2,
+                request_in_ms=1.6,
+                first_chunk_out_ms=0.7,
+                pre_wire_ms=1.0,
+            )
+        )
+    summary = result.summary()
+    assert summary["added_ttft_p50_ms"] == 2.5
+    assert summary["request_in_p50_ms"] == 0.6
+    parts = ("request_in", "before_engine", "first_chunk_held", "first_chunk_out")
+    assert round(sum(summary[f"{part}_p50_ms"] for part in parts), 3) == 2.5

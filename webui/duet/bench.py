@@ -21,15 +21,21 @@ but the engine's time: this client putting its POST on the wire, the relay recei
 work until its own engine request is on the wire, and the relay back. A direct TTFT also holds
 this client's own pre-wire time (building and writing the request with aiohttp, from the same
 on-the-wire hook Duet uses), which a request through a relay pays just the same (to the relay,
-with the same client); its median over the run's direct requests is subtracted. The unpaired
-difference of the paths' TTFT p50 is printed too: it moves with the engine's noise, and on a
-machine where the engine and Duet share the cores it also holds what Duet's work slows the
-engine by.
+with the same client); each path's median of it is subtracted from that path's requests (a
+form POST to Duet costs the client a little more than an engine's JSON, and that is not Duet's).
+The unpaired difference of the paths' TTFT p50 is printed too: it moves with the engine's
+noise, and on a machine where the engine and Duet share the cores it also holds what Duet's
+work slows the engine by.
 
-Parts of Duet's time come from its own clocks: "Duet receipt to engine wire" (the `sent` event's
-`after_receipt_ms`, from the app receiving the POST) and "first chunk held in Duet" (`s - t` of
-the first text event: from reading it to writing it to this client, including any wait for the
-event stream to open). Chunk counts are compared request by request and ITL distributions by
+The added time is split into four parts. Two come from Duet's own clocks: "Duet receipt to
+engine wire" (the `sent` event's `after_receipt_ms`, from the app receiving the POST) and "first
+chunk held in Duet" (`s - t` of the first text event: from reading it to writing it to this
+client, including any wait for the event stream to open). Two line this client's clock up with
+Duet's (both perf_counter(), CLOCK_MONOTONIC on Linux, one clock for every process on the
+machine, through the `sent` event's `received_at`): "request in" (from this client starting the
+POST to Duet's app receiving it, less this client's pre-wire time) and "first chunk out" (from
+Duet writing the first text event to this client reading it). The reference relay's stamps give
+the same parts for it. Chunk counts are compared request by request and ITL distributions by
 their p50/p95, with Duet's server-side gaps beside them. No assertion here: it prints numbers.
 """
 
@@ -49,6 +55,7 @@ from dataclasses import asdict, dataclass, field, replace
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 import httpx
@@ -90,6 +97,14 @@ class Measured:
     # and writing it), the part of a direct TTFT that is not the engine's.
     pre_wire_ms: float | None = None
     output_tokens: int | None = None
+    # Through a relay, on this machine's shared clock (perf_counter, CLOCK_MONOTONIC on Linux):
+    # from this client starting its request to the relay receiving it (this client's pre-wire
+    # time included), and from the relay writing the first text chunk to this client reading it.
+    request_in_ms: float | None = None
+    first_chunk_out_ms: float | None = None
+    # perf_counter() when this client started the request and when it read the first text.
+    started_at: float | None = None
+    first_text_at: float | None = None
 
     @property
     def beyond_engine_ms(self) -> float | None:
@@ -134,17 +149,39 @@ class EngineResult:
         duet_ttft = [m.ttft_ms for m in self.duet if m.ttft_ms is not None]
         pairs = list(zip(self.direct, self.duet, strict=False))
         pre_wire = [m.pre_wire_ms for m in self.direct if m.pre_wire_ms is not None]
-        client_pre_wire = percentile(pre_wire, 50) if pre_wire else None
+
+        def pre_wire_of(path: list[Measured]) -> list[float]:
+            return [m.pre_wire_ms for m in path if m.pre_wire_ms is not None]
 
         def added_by(relayed: list[Measured]) -> list[float]:
-            if client_pre_wire is None:
+            # Each path's own pre-wire median: a form POST costs this client more to send than
+            # an engine's JSON, and that is the client's time, not the relay's.
+            own = pre_wire_of(relayed)
+            if not own:
                 return []
-            added = (added_ttft_ms(m, client_pre_wire) for m in relayed)
+            added = (added_ttft_ms(m, percentile(own, 50)) for m in relayed)
             return [a for a in added if a is not None]
 
         added, floor = added_by(self.duet), added_by(self.reference)
         added_p50, floor_p50 = p(added, 50), p(floor, 50)
         before = [m.before_engine_ms for m in self.duet if m.before_engine_ms is not None]
+        reference_before = [
+            m.before_engine_ms for m in self.reference if m.before_engine_ms is not None
+        ]
+
+        def request_in(relayed: list[Measured]) -> list[float]:
+            # Less this client's own pre-wire time, as for the added TTFT.
+            own = pre_wire_of(relayed)
+            if not own:
+                return []
+            client_pre_wire = percentile(own, 50)
+            return [
+                m.request_in_ms - client_pre_wire for m in relayed if m.request_in_ms is not None
+            ]
+
+        def first_out(relayed: list[Measured]) -> list[float]:
+            return [m.first_chunk_out_ms for m in relayed if m.first_chunk_out_ms is not None]
+
         held = [m.first_chunk_held_ms for m in self.duet if m.first_chunk_held_ms is not None]
         direct_itl = [gap for m in self.direct for gap in m.itl_ms]
         duet_itl = [gap for m in self.duet for gap in m.itl_ms]
@@ -169,7 +206,14 @@ class EngineResult:
             "before_engine_p95_ms": p(before, 95),
             "first_chunk_held_p50_ms": p(held, 50),
             "first_chunk_held_p95_ms": p(held, 95),
+            "request_in_p50_ms": p(request_in(self.duet), 50),
+            "first_chunk_out_p50_ms": p(first_out(self.duet), 50),
+            "reference_request_in_p50_ms": p(request_in(self.reference), 50),
+            "reference_before_engine_p50_ms": p(reference_before, 50),
+            "reference_first_chunk_out_p50_ms": p(first_out(self.reference), 50),
             "client_pre_wire_p50_ms": p(pre_wire, 50),
+            "duet_client_pre_wire_p50_ms": p(pre_wire_of(self.duet), 50),
+            "reference_client_pre_wire_p50_ms": p(pre_wire_of(self.reference), 50),
             "client_stalls": sum(1 for ms in pre_wire if ms > STALL_MS),
             "reference_added_ttft_p50_ms": floor_p50,
             "reference_added_ttft_p95_ms": p(floor, 95),
@@ -209,6 +253,8 @@ def measure(path: str, sent_at: float, arrivals: list[ChunkArrival], **extra: An
         chunks=metrics.chunk_count,
         itl_ms=tuple(gap * 1000 for gap in metrics.itl),
         output_tokens=metrics.output_tokens,
+        started_at=sent_at,
+        first_text_at=arrivals[0].at if arrivals else None,
         **extra,
     )
 
@@ -238,6 +284,12 @@ async def stream_direct(engine: Engine, request: ChatRequest) -> Measured:
     )
 
 
+async def report_body_sent(session: Any, context: Any, params: Any) -> None:
+    callback = (context.trace_request_ctx or {}).get("on_sent")
+    if callback is not None:
+        callback(time.perf_counter())
+
+
 async def stream_through_duet(
     client: aiohttp.ClientSession, duet_url: str, engine: EngineName, max_tokens: int
 ) -> Measured:
@@ -250,8 +302,16 @@ async def stream_through_duet(
         "max_tokens": str(max_tokens),
         "system_prompt": "",
     }
+    # Encoded as the page's form is, into bytes like an engine's JSON body.
+    body = urlencode(form).encode()
+    on_wire: list[float] = []
     sent_at = time.perf_counter()
-    async with client.post(duet_url + "/chat/send", data=form) as response:
+    async with client.post(
+        duet_url + "/chat/send",
+        data=body,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        trace_request_ctx={"on_sent": on_wire.append},
+    ) as response:
         page = await response.text()
     if response.status != 200:
         raise RuntimeError(f"Duet refused the request ({response.status}): {page}")
@@ -263,6 +323,8 @@ async def stream_through_duet(
     before_engine_ms: float | None = None
     first_chunk_held_ms: float | None = None
     server_ts: list[float] = []
+    received_at: float | None = None
+    first_chunk_out_ms: float | None = None
     status = ""
     name = ""
     async with client.get(duet_url + found.group(1)) as stream:
@@ -275,12 +337,17 @@ async def stream_through_duet(
                 data = json.loads(line[6:])
                 if name == "sent":
                     before_engine_ms = data["after_receipt_ms"]
+                    received_at = data.get("received_at")
                 elif name in ("reasoning", "answer") and data.get("text"):
                     arrivals.append(ChunkArrival(at=arrived, kind=name, chunk=data["chunk"]))
                     server_ts.append(data["t"])
                     if server_ttft_ms is None:
                         server_ttft_ms = data["t"]
                         first_chunk_held_ms = data["s"] - data["t"]
+                        if received_at is not None and before_engine_ms is not None:
+                            # Duet wrote it at: receipt + receipt-to-wire + s (ms after the wire).
+                            written_at = received_at + (before_engine_ms + data["s"]) / 1000
+                            first_chunk_out_ms = (arrived - written_at) * 1000
                 elif name == "end":
                     status = data.get("status", "")
                     break
@@ -294,6 +361,9 @@ async def stream_through_duet(
         before_engine_ms=before_engine_ms,
         first_chunk_held_ms=first_chunk_held_ms,
         server_itl_ms=tuple(b - a for a, b in pairwise(server_ts)),
+        request_in_ms=None if received_at is None else (received_at - sent_at) * 1000,
+        first_chunk_out_ms=first_chunk_out_ms,
+        pre_wire_ms=(on_wire[0] - sent_at) * 1000 if on_wire else None,
     )
 
 
@@ -305,15 +375,22 @@ async def stream_through_reference(
     measured = await stream_direct(engine, request)
     async with client.get(reference_url + "/stamps") as stamps:
         relayed = await stamps.json(content_type=None)
-    engine_ms = None
+    engine_ms = first_out_ms = None
     if "first_line" in relayed:
         engine_ms = (relayed["first_line"] - relayed["wire"]) * 1000
+        if measured.first_text_at is not None:
+            # It writes what it read at once: read-to-write is a send() call.
+            first_out_ms = (measured.first_text_at - relayed["first_line"]) * 1000
+    request_in_ms = None
+    if measured.started_at is not None:
+        request_in_ms = (relayed["received"] - measured.started_at) * 1000
     return replace(
         measured,
         path="reference",
         server_ttft_ms=engine_ms,
         before_engine_ms=(relayed["wire"] - relayed["received"]) * 1000,
-        pre_wire_ms=None,
+        request_in_ms=request_in_ms,
+        first_chunk_out_ms=first_out_ms,
     )
 
 
@@ -387,10 +464,12 @@ async def run_relay(
 ) -> list[EngineResult]:
     request = bench_request(max_tokens)
     results = []
-    # The same HTTP client as the adapters on the direct path, so that this client's own cost
-    # of sending a request is the same on every path (it is paired out, see the docstring).
+    # The same HTTP client as the adapters on the direct path, with the same on-the-wire hook:
+    # this client's own cost of sending each request is measured and paired out (docstring).
     timeout = aiohttp.ClientTimeout(total=300.0, connect=10.0)
-    async with aiohttp.ClientSession(timeout=timeout) as client:
+    tracing = aiohttp.TraceConfig()
+    tracing.on_request_chunk_sent.append(report_body_sent)
+    async with aiohttp.ClientSession(timeout=timeout, trace_configs=[tracing]) as client:
         urls = (duet_url, reference_url)
         try:
             for engine in paths:
@@ -456,14 +535,21 @@ def format_table(summaries: Sequence[dict[str, Any]]) -> str:
         ("added TTFT p50 (ms) [<= 2]", "added_ttft_p50_ms"),
         ("added TTFT p95 (ms) [<= 10]", "added_ttft_p95_ms"),
         ("added TTFT max (ms)", "added_ttft_max_ms"),
+        ("  client -> Duet, request in p50", "request_in_p50_ms"),
         ("  Duet receipt to engine wire p50", "before_engine_p50_ms"),
         ("  Duet receipt to engine wire p95", "before_engine_p95_ms"),
         ("  first chunk held in Duet p50", "first_chunk_held_p50_ms"),
         ("  first chunk held in Duet p95", "first_chunk_held_p95_ms"),
-        ("client's own pre-wire p50 (direct)", "client_pre_wire_p50_ms"),
+        ("  Duet -> client, first chunk out p50", "first_chunk_out_p50_ms"),
+        ("client's own pre-wire p50, direct", "client_pre_wire_p50_ms"),
+        ("client's own pre-wire p50, to Duet", "duet_client_pre_wire_p50_ms"),
+        ("client's own pre-wire p50, to the reference", "reference_client_pre_wire_p50_ms"),
         (f"machine stalls (direct pre-wire > {STALL_MS:.0f} ms)", "client_stalls"),
         ("reference relay added TTFT p50", "reference_added_ttft_p50_ms"),
         ("reference relay added TTFT p95", "reference_added_ttft_p95_ms"),
+        ("  client -> reference, request in p50", "reference_request_in_p50_ms"),
+        ("  reference receipt to engine wire p50", "reference_before_engine_p50_ms"),
+        ("  reference -> client, first chunk out p50", "reference_first_chunk_out_p50_ms"),
         ("Duet added beyond the reference p50", "duet_beyond_reference_p50_ms"),
         ("chunks through the reference relay", "reference_chunks"),
         ("chunks direct", "direct_chunks"),

@@ -86,7 +86,13 @@ class Generation:
         self.started = at
         self.sent.set()
         after_receipt_ms = round((at - self.received) * 1000, 3)
-        self.publish("sent", {"t": 0.0, "after_receipt_ms": after_receipt_ms})
+        # `received_at` is the raw perf_counter() reading: on Linux that clock is CLOCK_MONOTONIC,
+        # shared by every process on the machine, so a benchmark there can line its own stamps
+        # up with Duet's (how long its request took to reach Duet, and the first chunk to come
+        # back).
+        self.publish(
+            "sent", {"t": 0.0, "after_receipt_ms": after_receipt_ms, "received_at": self.received}
+        )
 
     async def wait_sent(self, timeout: float) -> bool:
         """Wait until the engine request has left, at most `timeout` s. False if it had not."""

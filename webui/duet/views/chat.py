@@ -31,7 +31,7 @@ from duet.views.deps import (
     render,
 )
 from duet.views.errors import UserError
-from duet.views.forms import parse_content, parse_options
+from duet.views.forms import parse_content, parse_options, read_form
 
 router = APIRouter()
 
@@ -138,7 +138,7 @@ async def send(
     engines: Engines,
     received: Received,
 ) -> HTMLResponse:
-    form = await request.form()
+    form = await read_form(request)
     # Everything is checked before anything is written.
     content = parse_content(form, settings)
     options = parse_options(form, settings, engines)
@@ -227,7 +227,8 @@ async def message_stream(
     Each event's data carries `t`, when the server read it from the engine, and `s`, when it was
     written to this response, both in ms since the engine request was on the wire. The `sent`
     event (t = 0) carries `after_receipt_ms`: Duet's own time from receiving the user's request
-    to that moment (docs/metrics.md, "Where the server's clock starts").
+    to that moment (docs/metrics.md, "Where the server's clock starts"), and `received_at`, the
+    raw perf_counter() of that receipt, for benchmarks on the same machine.
     """
     message = owned_message(db, user_id, message_id)
     generation = generations.get(message_id)
@@ -293,7 +294,7 @@ async def regenerate(
 ) -> HTMLResponse:
     """Replace the conversation's last answer with a new one, using the composer's settings."""
     message = owned_message(db, user_id, message_id)
-    options = parse_options(await request.form(), settings, engines)
+    options = parse_options(await read_form(request), settings, engines)
     conversation = owned_conversation(db, user_id, message.conversation_id)
     refuse_while_streaming(generations, conversation.id)
     history = messages.list_messages(db, conversation.id)
@@ -331,7 +332,7 @@ async def edit_and_resend(
     message = owned_message(db, user_id, message_id)
     if message.role != "user":
         raise UserError(409, "Only your own messages can be edited.")
-    form = await request.form()
+    form = await read_form(request)
     content = parse_content(form, settings)
     options = parse_options(form, settings, engines)
     conversation = owned_conversation(db, user_id, message.conversation_id)

@@ -39,7 +39,13 @@ from duet.views.deps import (
     render,
 )
 from duet.views.errors import UserError, not_found
-from duet.views.forms import parse_checkbox, parse_content, parse_sampling, text_field
+from duet.views.forms import (
+    parse_checkbox,
+    parse_content,
+    parse_sampling,
+    read_form,
+    text_field,
+)
 
 router = APIRouter()
 
@@ -145,7 +151,7 @@ async def start_compare(
     compares: Compares,
     received: Received,
 ) -> HTMLResponse:
-    form = await request.form()
+    form = await read_form(request)
     prompt = parse_content(form, settings)
     chosen = parse_engines(form, engines)
     mode = parse_mode(form)

@@ -16,6 +16,7 @@ from duet.views.deps import (
     render,
 )
 from duet.views.errors import UserError
+from duet.views.forms import read_form
 
 router = APIRouter()
 
@@ -58,7 +59,7 @@ async def conversation_item(
 @router.post("/conversations/{conversation_id}/rename", response_class=HTMLResponse)
 async def rename(conversation_id: int, request: Request, db: Db, user_id: UserId) -> HTMLResponse:
     owned_conversation(db, user_id, conversation_id)
-    title = str((await request.form()).get("title") or "").strip()
+    title = str((await read_form(request)).get("title") or "").strip()
     if not title:
         raise UserError(422, "A conversation needs a title.")
     if len(title) > conversations.TITLE_MAX_CHARS:
