@@ -13,7 +13,9 @@ def direct(ttft: float, pre_wire: float, chunks: int = 3) -> Measured:
     return Measured("direct", ttft, chunks, (10.0, 10.0), pre_wire_ms=pre_wire)
 
 
-def through_duet(ttft: float, server_ttft: float, chunks: int = 3) -> Measured:
+def through_duet(
+    ttft: float, server_ttft: float, chunks: int = 3, pre_wire: float = 1.0
+) -> Measured:
     return Measured(
         "duet",
         ttft,
@@ -21,7 +23,7 @@ def through_duet(ttft: float, server_ttft: float, chunks: int = 3) -> Measured:
         (10.0, 10.5),
         server_ttft_ms=server_ttft,
         before_engine_ms=1.0,
-        pre_wire_ms=1.0,
+        pre_wire_ms=pre_wire,
     )
 
 
@@ -29,17 +31,17 @@ def test_added_ttft_takes_out_the_engine_and_the_clients_own_pre_wire_time() -> 
     # Engine 30 ms from the wire; this client needs 1.2 ms to put a request on the wire.
     # Through Duet the client saw 34 ms while Duet's server saw 30 ms: 4 ms beyond the engine,
     # of which 1.2 ms is the client's own (it pays that on a direct request too).
-    assert added_ttft_ms(through_duet(34.0, 30.0), 1.2) == 2.8
-    assert added_ttft_ms(through_duet(34.0, None), 1.2) is None  # type: ignore[arg-type]
+    assert added_ttft_ms(through_duet(34.0, 30.0, pre_wire=1.2)) == 2.8
+    assert added_ttft_ms(through_duet(34.0, None)) is None  # type: ignore[arg-type]
 
 
 def test_summary_pairs_requests_in_order_and_checks_the_targets() -> None:
     result = EngineResult("vllm")
     # The engine's TTFT swings from 30 to 300 ms, and the client once stalls for 80 ms before
-    # a direct request leaves; what Duet adds stays at 1.5 ms.
+    # its requests leave; what Duet adds stays at 1.5 ms (the stall is the client's own).
     for engine_ms, pre_wire in ((30.0, 1.0), (300.0, 80.0), (45.0, 1.0)):
         result.direct.append(direct(engine_ms + pre_wire, pre_wire))
-        result.duet.append(through_duet(engine_ms + 2.5, engine_ms))
+        result.duet.append(through_duet(engine_ms + pre_wire + 1.5, engine_ms, pre_wire=pre_wire))
     summary = result.summary()
     assert summary["requests"] == 3
     assert summary["client_pre_wire_p50_ms"] == 1.0

@@ -17,23 +17,21 @@ What a relay adds to TTFT is taken per request, so the engine's own variation ca
 
 The relay stamps its engine time itself (Duet's `t`, counted from when its engine request was
 on the wire; the reference relay's stamps at /stamps), so the first difference is everything
-but the engine's time: this client putting its POST on the wire, the relay receiving it, its
-work until its own engine request is on the wire, and the relay back. A direct TTFT also holds
-this client's own pre-wire time (building and writing the request with aiohttp, from the same
-on-the-wire hook Duet uses), which a request through a relay pays just the same (to the relay,
-with the same client); each path's median of it is subtracted from that path's requests (a
-form POST to Duet costs the client a little more than an engine's JSON, and that is not Duet's).
-The unpaired difference of the paths' TTFT p50 is printed too: it moves with the engine's
-noise, and on a machine where the engine and Duet share the cores it also holds what Duet's
-work slows the engine by.
+but the engine's time: this client putting its request on the wire, the relay receiving it,
+its work until its own engine request is on the wire, and the relay back. The first of these is
+this client's own (building and writing the request with aiohttp; a direct request pays it
+too), measured on every request with the same on-the-wire hook Duet uses and subtracted from
+that very request: its hiccups are the client's, not the relay's. The unpaired difference of
+the paths' TTFT p50 is printed too: it moves with the engine's noise, and on a machine where the
+engine and Duet share the cores it also holds what Duet's work slows the engine by.
 
 The added time is split into four parts. Two come from Duet's own clocks: "Duet receipt to
 engine wire" (the `sent` event's `after_receipt_ms`, from the app receiving the POST) and "first
 chunk held in Duet" (`s - t` of the first text event: from reading it to writing it to this
 client, including any wait for the event stream to open). Two line this client's clock up with
 Duet's (both perf_counter(), CLOCK_MONOTONIC on Linux, one clock for every process on the
-machine, through the `sent` event's `received_at`): "request in" (from this client starting the
-POST to Duet's app receiving it, less this client's pre-wire time) and "first chunk out" (from
+machine, through the `sent` event's `received_at`): "request in" (from this client's POST
+being on the wire to Duet's app receiving it) and "first chunk out" (from
 Duet writing the first text event to this client reading it). The reference relay's stamps give
 the same parts for it. Chunk counts are compared request by request and ITL distributions by
 their p50/p95, with Duet's server-side gaps beside them. No assertion here: it prints numbers.
@@ -115,17 +113,18 @@ class Measured:
         return self.ttft_ms - self.server_ttft_ms
 
 
-def added_ttft_ms(relayed: Measured, client_pre_wire_ms: float) -> float | None:
+def added_ttft_ms(relayed: Measured) -> float | None:
     """What a relay added to one request's TTFT.
 
     A direct TTFT is this client's pre-wire time plus the engine's time; through a relay, the
-    TTFT is this client's pre-wire time (to the relay: the same work) plus the relay receiving
-    the request, its own work until its engine request is on the wire, the engine's time and
-    the relay back. The engine's time comes from the relay's own stamp for this very request,
-    and this client's pre-wire time is the run's median over the direct requests (one request's
-    own value would bring the client's hiccups into the pairing)."""
+    TTFT is this client's pre-wire time (to the relay) plus the relay receiving the request,
+    its own work until its engine request is on the wire, the engine's time and the relay back.
+    The engine's time comes from the relay's own stamp for this very request, and this client's
+    pre-wire time from the on-the-wire hook on this very request."""
     beyond = relayed.beyond_engine_ms
-    return None if beyond is None else beyond - client_pre_wire_ms
+    if beyond is None or relayed.pre_wire_ms is None:
+        return None
+    return beyond - relayed.pre_wire_ms
 
 
 # A direct request whose client took this long to put it on the wire was held up by the
@@ -154,12 +153,7 @@ class EngineResult:
             return [m.pre_wire_ms for m in path if m.pre_wire_ms is not None]
 
         def added_by(relayed: list[Measured]) -> list[float]:
-            # Each path's own pre-wire median: a form POST costs this client more to send than
-            # an engine's JSON, and that is the client's time, not the relay's.
-            own = pre_wire_of(relayed)
-            if not own:
-                return []
-            added = (added_ttft_ms(m, percentile(own, 50)) for m in relayed)
+            added = (added_ttft_ms(m) for m in relayed)
             return [a for a in added if a is not None]
 
         added, floor = added_by(self.duet), added_by(self.reference)
@@ -171,12 +165,10 @@ class EngineResult:
 
         def request_in(relayed: list[Measured]) -> list[float]:
             # Less this client's own pre-wire time, as for the added TTFT.
-            own = pre_wire_of(relayed)
-            if not own:
-                return []
-            client_pre_wire = percentile(own, 50)
             return [
-                m.request_in_ms - client_pre_wire for m in relayed if m.request_in_ms is not None
+                m.request_in_ms - m.pre_wire_ms
+                for m in relayed
+                if m.request_in_ms is not None and m.pre_wire_ms is not None
             ]
 
         def first_out(relayed: list[Measured]) -> list[float]:

@@ -20,10 +20,9 @@ from duet.store.conversations import Conversation
 from duet.store.messages import Message
 from duet.turns import answering, chat_messages
 from duet.views.deps import (
-    AppSettings,
     Db,
     Engines,
-    Received,
+    ForAnswers,
     Running,
     UserId,
     owned_conversation,
@@ -129,15 +128,9 @@ async def conversation_page(
 
 
 @router.post("/chat/send", response_class=HTMLResponse)
-async def send(
-    request: Request,
-    db: Db,
-    user_id: UserId,
-    settings: AppSettings,
-    generations: Running,
-    engines: Engines,
-    received: Received,
-) -> HTMLResponse:
+async def send(request: Request, parts: ForAnswers) -> HTMLResponse:
+    db, user_id, engines, generations = parts.db, parts.user_id, parts.engines, parts.generations
+    settings = parts.settings
     form = await read_form(request)
     # Everything is checked before anything is written.
     content = parse_content(form, settings)
@@ -154,7 +147,13 @@ async def send(
     to_engine = chat_messages(history, options.system_prompt, new_message=content)
     engine = engines[options.engine]
     async with answering(
-        db, generations, engine, options, received, to_engine, existing.id if existing else None
+        db,
+        generations,
+        engine,
+        options,
+        parts.received,
+        to_engine,
+        existing.id if existing else None,
     ) as turn:
         conversation = existing or conversations.create_conversation(
             db, user_id, conversations.title_from_text(content), options.system_prompt
@@ -282,19 +281,11 @@ def messages_list(
 
 
 @router.post("/messages/{message_id}/regenerate", response_class=HTMLResponse)
-async def regenerate(
-    message_id: int,
-    request: Request,
-    db: Db,
-    user_id: UserId,
-    settings: AppSettings,
-    generations: Running,
-    engines: Engines,
-    received: Received,
-) -> HTMLResponse:
+async def regenerate(message_id: int, request: Request, parts: ForAnswers) -> HTMLResponse:
     """Replace the conversation's last answer with a new one, using the composer's settings."""
+    db, user_id, engines, generations = parts.db, parts.user_id, parts.engines, parts.generations
     message = owned_message(db, user_id, message_id)
-    options = parse_options(await read_form(request), settings, engines)
+    options = parse_options(await read_form(request), parts.settings, engines)
     conversation = owned_conversation(db, user_id, message.conversation_id)
     refuse_while_streaming(generations, conversation.id)
     history = messages.list_messages(db, conversation.id)
@@ -302,7 +293,9 @@ async def regenerate(
         raise UserError(409, "Only the last answer of a conversation can be regenerated.")
     to_engine = chat_messages(history[:-1], options.system_prompt)
     engine = engines[options.engine]
-    async with answering(db, generations, engine, options, received, to_engine, conversation.id):
+    async with answering(
+        db, generations, engine, options, parts.received, to_engine, conversation.id
+    ):
         messages.delete_messages_from(db, conversation.id, message.id)
     return messages_list(request, db, generations, engines, conversation)
 
@@ -316,25 +309,17 @@ async def edit_form(message_id: int, request: Request, db: Db, user_id: UserId) 
 
 
 @router.post("/messages/{message_id}/edit", response_class=HTMLResponse)
-async def edit_and_resend(
-    message_id: int,
-    request: Request,
-    db: Db,
-    user_id: UserId,
-    settings: AppSettings,
-    generations: Running,
-    engines: Engines,
-    received: Received,
-) -> Response:
+async def edit_and_resend(message_id: int, request: Request, parts: ForAnswers) -> Response:
     """Resend a message with new text. The last message is changed in place (its answer is
     replaced); an earlier one is resent in a copy of the conversation up to it, so nothing
     written later is lost."""
+    db, user_id, engines, generations = parts.db, parts.user_id, parts.engines, parts.generations
     message = owned_message(db, user_id, message_id)
     if message.role != "user":
         raise UserError(409, "Only your own messages can be edited.")
     form = await read_form(request)
-    content = parse_content(form, settings)
-    options = parse_options(form, settings, engines)
+    content = parse_content(form, parts.settings)
+    options = parse_options(form, parts.settings, engines)
     conversation = owned_conversation(db, user_id, message.conversation_id)
     refuse_while_streaming(generations, conversation.id)
     history = messages.list_messages(db, conversation.id)
@@ -343,7 +328,9 @@ async def edit_and_resend(
     to_engine = chat_messages(earlier, options.system_prompt, new_message=content)
     engine = engines[options.engine]
     in_place = conversation.id if is_last_user_message else None
-    async with answering(db, generations, engine, options, received, to_engine, in_place) as turn:
+    async with answering(
+        db, generations, engine, options, parts.received, to_engine, in_place
+    ) as turn:
         if is_last_user_message:
             messages.update_user_message(db, message.id, content)
             messages.delete_messages_from(db, conversation.id, message.id + 1)

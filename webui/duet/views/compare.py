@@ -31,10 +31,9 @@ from duet.timeline import build_timeline, scale_for
 from duet.turns import TurnOptions
 from duet.views.chat import sampling_values
 from duet.views.deps import (
-    AppSettings,
     Db,
     Engines,
-    Received,
+    ForAnswers,
     UserId,
     render,
 )
@@ -142,15 +141,8 @@ async def compare_page(request: Request, engines: Engines) -> HTMLResponse:
 
 
 @router.post("/compare", response_class=HTMLResponse)
-async def start_compare(
-    request: Request,
-    db: Db,
-    user_id: UserId,
-    settings: AppSettings,
-    engines: Engines,
-    compares: Compares,
-    received: Received,
-) -> HTMLResponse:
+async def start_compare(request: Request, parts: ForAnswers, compares: Compares) -> HTMLResponse:
+    settings, engines = parts.settings, parts.engines
     form = await read_form(request)
     prompt = parse_content(form, settings)
     chosen = parse_engines(form, engines)
@@ -164,12 +156,12 @@ async def start_compare(
         sampling=parse_sampling(form),
         system_prompt=system_prompt,
     )
-    run = compares.start(user_id, prompt, mode, chosen, options, received)
+    run = compares.start(parts.user_id, prompt, mode, chosen, options, parts.received)
     await compares.wait_sent(run.id)
     return render(
         request,
         "_compare_run.html",
-        run_view(db, run, engine_labels(engines)),
+        run_view(parts.db, run, engine_labels(engines)),
         headers={"HX-Push-Url": f"/runs/{run.id}"},
     )
 
