@@ -78,6 +78,7 @@ def test_the_parts_of_duets_added_time_add_up_to_it() -> None:
                 request_in_ms=1.6,
                 first_chunk_out_ms=0.7,
                 pre_wire_ms=1.0,
+                server_itl_ms=(10.0, 10.0, 11.0),
             )
         )
     summary = result.summary()
@@ -85,3 +86,5 @@ def test_the_parts_of_duets_added_time_add_up_to_it() -> None:
     assert summary["request_in_p50_ms"] == 0.6
     parts = ("request_in", "before_engine", "first_chunk_held", "first_chunk_out")
     assert round(sum(summary[f"{part}_p50_ms"] for part in parts), 3) == 2.5
+    # The gaps left Duet as they came in (10 ms p50 on both sides).
+    assert summary["itl_p50_ratio_across_duet"] == 1.0
