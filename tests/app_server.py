@@ -1,5 +1,5 @@
-"""The chat app under uvicorn on a loopback port, in a thread, for tests that talk to it over HTTP
-or through a browser.
+"""The chat app (or any ASGI app) under uvicorn on a loopback port, in a thread, for tests that
+talk to it over HTTP or through a browser.
 
 A thread and not the test's event loop: the browser tests' loop belongs to Playwright, and a
 server sharing it would be paced by the browser (and the other way round).
@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from down_engine import closed_port
@@ -32,10 +33,17 @@ class RunningApp:
 @contextmanager
 def serve_app(engines: Mapping[str, Engine], database: Path) -> Iterator[RunningApp]:
     """Run the app with `engines` and a SQLite file at `database` until the block ends."""
-    port = closed_port()
     app = create_app(Settings(), engines=engines, database=database)
+    with serve_asgi(app) as url:
+        yield RunningApp(url, database)
+
+
+@contextmanager
+def serve_asgi(app: Any) -> Iterator[str]:
+    """Serve an ASGI app on a free loopback port until the block ends; yields its base URL."""
+    port = closed_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True, name=f"duet-app-{port}")
+    thread = threading.Thread(target=server.run, daemon=True, name=f"asgi-app-{port}")
     thread.start()
     deadline = time.monotonic() + START_SECONDS
     while not server.started:
@@ -43,7 +51,7 @@ def serve_app(engines: Mapping[str, Engine], database: Path) -> Iterator[Running
             raise RuntimeError(f"the app did not start on port {port}")
         time.sleep(0.05)
     try:
-        yield RunningApp(f"http://127.0.0.1:{port}", database)
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=15)

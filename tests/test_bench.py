@@ -1,12 +1,29 @@
-"""The relay benchmark's arithmetic (`duet.bench`), on hand-made measurements.
+"""The relay benchmark (`duet.bench`): its arithmetic on hand-made measurements, and the
+reference relay's stamps against the real engines.
 
 The benchmark itself runs against the real engines and prints numbers (docs/benchmarks/); these
-tests only pin down how it pairs and summarises what it measured.
+tests only pin down how it pairs and summarises what it measured, and that the floor it measures
+Duet against stamps the right moment.
 """
 
 from __future__ import annotations
 
-from duet.bench import EngineResult, Measured, added_ttft_ms, verdicts
+from dataclasses import replace
+
+import aiohttp
+import pytest
+from app_server import serve_asgi
+from duet.bench import (
+    EngineResult,
+    Measured,
+    added_ttft_ms,
+    bench_request,
+    stream_through_reference,
+    verdicts,
+)
+from duet.engines import build_engines
+from duet.reference_relay import create_relay
+from duet.settings import Settings
 
 
 def direct(ttft: float, pre_wire: float, chunks: int = 3) -> Measured:
@@ -88,3 +105,32 @@ def test_the_parts_of_duets_added_time_add_up_to_it() -> None:
     assert round(sum(summary[f"{part}_p50_ms"] for part in parts), 3) == 2.5
     # The gaps left Duet as they came in (10 ms p50 on both sides).
     assert summary["itl_p50_ratio_across_duet"] == 1.0
+
+
+@pytest.mark.engines
+async def test_the_reference_relay_stamps_each_engines_first_text(
+    engine_settings: Settings,
+) -> None:
+    """Against the real engines: the reference relay finds the read that holds the first text in
+    both wire formats (vLLM's stream opens with an event that carries only the role), so the
+    benchmark's engine time for it ends where the client's first token is."""
+    relay = create_relay({"vllm": engine_settings.vllm_url, "ollama": engine_settings.ollama_url})
+    with serve_asgi(relay) as url:
+        via_relay = build_engines(
+            replace(engine_settings, vllm_url=f"{url}/vllm", ollama_url=f"{url}/ollama")
+        )
+        try:
+            async with aiohttp.ClientSession() as client:
+                for name in ("vllm", "ollama"):
+                    engine = via_relay[name]
+                    measured = await stream_through_reference(engine, bench_request(8), client, url)
+                    async with client.get(url + "/stamps") as response:
+                        stamps = await response.json(content_type=None)
+                    assert measured.chunks > 0, name
+                    assert stamps["wire"] < stamps["first_bytes"] <= stamps["first_text"], name
+                    assert measured.first_text_at is not None
+                    assert stamps["first_text"] <= measured.first_text_at, name
+                    assert measured.server_ttft_ms is not None and measured.server_ttft_ms > 0
+        finally:
+            for engine in via_relay.values():
+                await engine.aclose()

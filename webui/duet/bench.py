@@ -376,11 +376,11 @@ async def stream_through_reference(
     async with client.get(reference_url + "/stamps") as stamps:
         relayed = await stamps.json(content_type=None)
     engine_ms = first_out_ms = None
-    if "first_line" in relayed:
-        engine_ms = (relayed["first_line"] - relayed["wire"]) * 1000
+    if "first_text" in relayed:
+        engine_ms = (relayed["first_text"] - relayed["wire"]) * 1000
         if measured.first_text_at is not None:
             # It writes what it read at once: read-to-write is a send() call.
-            first_out_ms = (measured.first_text_at - relayed["first_line"]) * 1000
+            first_out_ms = (measured.first_text_at - relayed["first_text"]) * 1000
     request_in_ms = None
     if measured.started_at is not None:
         request_in_ms = (relayed["received"] - measured.started_at) * 1000

@@ -7,8 +7,9 @@ as soon as they are read. What it adds to a stream is what any relay written thi
 machine before doing any work of its own; Duet's added time beyond it is Duet's own.
 
 It keeps the perf_counter() stamps of its last request (received, request on the wire, first
-bytes read) and serves them at `GET /stamps`, so the benchmark, on the same machine and clock
-(CLOCK_MONOTONIC), can take the engine's time out of each request as it does for Duet.
+bytes read, first text read) and serves them at `GET /stamps`, so the benchmark, on the same
+machine and clock (CLOCK_MONOTONIC), can take the engine's time out of each request as it does
+for Duet.
 Only for benchmarks: one request at a time, no checks.
 
     python -m duet.reference_relay --port 18601 --upstream vllm=http://127.0.0.1:8000 ...
@@ -18,12 +19,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from typing import Any
 
 import aiohttp
 
 Stamps = dict[str, float]
+
+# A JSON text field with something in it, in either engine's stream: the first read holding one
+# is where the engine's time to first token ends. (vLLM's first event is the role alone, with
+# empty content; taking the first bytes as the first token would put vLLM's time between the two
+# on the relay.)
+TEXT_FIELD = re.compile(rb'"(?:content|reasoning_content|reasoning|thinking)":"[^"]')
 
 
 def create_relay(upstreams: dict[str, str]) -> Any:
@@ -66,7 +74,10 @@ def create_relay(upstreams: dict[str, str]) -> Any:
             start = {"type": "http.response.start", "status": response.status}
             await send({**start, "headers": [(b"content-type", b"text/plain")]})
             async for data in response.content.iter_any():
-                last.setdefault("first_line", time.perf_counter())
+                read_at = time.perf_counter()
+                last.setdefault("first_bytes", read_at)
+                if "first_text" not in last and TEXT_FIELD.search(data):
+                    last["first_text"] = read_at
                 await send({"type": "http.response.body", "body": data, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
