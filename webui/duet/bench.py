@@ -61,7 +61,7 @@ import httpx
 from duet.engines import build_engines
 from duet.engines.base import ChatMessage, ChatRequest, Engine, Sampling
 from duet.engines.events import EngineName
-from duet.engines.http import on_request_sent
+from duet.engines.http import on_request_sent, read_lines
 from duet.metrics import ChunkArrival, arrivals_from_events, percentile, stream_metrics
 from duet.settings import Settings
 
@@ -328,9 +328,9 @@ async def stream_through_duet(
     status = ""
     name = ""
     async with client.get(duet_url + found.group(1)) as stream:
-        async for raw in stream.content:  # line by line, as each line arrives
-            arrived = time.perf_counter()
-            line = raw.decode().rstrip("\r\n")
+        # Read as the adapters read the engines (`read_lines`), so every path's client does the
+        # same work per chunk.
+        async for arrived, line in read_lines(stream):
             if line.startswith("event: "):
                 name = line[7:]
             elif line.startswith("data: "):

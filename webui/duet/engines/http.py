@@ -129,6 +129,21 @@ def _error_text(body: bytes) -> str:
     return str(error)[:500]
 
 
+async def read_lines(response: aiohttp.ClientResponse) -> AsyncIterator[tuple[float, str]]:
+    """(arrival time, line) for each non-empty line of a response body, as the bytes arrive.
+    Lines are split here from each read, and lines that arrived in one read share its stamp:
+    the time the bytes came off the socket, not when a line reader got to them."""
+    pending = b""
+    async for data in response.content.iter_any():
+        at = time.perf_counter()
+        *lines, pending = (pending + data).split(b"\n")
+        for line in lines:
+            if line.strip():
+                yield at, line.rstrip(b"\r").decode("utf-8", errors="replace")
+    if pending.strip():
+        yield time.perf_counter(), pending.decode("utf-8", errors="replace")
+
+
 async def post_lines(
     client: aiohttp.ClientSession,
     url: str,
@@ -158,15 +173,8 @@ async def post_lines(
                 )
             finished = False
             try:
-                pending = b""
-                async for data in response.content.iter_any():
-                    at = time.perf_counter()
-                    *lines, pending = (pending + data).split(b"\n")
-                    for line in lines:
-                        if line.strip():
-                            yield at, line.rstrip(b"\r").decode("utf-8", errors="replace")
-                if pending.strip():
-                    yield time.perf_counter(), pending.decode("utf-8", errors="replace")
+                async for at, line in read_lines(response):
+                    yield at, line
                 finished = True
             finally:
                 if not finished:
