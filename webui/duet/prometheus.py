@@ -83,6 +83,12 @@ class InstrumentedEngine:
         stream = self.inner.stream_chat(request)
         try:
             async for event in stream:
+                if isinstance(event, Done):
+                    outcome = "complete"
+                elif isinstance(event, StreamError):
+                    outcome = "failed"
+                # Passed on first, timed after: the user's text does not wait for the books.
+                yield event
                 if isinstance(event, ReasoningDelta | AnswerDelta) and event.text:
                     if last_chunk is None:
                         telemetry.ttft.labels(engine).observe(event.at - sent_at)
@@ -90,11 +96,6 @@ class InstrumentedEngine:
                         telemetry.itl.labels(engine).observe(event.at - last_chunk[1])
                     if last_chunk is None or event.chunk != last_chunk[0]:
                         last_chunk = (event.chunk, event.at)
-                elif isinstance(event, Done):
-                    outcome = "complete"
-                elif isinstance(event, StreamError):
-                    outcome = "failed"
-                yield event
         except (GeneratorExit, asyncio.CancelledError):
             # The consumer closed the stream or was cancelled: the Stop button, or shutdown.
             if outcome != "complete":
