@@ -128,7 +128,10 @@ class Generation:
                 yield event
             while not ended:
                 try:
-                    event = await asyncio.wait_for(queue.get(), heartbeat_seconds)
+                    # A timeout scope, not wait_for: wait_for wraps the get in a task of its own,
+                    # an extra turn of the event loop for every event on its way to the page.
+                    async with asyncio.timeout(heartbeat_seconds):
+                        event = await queue.get()
                 except TimeoutError:
                     yield None
                     continue
