@@ -86,6 +86,9 @@ def create_app(
     app.add_exception_handler(UserError, handle_user_error)
     app.add_middleware(StampReceipt)
     app.mount("/static", StaticFiles(directory=PACKAGE_DIR / "static"), name="static")
+    # Before the routers, so they are matched first: the views that start answers, which are
+    # plain Starlette routes (views/deps.py, `AnsweringParts`).
+    app.router.routes.extend([*chat.ANSWER_ROUTES, *compare_views.ANSWER_ROUTES])
     for area in (chat, history, health, compare_views, runs_views, prometheus):
         app.include_router(area.router)
     return app

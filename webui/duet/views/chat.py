@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -14,17 +13,18 @@ from duet.engines.base import Engine
 from duet.engines.events import EngineName
 from duet.generation import Generations
 from duet.sampling import recommended_sampling
-from duet.sse import SSE_HEADERS, format_comment, format_event
+from duet.sse import SSE_HEADERS, format_event, generation_events
 from duet.store import conversations, messages
 from duet.store.conversations import Conversation
 from duet.store.messages import Message
 from duet.turns import answering, chat_messages
 from duet.views.deps import (
+    AnsweringParts,
     Db,
     Engines,
-    ForAnswers,
     Running,
     UserId,
+    answer_route,
     owned_conversation,
     owned_message,
     render,
@@ -127,8 +127,8 @@ async def conversation_page(
     return page(request, db, user_id, generations, engines, conversation)
 
 
-@router.post("/chat/send", response_class=HTMLResponse)
-async def send(request: Request, parts: ForAnswers) -> HTMLResponse:
+async def send(request: Request) -> HTMLResponse:
+    parts = AnsweringParts.of(request)
     db, user_id, engines, generations = parts.db, parts.user_id, parts.engines, parts.generations
     settings = parts.settings
     form = await read_form(request)
@@ -239,12 +239,8 @@ async def message_stream(
             # Finished before this subscriber came: the page fetches the stored answer.
             yield format_event("end", {"status": message.status, "error": message.error})
             return
-        async for event in generation.subscribe(after_seq):
-            if event is None:
-                yield format_comment("waiting")
-                continue
-            sent = generation.ms_since_start(time.perf_counter())
-            yield format_event(event.name, {**event.data, "s": sent}, event.seq)
+        async for chunk in generation_events(generation, after_seq):
+            yield chunk
 
     return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)
 
@@ -280,9 +276,10 @@ def messages_list(
     )
 
 
-@router.post("/messages/{message_id}/regenerate", response_class=HTMLResponse)
-async def regenerate(message_id: int, request: Request, parts: ForAnswers) -> HTMLResponse:
+async def regenerate(request: Request) -> HTMLResponse:
     """Replace the conversation's last answer with a new one, using the composer's settings."""
+    message_id: int = request.path_params["message_id"]
+    parts = AnsweringParts.of(request)
     db, user_id, engines, generations = parts.db, parts.user_id, parts.engines, parts.generations
     message = owned_message(db, user_id, message_id)
     options = parse_options(await read_form(request), parts.settings, engines)
@@ -308,11 +305,12 @@ async def edit_form(message_id: int, request: Request, db: Db, user_id: UserId) 
     return render(request, "_edit_message.html", {"message": message})
 
 
-@router.post("/messages/{message_id}/edit", response_class=HTMLResponse)
-async def edit_and_resend(message_id: int, request: Request, parts: ForAnswers) -> Response:
+async def edit_and_resend(request: Request) -> Response:
     """Resend a message with new text. The last message is changed in place (its answer is
     replaced); an earlier one is resent in a copy of the conversation up to it, so nothing
     written later is lost."""
+    message_id: int = request.path_params["message_id"]
+    parts = AnsweringParts.of(request)
     db, user_id, engines, generations = parts.db, parts.user_id, parts.engines, parts.generations
     message = owned_message(db, user_id, message_id)
     if message.role != "user":
@@ -341,3 +339,11 @@ async def edit_and_resend(message_id: int, request: Request, parts: ForAnswers) 
     if is_last_user_message:
         return messages_list(request, db, generations, engines, conversation)
     return Response(status_code=200, headers={"HX-Redirect": f"/c/{turn.conversation_id}"})
+
+
+# The views that start answers, as plain Starlette routes (see `AnsweringParts`).
+ANSWER_ROUTES = [
+    answer_route("/chat/send", send),
+    answer_route("/messages/{message_id:int}/regenerate", regenerate),
+    answer_route("/messages/{message_id:int}/edit", edit_and_resend),
+]

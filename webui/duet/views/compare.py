@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import json
 import sqlite3
-import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Annotated, Any
 
@@ -22,19 +21,19 @@ from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from duet.compare import AnswerSlot, CompareRuns
 from duet.engines.base import Engine
 from duet.engines.events import EngineName
-from duet.generation import Generation
 from duet.run_metrics import ArrivalsError, answer_metrics, parse_browser_arrivals
-from duet.sse import SSE_HEADERS, format_comment, format_event
+from duet.sse import HEARTBEAT_SECONDS, SSE_HEADERS, format_comment, format_event, generation_events
 from duet.store import messages, runs
 from duet.store.runs import MODES, CompareAnswer, CompareRun, Mode
 from duet.timeline import build_timeline, scale_for
 from duet.turns import TurnOptions
 from duet.views.chat import sampling_values
 from duet.views.deps import (
+    AnsweringParts,
     Db,
     Engines,
-    ForAnswers,
     UserId,
+    answer_route,
     render,
 )
 from duet.views.errors import UserError, not_found
@@ -51,7 +50,6 @@ router = APIRouter()
 
 # The engines a new compare starts with ticked: the two this project is about.
 DEFAULT_ENGINES: tuple[EngineName, ...] = ("vllm", "ollama")
-HEARTBEAT_SECONDS = 15.0
 # How long a posted browser measurement waits for the answer's server side to be recorded.
 RECORD_WAIT_SECONDS = 5.0
 
@@ -140,8 +138,9 @@ async def compare_page(request: Request, engines: Engines) -> HTMLResponse:
     )
 
 
-@router.post("/compare", response_class=HTMLResponse)
-async def start_compare(request: Request, parts: ForAnswers, compares: Compares) -> HTMLResponse:
+async def start_compare(request: Request) -> HTMLResponse:
+    parts = AnsweringParts.of(request)
+    compares: CompareRuns = request.app.state.compare_runs
     settings, engines = parts.settings, parts.engines
     form = await read_form(request)
     prompt = parse_content(form, settings)
@@ -164,17 +163,6 @@ async def start_compare(request: Request, parts: ForAnswers, compares: Compares)
         run_view(parts.db, run, engine_labels(engines)),
         headers={"HX-Push-Url": f"/runs/{run.id}"},
     )
-
-
-async def relay(generation: Generation, after_seq: int) -> AsyncIterator[bytes]:
-    """A generation's events as SSE, each stamped `s` when written (ms since the engine request,
-    like `t`), with a comment when nothing happened for a while."""
-    async for event in generation.subscribe(after_seq, HEARTBEAT_SECONDS):
-        if event is None:
-            yield format_comment("waiting")
-            continue
-        sent = generation.ms_since_start(time.perf_counter())
-        yield format_event(event.name, {**event.data, "s": sent}, event.seq)
 
 
 async def answer_events(
@@ -200,7 +188,7 @@ async def answer_events(
     yield format_event(
         "start", {"started_ms": slot.started_ms, "message_id": generation.message_id}
     )
-    async for chunk in relay(generation, after_seq):
+    async for chunk in generation_events(generation, after_seq):
         yield chunk
 
 
@@ -293,3 +281,7 @@ def format_ms_fine(value: float | None) -> str:
     if abs(value) >= 10:
         return f"{value:.1f} ms"
     return f"{value:.2f} ms"
+
+
+# The view that starts a run's answers, as a plain Starlette route (see `AnsweringParts`).
+ANSWER_ROUTES = [answer_route("/compare", start_compare)]

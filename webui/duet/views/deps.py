@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
+from starlette.routing import Route
 
 from duet.engines.base import Engine
 from duet.engines.events import EngineName
@@ -60,18 +61,20 @@ class StampReceipt:
         await self.app(scope, receive, send)
 
 
-async def received_at(request: Request) -> float:
+def received_at(request: Request) -> float:
     """When the app received this request (see `StampReceipt`)."""
     stamped = request.scope.get(RECEIVED_KEY)
     return stamped if isinstance(stamped, float) else time.perf_counter()
 
 
-Received = Annotated[float, Depends(received_at)]
-
-
-async def current_user_id() -> int:
-    # Until accounts exist, everyone using this instance is the local user.
+def user_id_of(request: Request) -> int:
+    """Whose request this is. Until accounts exist, everyone using this instance is the local
+    user."""
     return LOCAL_USER_ID
+
+
+async def current_user_id(request: Request) -> int:
+    return user_id_of(request)
 
 
 # What views declare in their signatures.
@@ -84,10 +87,12 @@ AppSettings = Annotated[Settings, Depends(get_settings)]
 
 @dataclass(frozen=True, slots=True)
 class AnsweringParts:
-    """What a view that starts answers works with, gathered by one dependency. These views are
-    on the way to the engine request, where every FastAPI dependency costs ≈ 25 µs here: six
-    of them were a sixth of Duet's time from receiving a prompt to sending it on
-    (docs/benchmarks/relay.md)."""
+    """What a view that starts answers works with.
+
+    Those views are on the way to the engine request, so they are plain Starlette routes
+    (`answer_route`) that read these from the app themselves: FastAPI's routing and dependency
+    solving took ≈ 90 µs of a warm in-process request there, and a third of Duet's time from
+    receiving a prompt to sending it on in a served app (docs/benchmarks/relay.md)."""
 
     db: sqlite3.Connection
     user_id: int
@@ -96,20 +101,24 @@ class AnsweringParts:
     generations: Generations
     received: float  # perf_counter() when the app received the request (`StampReceipt`)
 
+    @classmethod
+    def of(cls, request: Request) -> AnsweringParts:
+        state = request.app.state
+        return cls(
+            db=state.db,
+            user_id=user_id_of(request),
+            settings=state.settings,
+            engines=state.engines,
+            generations=state.generations,
+            received=received_at(request),
+        )
 
-async def answering_parts(request: Request) -> AnsweringParts:
-    state = request.app.state
-    return AnsweringParts(
-        db=state.db,
-        user_id=await current_user_id(),
-        settings=state.settings,
-        engines=state.engines,
-        generations=state.generations,
-        received=await received_at(request),
-    )
 
-
-ForAnswers = Annotated[AnsweringParts, Depends(answering_parts)]
+def answer_route(path: str, endpoint: Callable[[Request], Awaitable[Response]]) -> Route:
+    """A POST route for a view that starts answers (see `AnsweringParts`). A `{name:int}` in the
+    path reaches the view as `request.path_params[name]`, already an int; a path whose id is not
+    a number matches no route (404)."""
+    return Route(path, endpoint, methods=["POST"])
 
 
 def render(
