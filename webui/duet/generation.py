@@ -96,8 +96,11 @@ class Generation:
 
     async def wait_sent(self, timeout: float) -> bool:
         """Wait until the engine request has left, at most `timeout` s. False if it had not."""
+        # A timeout scope, not wait_for: wait_for would start a task of its own for the wait,
+        # on the way to the engine request.
         try:
-            await asyncio.wait_for(self.sent.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self.sent.wait()
         except TimeoutError:
             return False
         return True
@@ -277,6 +280,11 @@ class Generations:
             try:
                 async for event in stream:
                     generation.apply(event)
+                    if generation.subscribers:
+                        # Let the subscribers write this event out before this task goes on
+                        # with the adapter's bookkeeping and the next read: their tasks were
+                        # woken by `publish`, and run now, ahead of this one.
+                        await asyncio.sleep(0)
                     now = time.perf_counter()
                     if now - last_save >= SAVE_INTERVAL_SECONDS and generation.stored.is_set():
                         self.save(generation)
