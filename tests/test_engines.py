@@ -353,3 +353,16 @@ async def test_a_failed_health_request_says_what_failed(dev_stack: DevStack) -> 
     finally:
         await engine.aclose()
         await down.aclose()
+
+
+async def test_the_dev_stack_gives_ollama_one_compute_thread(dev_stack: DevStack) -> None:
+    """As vLLM's CPU backend leaves a core to everything else, so does the dev stack's Ollama
+    (devstack.TINY_OLLAMA_THREADS): the model Ollama serves carries num_thread 1."""
+    async with httpx.AsyncClient(timeout=10) as client:
+        shown = await client.post(
+            f"{dev_stack.ollama_url}/api/show", json={"model": TINY_MODEL_NAME}
+        )
+    parameters = shown.json()["parameters"].split("\n")
+    assert [line.split() for line in parameters if line.startswith("num_thread")] == [
+        ["num_thread", "1"]
+    ]

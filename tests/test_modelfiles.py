@@ -116,6 +116,9 @@ def test_options_render_context_stop_and_system() -> None:
     assert 'SYSTEM """Be brief."""\n' in text
     assert "PARAMETER num_ctx 8192\n" in text
     assert text.count("PARAMETER stop") == 1
+    assert "num_thread" not in text, "Ollama picks its thread count unless told"
+    threaded = render_modelfile(ModelfileSpec("qwen3", threads=1))
+    assert "PARAMETER num_thread 1\n" in threaded
 
 
 @pytest.mark.parametrize(
@@ -123,6 +126,7 @@ def test_options_render_context_stop_and_system() -> None:
     [
         (ModelfileSpec("qwen3", context_length=0), "context 0"),
         (ModelfileSpec("qwen3", context_length=200_000), "context 200000"),
+        (ModelfileSpec("qwen3", threads=0), "threads 0"),
         (ModelfileSpec("qwen3", stop=()), "at least one"),
         (ModelfileSpec("qwen3", stop=('say "stop"',)), "double quotes"),
         (ModelfileSpec("qwen3", stop=("",)), "non-empty"),

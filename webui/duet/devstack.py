@@ -36,6 +36,13 @@ VLLM_VERSION = "0.32.0"
 OLLAMA_VERSION = "0.24.0"
 TINY_MODEL_NAME = "qwen3-duet-tiny"  # what both engines call the test model
 TINY_CONTEXT = 4096
+# One compute thread for Ollama, as vLLM's CPU backend takes one core for its compute and leaves
+# the rest to everything else (its log: `reserve_cpu_num=1`). Left to itself Ollama runs one
+# thread per core, and on a 2-core machine the web UI, the benchmark's client and the engine's
+# own server then wait for a core behind its compute: that shows up as Duet's latency (and the
+# reference relay's), though on a GPU box the engine's compute does not take the CPU. It also
+# gives the two engines the same compute in a side-by-side comparison.
+TINY_OLLAMA_THREADS = 1
 
 
 class EngineStartError(RuntimeError):
@@ -94,7 +101,9 @@ def ensure_installed(paths: CachePaths) -> None:
 def tiny_modelfile(paths: CachePaths) -> Path:
     """The Modelfile that creates the tiny model in Ollama, written beside the model."""
     path = paths.tiny_model.with_suffix(".Modelfile")
-    spec = ModelfileSpec(source=str(paths.tiny_gguf), context_length=TINY_CONTEXT)
+    spec = ModelfileSpec(
+        source=str(paths.tiny_gguf), context_length=TINY_CONTEXT, threads=TINY_OLLAMA_THREADS
+    )
     text = render_modelfile(spec)
     if not path.exists() or path.read_text() != text:
         path.write_text(text)

@@ -124,6 +124,8 @@ class ModelfileSpec:
     sampling: dict[str, float] = field(default_factory=lambda: dict(THINKING_SAMPLING))
     stop: tuple[str, ...] = STOP_TOKENS
     system: str | None = None
+    # Compute threads (num_thread). None lets Ollama use one per physical core.
+    threads: int | None = None
 
 
 def spec_for_mode(
@@ -156,6 +158,8 @@ def validate_spec(spec: ModelfileSpec, base_dir: Path | None = None) -> None:
             raise ModelfileError(f"sampling parameter {name!r}: not an Ollama parameter name")
         if value < 0:
             raise ModelfileError(f"sampling parameter {name}={value}: must not be negative")
+    if spec.threads is not None and spec.threads < 1:
+        raise ModelfileError(f"threads {spec.threads}: must be at least 1")
     if not spec.stop:
         raise ModelfileError("stop tokens: give at least one (Qwen3 ends a turn with <|im_end|>)")
     for token in spec.stop:
@@ -180,6 +184,8 @@ def render_modelfile(spec: ModelfileSpec, base_dir: Path | None = None) -> str:
         lines.append(f'SYSTEM """{spec.system}"""')
     if spec.context_length is not None:
         lines.append(f"PARAMETER num_ctx {spec.context_length}")
+    if spec.threads is not None:
+        lines.append(f"PARAMETER num_thread {spec.threads}")
     lines += [f"PARAMETER {name} {value:g}" for name, value in spec.sampling.items()]
     lines += [f'PARAMETER stop "{token}"' for token in spec.stop]
     return "\n".join(lines) + "\n"
