@@ -3,7 +3,8 @@
 #   make test   set up everything the tests need, then run them
 # Heavy installs are cached outside the clone in $(DUET_CACHE) (default ~/.cache/duet), by version.
 
-PYTHON ?= python3
+# Python 3.12 when the machine has one, else python3 (3.11 works too): services/dev/find-python.sh.
+PYTHON ?= $(shell bash services/dev/find-python.sh)
 VENV := .venv
 BIN := $(VENV)/bin
 export DUET_CACHE ?= $(HOME)/.cache/duet

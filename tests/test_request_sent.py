@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import sys
 import time
 from pathlib import Path
 
@@ -64,6 +65,38 @@ async def test_server_clock_starts_on_the_wire_and_connections_are_reused(
             text_ts = [e.data["t"] for e in generation.events if e.name == "answer"]
             assert text_ts and all(t > 0 for t in text_ts)
         # The first response was read to its end, so the second request reused its connection.
+        assert engine.connections_opened == 1
+    finally:
+        await engine.aclose()
+        db.close()
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="eager task start is Python 3.12+")
+async def test_on_a_warm_connection_the_request_is_on_the_wire_when_launch_returns(
+    dev_stack: DevStack, tmp_path: Path
+) -> None:
+    """The answer's task starts eagerly (`generation.start_task`): with a kept-alive connection
+    to the engine nothing on the way to the wire waits, so the request has left before `launch`
+    returns, and no turn of the event loop sits between the view and the engine request."""
+    engine = OllamaEngine("ollama", "Ollama", dev_stack.ollama_url, TINY_MODEL_NAME)
+    db: sqlite3.Connection = open_database(tmp_path / "duet.sqlite3")
+    generations = Generations(db)
+    conversation = conversations.create_conversation(db, 1, "t")
+    on_the_wire_at_return = []
+    try:
+        for _ in range(2):  # the first request opens the connection, which waits
+            answer = messages.start_assistant_message(
+                db, conversation.id, engine="ollama", model=TINY_MODEL_NAME, thinking=False,
+                parameters={},
+            )  # fmt: skip
+            generation = generations.start(
+                answer.id, conversation.id, engine, request(), time.perf_counter()
+            )
+            on_the_wire_at_return.append(generation.sent.is_set())
+            assert generation.task is not None
+            await generation.task
+            assert generation.outcome.status == "complete"
+        assert on_the_wire_at_return == [False, True]
         assert engine.connections_opened == 1
     finally:
         await engine.aclose()

@@ -17,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -204,14 +205,15 @@ class Generations:
         received: float,
         conversation_id: int | None = None,
     ) -> Generation:
-        """Start the answer's task; its engine request leaves as soon as the caller awaits.
+        """Start the answer's task: its engine request leaves before this returns (Python
+        3.12+, `start_task`) or as soon as the caller awaits.
 
         The caller then stores the answer's row and calls `attach`, or `abandon` if it cannot:
         the task saves nothing before that. `received`: perf_counter() when Duet received the
         user's request."""
         generation = Generation(engine, request, conversation_id, received=received)
         self.starting.add(generation)
-        generation.task = asyncio.create_task(self.run(generation), name="generation")
+        generation.task = start_task(self.run(generation), name="generation")
         return generation
 
     def attach(self, generation: Generation, conversation_id: int, message_id: int) -> None:
@@ -340,6 +342,19 @@ class Generations:
                 self.ended[generation.message_id] = generation
                 loop = asyncio.get_running_loop()
                 loop.call_later(REPLAY_SECONDS, self.ended.pop, generation.message_id, None)
+
+
+def start_task(coroutine: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+    """A task that starts at once, in its caller's turn of the event loop (Python 3.12+).
+
+    A generation's task is on the way to the engine request: started eagerly, it runs until its
+    request is on the wire (its first real wait is for the engine's answer) before `launch`
+    returns, instead of after one more turn of the event loop (≈ 0.1 ms on a busy 2-core
+    machine, docs/benchmarks/relay.md). aiohttp does the same with the task that writes a
+    request's body. On 3.11 it is an ordinary task."""
+    if sys.version_info >= (3, 12):
+        return asyncio.Task(coroutine, loop=asyncio.get_running_loop(), name=name, eager_start=True)
+    return asyncio.create_task(coroutine, name=name)
 
 
 def describe_exception(error: BaseException) -> str:
