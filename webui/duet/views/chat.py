@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -220,7 +220,7 @@ async def message_fragment(
 @router.get("/messages/{message_id}/stream")
 async def message_stream(
     message_id: int, request: Request, db: Db, user_id: UserId, generations: Running
-) -> StreamingResponse:
+) -> Response:
     """The answer's events as server-sent events, one per engine event, as they happen.
 
     Each event's data carries `t`, when the server read it from the engine, and `s`, when it was
@@ -234,15 +234,15 @@ async def message_stream(
     last_event_id = request.headers.get("Last-Event-ID", "")
     after_seq = int(last_event_id) if last_event_id.isdigit() else -1
 
-    async def events() -> AsyncIterator[bytes]:
-        if generation is None:
-            # Finished before this subscriber came: the page fetches the stored answer.
-            yield format_event("end", {"status": message.status, "error": message.error})
-            return
-        async for chunk in generation_events(generation, after_seq):
-            yield chunk
-
-    return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)
+    if generation is None:
+        # Finished before this subscriber came: the page fetches the stored answer.
+        ended = format_event("end", {"status": message.status, "error": message.error})
+        return Response(ended, media_type="text/event-stream", headers=SSE_HEADERS)
+    return StreamingResponse(
+        generation_events(generation, after_seq),
+        media_type="text/event-stream",
+        headers=SSE_HEADERS,
+    )
 
 
 @router.post("/messages/{message_id}/stop", response_class=HTMLResponse)
