@@ -22,6 +22,7 @@ from duet.devstack import TINY_MODEL_NAME, DevStack, EngineStartError
 from duet.engines import build_engines
 from duet.engines.base import Engine
 from duet.settings import Settings
+from vllm_metrics import VllmMetrics
 
 pytest_plugins = ["browser_fixtures"]
 
@@ -45,6 +46,14 @@ def dev_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
         pytest.fail(f"the engines did not start:\n{error}", pytrace=False)
     yield stack
     stack.stop()
+
+
+@pytest.fixture
+def vllm_metrics(dev_stack: DevStack) -> Iterator[VllmMetrics]:
+    """vLLM's Prometheus books, read over one connection kept open for the test."""
+    metrics = VllmMetrics(dev_stack.vllm_url)
+    yield metrics
+    metrics.close()
 
 
 @pytest.fixture

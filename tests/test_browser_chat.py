@@ -13,7 +13,6 @@ goes on long enough to be stopped; the Python prompt gives a fenced code block.
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -48,6 +47,7 @@ from duet.store.messages import (
     start_assistant_message,
 )
 from duet.store.users import LOCAL_USER_ID
+from vllm_metrics import VllmMetrics
 
 if TYPE_CHECKING:
     from playwright.async_api import Page
@@ -132,28 +132,6 @@ async def test_each_engine_streams_reasoning_then_answer_and_keeps_it(
     assert problems == [], problems
 
 
-def vllm_metric(metrics: str, name: str, **labels: str) -> float:
-    """The sum of a Prometheus series over all its label sets that carry `labels`."""
-    total, found = 0.0, False
-    for line in metrics.splitlines():
-        match = re.fullmatch(rf"{re.escape(name)}(?:\{{(.*)\}})? (\S+)", line)
-        if match is None:
-            continue
-        carried = dict(re.findall(r'(\w+)="([^"]*)"', match.group(1) or ""))
-        if all(carried.get(key) == value for key, value in labels.items()):
-            total, found = total + float(match.group(2)), True
-    assert found, f"vLLM's /metrics has no {name}{labels or ''} (is it running with stats on?)"
-    return total
-
-
-def read_vllm_metrics(dev_stack: DevStack) -> str:
-    return httpx.get(f"{dev_stack.vllm_url}/metrics", timeout=5).text
-
-
-def vllm_running(dev_stack: DevStack) -> float:
-    return vllm_metric(read_vllm_metrics(dev_stack), "vllm:num_requests_running")
-
-
 def vllm_story_tokens(dev_stack: DevStack) -> int:
     """How many tokens the story has when nobody stops it, asked of vLLM directly."""
     response = httpx.post(
@@ -172,11 +150,11 @@ def vllm_story_tokens(dev_stack: DevStack) -> int:
 
 
 async def test_stop_keeps_the_partial_answer_and_aborts_the_engine_request(
-    page: Page, app: RunningApp, engine_name: str, dev_stack: DevStack
+    page: Page, app: RunningApp, engine_name: str, dev_stack: DevStack, vllm_metrics: VllmMetrics
 ) -> None:
     if engine_name == "vllm":
         full_story_tokens = vllm_story_tokens(dev_stack)
-        generated_before = vllm_metric(read_vllm_metrics(dev_stack), "vllm:generation_tokens_total")
+        generated_before = vllm_metrics.generated()
     problems = await open_chat(page, app)
     answer_id = await send(page, STORY, engine_name, thinking=False, max_tokens=STORY_MAX_TOKENS)
     article = page.locator(f"#message-{answer_id}")
@@ -200,11 +178,10 @@ async def test_stop_keeps_the_partial_answer_and_aborts_the_engine_request(
         # The engine's own books: nothing left running soon after Stop, and fewer tokens
         # generated than the story has when it is let run to its end.
         deadline = time.monotonic() + 10
-        while (running := vllm_running(dev_stack)) > 0 and time.monotonic() < deadline:
+        while (running := vllm_metrics.running()) > 0 and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
         assert running == 0, f"vLLM still runs {running} request(s) after Stop"
-        metrics = read_vllm_metrics(dev_stack)
-        generated = vllm_metric(metrics, "vllm:generation_tokens_total") - generated_before
+        generated = vllm_metrics.generated() - generated_before
         assert 0 < generated < full_story_tokens, (generated, full_story_tokens)
 
     # The stopped answer survives a reload.

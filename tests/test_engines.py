@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
+import time
 from dataclasses import dataclass
 
 import httpx
@@ -25,6 +25,7 @@ from duet.engines.base import ChatMessage, ChatRequest, Engine, Sampling
 from duet.engines.events import AnswerDelta, Done, ReasoningDelta, StreamError, Usage
 from duet.engines.http import EngineError
 from duet.engines.ollama import OllamaEngine
+from vllm_metrics import VllmMetrics
 
 pytestmark = [pytest.mark.engines, pytest.mark.asyncio(loop_scope="function")]
 
@@ -293,48 +294,46 @@ async def test_adapters_yield_the_same_event_shape(
         assert all(not isinstance(e, ReasoningDelta) for e in events[first_answer:])
 
 
-async def vllm_metric(vllm_url: str, name: str) -> float:
-    """One of vLLM's Prometheus series, summed over its labels."""
-    async with httpx.AsyncClient(timeout=10) as client:
-        text = (await client.get(f"{vllm_url}/metrics")).text
-    values = re.findall(rf"^{re.escape(name)}\{{[^}}]*\}} ([0-9.e+]+)$", text, re.M)
-    assert values, f"vLLM exposes {name}"
-    return sum(float(v) for v in values)
-
-
 async def test_closing_the_stream_aborts_the_vllm_request(
-    dev_stack: DevStack, engines: dict[str, Engine]
+    engines: dict[str, Engine], vllm_metrics: VllmMetrics
 ) -> None:
     """Closing the adapter's stream closes the connection, and vLLM aborts the request: it stops
     running long before its 3,000-token budget is spent.
 
-    The proof is vLLM's own generated-token counter. How many chunks the client has read says
-    little about how far the engine has got: when vLLM's API server falls behind it merges waiting
-    deltas into one. A CI run that closed after 20 answer chunks found the request already
-    finished, and vLLM's log showed the whole 3,000-token budget generated in the ~30 s the test
-    took to read them; so the test closes at the first text chunk."""
+    The proof is vLLM's own books: nothing running soon after the close, and fewer tokens
+    generated than half the budget. The test closes at the first text chunk and reads the books
+    over one kept-open connection, so that little time passes between the readings: two CI runs
+    failed when it spent tens of seconds between them (reading 20 chunks from a vLLM that merges
+    waiting deltas when it falls behind, then opening a new HTTP client for every reading)."""
     max_tokens = 3000
-    generated_before = await vllm_metric(dev_stack.vllm_url, "vllm:generation_tokens_total")
+    generated_before = vllm_metrics.generated()
     stream = engines["vllm"].stream_chat(
         request("Tell me a story that never ends.", thinking=False, max_tokens=max_tokens)
     )
     seen: list[str] = []
+    started = time.monotonic()
     async for event in stream:
         seen.append(type(event).__name__)
         if isinstance(event, AnswerDelta | ReasoningDelta):
             break
-    running = await vllm_metric(dev_stack.vllm_url, "vllm:num_requests_running")
+    first_text_after = time.monotonic() - started
+    running = vllm_metrics.running()
+    generated_at_close = vllm_metrics.generated() - generated_before
     assert running >= 1, f"the story was still being written after {seen}"
+    closed = time.monotonic()
     await stream.aclose()
-    for _ in range(100):  # bounded wait for vLLM to notice the closed connection
-        if await vllm_metric(dev_stack.vllm_url, "vllm:num_requests_running") == 0:
-            break
-        await asyncio.sleep(0.1)
-    assert await vllm_metric(dev_stack.vllm_url, "vllm:num_requests_running") == 0
-    generated = (
-        await vllm_metric(dev_stack.vllm_url, "vllm:generation_tokens_total") - generated_before
+    deadline = closed + 10  # a bounded wait for vLLM to notice the closed connection
+    while (running := vllm_metrics.running()) > 0 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    stopped_after = time.monotonic() - closed
+    generated = vllm_metrics.generated() - generated_before
+    timeline = (
+        f"first text after {first_text_after:.2f} s ({len(seen)} events), "
+        f"{generated_at_close:.0f} tokens generated at the close and {generated:.0f} in all, "
+        f"{running:.0f} request(s) running {stopped_after:.2f} s after the close"
     )
-    assert 0 < generated < max_tokens / 2, f"vLLM generated {generated:.0f} tokens"
+    assert running == 0, timeline
+    assert 0 < generated < max_tokens / 2, timeline
 
 
 async def test_a_failed_health_request_says_what_failed(dev_stack: DevStack) -> None:
