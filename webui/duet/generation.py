@@ -19,7 +19,7 @@ import logging
 import sqlite3
 import sys
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +53,10 @@ class PublishedEvent:
     data: dict[str, Any]
 
 
+# Called with published events, in order (see `Generation.watch`).
+Subscriber = Callable[[Sequence[PublishedEvent]], None]
+
+
 @dataclass(eq=False)
 class Generation:
     engine: Engine
@@ -73,7 +77,9 @@ class Generation:
     stored: asyncio.Event = field(default_factory=asyncio.Event)
     outcome: AssistantOutcome = field(default_factory=lambda: AssistantOutcome("streaming"))
     events: list[PublishedEvent] = field(default_factory=list)
-    subscribers: set[asyncio.Queue[PublishedEvent | None]] = field(default_factory=set)
+    # Who is watching: each is called with the backlog when it starts watching, then with every
+    # event as it is published, in this generation's task (see `watch`).
+    subscribers: list[Subscriber] = field(default_factory=list)
     stop_requested: bool = False
     task: asyncio.Task[None] | None = None
 
@@ -109,41 +115,40 @@ class Generation:
     def publish(self, name: str, data: dict[str, Any]) -> None:
         event = PublishedEvent(seq=len(self.events), name=name, data=data)
         self.events.append(event)
-        for queue in self.subscribers:
-            queue.put_nowait(event)
+        for subscriber in self.subscribers:
+            try:
+                subscriber((event,))
+            except Exception:
+                # A page that cannot be written to must not end the answer for everyone.
+                log.exception("a subscriber of generation %s failed", self.message_id)
 
-    async def subscribe(
-        self, after_seq: int = -1, heartbeat_seconds: float = 15.0
-    ) -> AsyncIterator[PublishedEvent | None]:
-        """Every event after `after_seq` (all of them by default), then new ones until the end.
+    def watch(self, after_seq: int, subscriber: Subscriber) -> Callable[[], None]:
+        """Call `subscriber` with every event after `after_seq` (all of them by default) at once,
+        then with each new event the moment it is published; returns the function that stops it.
+        The last event of every generation is `end`.
 
-        Yields None when nothing happened for `heartbeat_seconds`, so the caller can keep an
-        idle connection alive (a model can think for a long time before its first token).
-        """
-        queue: asyncio.Queue[PublishedEvent | None] = asyncio.Queue()
-        # Snapshot and registration happen with no await between them, so no event is missed
-        # or repeated.
+        The calls come from the code that publishes, mostly the answer's task between reading a
+        chunk from the engine and reading the next: a subscriber must not block (the event
+        stream writes without waiting, `sse.EventStream`). Handing events over through a queue
+        to the subscriber's own task instead cost a turn of the event loop per event, and on
+        Duet's 2-core machine the first chunk reached the reader 0.3-0.4 ms later
+        (docs/benchmarks/relay.md)."""
         backlog = self.events[after_seq + 1 :]
-        ended = bool(self.events) and self.events[-1].name == "end"
-        if not ended:
-            self.subscribers.add(queue)
-        try:
-            for event in backlog:
-                yield event
-            while not ended:
-                try:
-                    # A timeout scope, not wait_for: wait_for wraps the get in a task of its own,
-                    # an extra turn of the event loop for every event on its way to the page.
-                    async with asyncio.timeout(heartbeat_seconds):
-                        event = await queue.get()
-                except TimeoutError:
-                    yield None
-                    continue
-                if event is None:
-                    return
-                yield event
-        finally:
-            self.subscribers.discard(queue)
+        if backlog:
+            subscriber(backlog)
+        if self.ended:
+            return lambda: None
+        self.subscribers.append(subscriber)
+
+        def stop() -> None:
+            if subscriber in self.subscribers:
+                self.subscribers.remove(subscriber)
+
+        return stop
+
+    @property
+    def ended(self) -> bool:
+        return bool(self.events) and self.events[-1].name == "end"
 
     def apply(self, event: StreamEvent) -> None:
         """Fold one engine event into the answer and pass it on to subscribers."""
@@ -281,12 +286,9 @@ class Generations:
         try:
             try:
                 async for event in stream:
+                    # Folded in and written out to every watching page (`watch`) before the
+                    # adapter does its own bookkeeping or reads on.
                     generation.apply(event)
-                    if generation.subscribers:
-                        # Let the subscribers write this event out before this task goes on
-                        # with the adapter's bookkeeping and the next read: their tasks were
-                        # woken by `publish`, and run now, ahead of this one.
-                        await asyncio.sleep(0)
                     now = time.perf_counter()
                     if now - last_save >= SAVE_INTERVAL_SECONDS and generation.stored.is_set():
                         self.save(generation)
@@ -334,8 +336,7 @@ class Generations:
         finally:
             generation.sent.set()
             generation.publish("end", {"status": outcome.status, "error": outcome.error})
-            for queue in generation.subscribers:
-                queue.put_nowait(None)
+            generation.subscribers.clear()
             self.starting.discard(generation)
             if generation.message_id is not None:
                 self.running.pop(generation.message_id, None)

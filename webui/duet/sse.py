@@ -1,13 +1,29 @@
-"""Server-sent events on the wire (the `text/event-stream` format of the HTML standard)."""
+"""Server-sent events on the wire (the `text/event-stream` format of the HTML standard), and the
+response that writes a generation's events to a page the moment they are published.
+
+An event stream is written by whoever has something to say: the answer's own task writes each
+event as it folds it in (`EventStream.follow`, `Generation.watch`), with no task of the stream's
+in between; the request's task only opens the stream, writes heartbeats and closes it. A write
+never waits: when the connection does not take the bytes at once (a client that reads slowly),
+they queue behind the waiting write, in order, and the answer goes on for everyone else.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import time
-from collections.abc import AsyncIterator
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from duet.generation import Generation
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from duet.generation import Generation, PublishedEvent, start_task
+
+log = logging.getLogger(__name__)
 
 # How long an event stream may stay silent before a comment is sent to keep it open (a model can
 # think for a long time before its first token).
@@ -34,13 +50,122 @@ def format_comment(text: str) -> bytes:
     return f": {text}\n\n".encode()
 
 
-async def generation_events(generation: Generation, after_seq: int = -1) -> AsyncIterator[bytes]:
-    """A generation's events after `after_seq`, as they happen, each stamped `s` when written
-    (ms since the engine request was on the wire, like `t`); a comment when nothing happened
-    for HEARTBEAT_SECONDS."""
-    async for event in generation.subscribe(after_seq, HEARTBEAT_SECONDS):
-        if event is None:
-            yield format_comment("waiting")
-            continue
-        sent = generation.ms_since_start(time.perf_counter())
-        yield format_event(event.name, {**event.data, "s": sent}, event.seq)
+class EventStream:
+    """One page's open event stream: `write` puts bytes on its connection, in order, at once."""
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self._queued: deque[bytes] = deque()
+        self._writing: asyncio.Task[None] | None = None
+        # Set whenever the stream may be done: its generation ended, or the client left.
+        self._changed = asyncio.Event()
+        self.closed = False  # the client left, or the connection failed
+        self.last_write = time.monotonic()
+
+    def write(self, data: bytes) -> None:
+        """Write `data` now if the connection takes it; else after what is already waiting.
+
+        On Python 3.12 the write runs in the caller's turn of the event loop (an eager task,
+        `generation.start_task`) and, when the connection takes the bytes, is done before this
+        returns; its task only lives on when it has to wait. On 3.11 it runs one turn later."""
+        if self.closed:
+            return
+        self.last_write = time.monotonic()
+        self._queued.append(data)
+        if self._writing is None or self._writing.done():
+            self._writing = start_task(self._write_queued(), name="event stream write")
+
+    async def _write_queued(self) -> None:
+        try:
+            while self._queued:
+                body = self._queued.popleft()
+                await self._send({"type": "http.response.body", "body": body, "more_body": True})
+        except OSError:
+            # How ASGI servers that follow spec 2.4 say the client has gone.
+            self.close()
+        except Exception:
+            log.exception("writing to an event stream failed")
+            self.close()
+
+    def close(self) -> None:
+        self.closed = True
+        self._queued.clear()
+        self._changed.set()
+
+    async def drained(self) -> None:
+        """Wait until everything written is on the connection (or the client has gone)."""
+        if self._writing is not None and not self._writing.done():
+            await asyncio.wait({self._writing})
+
+    async def follow(self, generation: Generation, after_seq: int = -1) -> None:
+        """Write the generation's events after `after_seq` as they are published, each stamped
+        `s` when written (ms since the engine request was on the wire, like `t`), until its
+        `end` event or until the client leaves; a comment whenever nothing was written for
+        HEARTBEAT_SECONDS."""
+        done = generation.ended
+
+        def write_events(events: Sequence[PublishedEvent]) -> None:
+            nonlocal done
+            sent = generation.ms_since_start(time.perf_counter())
+            self.write(b"".join(format_event(e.name, {**e.data, "s": sent}, e.seq) for e in events))
+            if events[-1].name == "end":
+                done = True
+                self._changed.set()
+
+        stop_watching = generation.watch(after_seq, write_events)
+        try:
+            while not done and not self.closed:
+                quiet = time.monotonic() - self.last_write
+                if quiet >= HEARTBEAT_SECONDS:
+                    self.write(format_comment("waiting"))
+                    continue
+                self._changed.clear()
+                try:
+                    async with asyncio.timeout(HEARTBEAT_SECONDS - quiet):
+                        await self._changed.wait()
+                except TimeoutError:
+                    pass
+        finally:
+            stop_watching()
+
+
+class EventStreamResponse(Response):
+    """A `text/event-stream` response whose body `produce` writes through an `EventStream`.
+
+    `produce` is cancelled when the client disconnects; when it returns, the response ends once
+    everything written has gone out."""
+
+    media_type = "text/event-stream"
+
+    def __init__(self, produce: Callable[[EventStream], Awaitable[None]]) -> None:
+        self.produce = produce
+        self.status_code = 200
+        self.background = None
+        self.init_headers(SSE_HEADERS)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        stream = EventStream(send)
+
+        async def produce() -> None:
+            await self.produce(stream)
+
+        async def until_disconnect() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            stream.close()
+
+        producing = start_task(produce(), name="event stream")
+        listening = start_task(until_disconnect(), name="event stream disconnect")
+        try:
+            await asyncio.wait({producing, listening}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (producing, listening):
+                task.cancel()
+        if producing.done() and not producing.cancelled():
+            producing.result()  # raises what `produce` raised
+        await stream.drained()
+        if not stream.closed:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})

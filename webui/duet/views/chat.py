@@ -7,13 +7,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, Response
 
 from duet.engines.base import Engine
 from duet.engines.events import EngineName
 from duet.generation import Generations
 from duet.sampling import recommended_sampling
-from duet.sse import SSE_HEADERS, format_event, generation_events
+from duet.sse import SSE_HEADERS, EventStream, EventStreamResponse, format_event
 from duet.store import conversations, messages
 from duet.store.conversations import Conversation
 from duet.store.messages import Message
@@ -221,7 +221,8 @@ async def message_fragment(
 async def message_stream(
     message_id: int, request: Request, db: Db, user_id: UserId, generations: Running
 ) -> Response:
-    """The answer's events as server-sent events, one per engine event, as they happen.
+    """The answer's events as server-sent events, one per engine event, written by the answer's
+    task as it reads them (`EventStream.follow`).
 
     Each event's data carries `t`, when the server read it from the engine, and `s`, when it was
     written to this response, both in ms since the engine request was on the wire. The `sent`
@@ -238,11 +239,11 @@ async def message_stream(
         # Finished before this subscriber came: the page fetches the stored answer.
         ended = format_event("end", {"status": message.status, "error": message.error})
         return Response(ended, media_type="text/event-stream", headers=SSE_HEADERS)
-    return StreamingResponse(
-        generation_events(generation, after_seq),
-        media_type="text/event-stream",
-        headers=SSE_HEADERS,
-    )
+
+    async def follow(stream: EventStream) -> None:
+        await stream.follow(generation, after_seq)
+
+    return EventStreamResponse(follow)
 
 
 @router.post("/messages/{message_id}/stop", response_class=HTMLResponse)

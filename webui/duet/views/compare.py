@@ -12,17 +12,23 @@ import asyncio
 import contextlib
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import HTMLResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, Response
 
 from duet.compare import AnswerSlot, CompareRuns
 from duet.engines.base import Engine
 from duet.engines.events import EngineName
 from duet.run_metrics import ArrivalsError, answer_metrics, parse_browser_arrivals
-from duet.sse import HEARTBEAT_SECONDS, SSE_HEADERS, format_comment, format_event, generation_events
+from duet.sse import (
+    HEARTBEAT_SECONDS,
+    EventStream,
+    EventStreamResponse,
+    format_comment,
+    format_event,
+)
 from duet.store import messages, runs
 from duet.store.runs import MODES, CompareAnswer, CompareRun, Mode
 from duet.timeline import build_timeline, scale_for
@@ -165,47 +171,49 @@ async def start_compare(request: Request) -> HTMLResponse:
     )
 
 
-async def answer_events(
+async def write_answer_events(
+    stream: EventStream,
     db: sqlite3.Connection,
     user_id: int,
     slot: AnswerSlot | None,
     answer: CompareAnswer,
     after_seq: int,
-) -> AsyncIterator[bytes]:
+) -> None:
     if slot is not None:
         # A queued answer of a sequential run waits here for its turn.
         while not slot.ready.is_set():
             try:
-                await asyncio.wait_for(slot.ready.wait(), HEARTBEAT_SECONDS)
+                async with asyncio.timeout(HEARTBEAT_SECONDS):
+                    await slot.ready.wait()
             except TimeoutError:
-                yield format_comment("queued")
+                stream.write(format_comment("queued"))
     generation = slot.generation if slot is not None else None
     if generation is None:
         # Ended before this page connected, or a while ago: the stored outcome is all there is.
         fresh = runs.get_answer(db, user_id, answer.id) or answer
-        yield format_event("end", {"status": fresh.status, "error": fresh.error})
+        stream.write(format_event("end", {"status": fresh.status, "error": fresh.error}))
         return
-    yield format_event(
-        "start", {"started_ms": slot.started_ms, "message_id": generation.message_id}
+    stream.write(
+        format_event("start", {"started_ms": slot.started_ms, "message_id": generation.message_id})
     )
-    async for chunk in generation_events(generation, after_seq):
-        yield chunk
+    await stream.follow(generation, after_seq)
 
 
 @router.get("/compare/answers/{answer_id}/stream")
 async def answer_stream(
     answer_id: int, request: Request, db: Db, user_id: UserId, compares: Compares
-) -> StreamingResponse:
+) -> EventStreamResponse:
     """One column's events. First `start` (`started_ms`: when this answer's engine request went
     out, in ms after the run reached the server), then the generation's events as in the chat."""
     answer = owned_answer(db, user_id, answer_id)
     last_event_id = request.headers.get("Last-Event-ID", "")
     after_seq = int(last_event_id) if last_event_id.isdigit() else -1
-    return StreamingResponse(
-        answer_events(db, user_id, compares.slot(answer_id), answer, after_seq),
-        media_type="text/event-stream",
-        headers=SSE_HEADERS,
-    )
+    slot = compares.slot(answer_id)
+
+    async def produce(stream: EventStream) -> None:
+        await write_answer_events(stream, db, user_id, slot, answer, after_seq)
+
+    return EventStreamResponse(produce)
 
 
 def column(
