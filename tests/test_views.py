@@ -17,6 +17,7 @@ from duet.store import conversations, messages
 from duet.store.db import open_database
 from duet.store.messages import AssistantOutcome
 from duet.store.users import LOCAL_USER_ID
+from duet.views import chat as chat_views
 from fastapi.testclient import TestClient
 
 HX = {"HX-Request": "true"}
@@ -137,6 +138,30 @@ def test_htmx_errors_go_to_the_flash_region(client: TestClient, db: sqlite3.Conn
     assert response.headers["HX-Retarget"] == "#flash"
     assert "Temperature must be between 0 and 2" in response.text
     assert "Traceback" not in response.text
+    assert count(db, "messages") == 0
+
+
+def test_answer_views_are_served_ahead_of_the_middleware_with_what_it_gives(
+    client: TestClient, db: sqlite3.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The views that start answers skip FastAPI's middleware (`DuetApp`), yet answer as every
+    other route does: bad input through the app's error handler, a bug with a plain 500."""
+    answer_views = {route.path for route in client.app.answer_routes}  # type: ignore[attr-defined]
+    assert {"/chat/send", "/compare"} <= answer_views
+    response = client.post("/chat/send", data={**VALID_FORM, "top_p": "0"}, headers=HX)
+    assert response.status_code == 422 and response.headers["HX-Retarget"] == "#flash"
+    called: list[str] = []
+
+    def broken_parse(form: object, settings: object) -> str:
+        called.append("parse_content")
+        raise RuntimeError("a bug in the view")
+
+    monkeypatch.setattr(chat_views, "parse_content", broken_parse)
+    # Without `with`: the app is already running (the `client` fixture started it).
+    raw = TestClient(client.app, raise_server_exceptions=False)
+    failed = raw.post("/chat/send", data=VALID_FORM)
+    assert called and failed.status_code == 500
+    assert failed.text == "Internal Server Error"
     assert count(db, "messages") == 0
 
 
