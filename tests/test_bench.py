@@ -18,12 +18,14 @@ from duet.bench import (
     Measured,
     added_ttft_ms,
     bench_request,
+    mark_stalls,
     stream_through_reference,
     verdicts,
 )
 from duet.engines import build_engines
 from duet.reference_relay import create_relay
 from duet.settings import Settings
+from duet.stall_watch import Stall, StallWatch, overlap_ms, watch
 
 
 def direct(ttft: float, pre_wire: float, chunks: int = 3) -> Measured:
@@ -54,15 +56,15 @@ def test_added_ttft_takes_out_the_engine_and_the_clients_own_pre_wire_time() -> 
 
 def test_summary_pairs_requests_in_order_and_checks_the_targets() -> None:
     result = EngineResult("vllm")
-    # The engine's TTFT swings from 30 to 300 ms, and the client once stalls for 80 ms before
-    # its requests leave; what Duet adds stays at 1.5 ms (the stall is the client's own).
+    # The engine's TTFT swings from 30 to 300 ms, and the client once takes 80 ms before its
+    # requests leave; what Duet adds stays at 1.5 ms (the delay is the client's own).
     for engine_ms, pre_wire in ((30.0, 1.0), (300.0, 80.0), (45.0, 1.0)):
         result.direct.append(direct(engine_ms + pre_wire, pre_wire))
         result.duet.append(through_duet(engine_ms + pre_wire + 1.5, engine_ms, pre_wire=pre_wire))
     summary = result.summary()
     assert summary["requests"] == 3
     assert summary["client_pre_wire_p50_ms"] == 1.0
-    assert summary["client_stalls"] == 1
+    assert summary["stalled_requests"] == [0, 0, 0]
     assert summary["added_ttft_p50_ms"] == 1.5
     assert summary["added_ttft_max_ms"] == 1.5
     assert summary["chunk_counts_identical"] is True
@@ -105,6 +107,75 @@ def test_the_parts_of_duets_added_time_add_up_to_it() -> None:
     assert round(sum(summary[f"{part}_p50_ms"] for part in parts), 3) == 2.5
     # The gaps left Duet as they came in (10 ms p50 on both sides).
     assert summary["itl_p50_ratio_across_duet"] == 1.0
+
+
+def test_the_watcher_notes_only_wake_ups_that_came_far_too_late() -> None:
+    # A clock that moves as scripted: the watcher asks for 5 ms and wakes 5.2 ms, 30 ms (the
+    # scheduler, busy cores) and 405 ms (the machine stood still) after its previous wake-up.
+    readings = iter([0.0, 0.0052, 0.0352, 0.4402, 0.4452])
+    wakes = iter([False, False, False, False, True])
+    stalls = watch(
+        lambda: next(wakes),
+        interval=0.005,
+        stall_ms=100,
+        clock=lambda: next(readings),
+        sleep=lambda seconds: None,
+    )
+    assert stalls == [Stall(start=0.0352 + 0.005, end=0.4402)]
+    assert round(stalls[0].ms, 3) == 400.0
+
+
+def test_a_stall_counts_for_the_requests_it_overlaps() -> None:
+    stalls = [Stall(10.0, 10.5), Stall(20.0, 20.1)]
+    assert overlap_ms(stalls, 9.0, 9.9) == 0.0
+    assert round(overlap_ms(stalls, 10.4, 11.0), 3) == 100.0
+    assert round(overlap_ms(stalls, 9.0, 21.0), 3) == 600.0
+    caught = replace(through_duet(610.0, 30.0), started_at=10.0, first_text_at=10.61)
+    assert mark_stalls(caught, stalls).stalled_ms == 500.0
+    assert mark_stalls(through_duet(34.0, 30.0), stalls).stalled_ms == 0.0  # no stamps: left be
+
+
+def test_the_summary_gives_the_added_time_clear_of_machine_stalls_beside_the_whole() -> None:
+    result = EngineResult("vllm")
+    for index in range(20):
+        result.direct.append(direct(31.0, 1.0))
+        # One request in twenty was caught in a 500 ms stall while Duet held its first chunk.
+        added = 501.5 if index == 7 else 1.5
+        measured = through_duet(30.0 + 1.0 + added, 30.0)
+        result.duet.append(replace(measured, stalled_ms=500.0 if index == 7 else 0.0))
+    summary = result.summary()
+    assert summary["stalled_requests"] == [0, 1, 0]
+    assert summary["added_ttft_max_ms"] == 501.5
+    assert summary["added_ttft_p95_clear_ms"] == 1.5
+    assert any(m.startswith("added TTFT p95") for m in verdicts(summary))
+    assert verdicts(summary, clear_of_stalls=True) == []
+
+
+def test_the_watcher_process_sees_the_machine_stand_still() -> None:
+    """The real watcher process, frozen for 0.4 s (SIGSTOP, SIGCONT): to it, that is exactly a
+    machine that stopped running it."""
+    import os
+    import signal
+    import time
+
+    stall_watch = StallWatch()
+    stall_watch.start()
+    try:
+        assert stall_watch.process is not None
+        time.sleep(1.0)  # its interpreter starts and begins to watch
+        frozen_at = time.perf_counter()
+        os.kill(stall_watch.process.pid, signal.SIGSTOP)
+        time.sleep(0.4)
+        os.kill(stall_watch.process.pid, signal.SIGCONT)
+        thawed_at = time.perf_counter()
+        time.sleep(0.2)
+    finally:
+        stalls = stall_watch.stop()
+    caught = [s for s in stalls if s.start < thawed_at and s.end > frozen_at]
+    assert caught, f"the watcher saw no stall around the freeze: {stalls}"
+    # All of the freeze but the first moments (the watcher may have just woken: one interval).
+    frozen_ms = (thawed_at - frozen_at) * 1000
+    assert overlap_ms(caught, frozen_at, thawed_at) >= frozen_ms - 20
 
 
 @pytest.mark.engines
