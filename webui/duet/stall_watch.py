@@ -5,8 +5,11 @@ at once: the engine, Duet, the reference relay and the benchmark's client
 (docs/benchmarks/relay.md). A request caught in such a moment reports the stall as its own
 time, on whichever path it ran. This process only sleeps a few milliseconds at a time and
 notes each wake-up that came much too late; a separate process, so that no benchmark code
-(and no event loop or GIL of its) can delay it. A stall it saw was the machine's: Duet holding
-up its own event loop would not have kept it from running on the other core.
+(and no event loop or GIL of its) can delay it. A stall it saw was not Duet's doing: the
+scheduler shares a core between processes of equal priority within milliseconds, so no busy
+process of ours keeps it waiting 100 ms. What it sees is the host taking a virtual CPU away (CPU
+steal) or a core held by something the scheduler does not share; that may be one core, not both
+(docs/benchmarks/relay.md).
 
 Run as `python -m duet.stall_watch`: it watches until SIGTERM or SIGINT, then prints the
 stalls as JSON, `[[start, end], ...]` in `perf_counter()` seconds (CLOCK_MONOTONIC on Linux,
