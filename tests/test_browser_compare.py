@@ -13,7 +13,7 @@ import pytest
 from app_server import RunningApp, serve_app
 from chat_page import ANSWER_SECONDS, EVENT_RECORDER, FRANCE, events_sent, utf16_length
 from duet.engines.base import Engine
-from duet.run_metrics import answer_metrics
+from duet.metrics.answers import answer_metrics
 from duet.store import runs
 from duet.store.db import connect
 from duet.store.users import LOCAL_USER_ID

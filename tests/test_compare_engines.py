@@ -15,7 +15,7 @@ import httpx
 import pytest
 from app_server import RunningApp, serve_app
 from duet.engines.base import Engine
-from duet.run_metrics import answer_metrics
+from duet.metrics.answers import answer_metrics
 from duet.store import runs
 from duet.store.db import connect
 from duet.store.users import LOCAL_USER_ID

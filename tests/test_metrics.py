@@ -7,7 +7,7 @@ import random
 
 import pytest
 from duet.engines.events import AnswerDelta, Done, ReasoningDelta, StreamError, Usage
-from duet.metrics import (
+from duet.metrics.stream import (
     BURST_GAP_S,
     ChunkArrival,
     arrivals_from_events,

@@ -15,15 +15,15 @@ from pathlib import Path
 import pytest
 from down_engine import DownEngine, closed_port
 from duet.app import create_app
-from duet.run_export import runs_csv, runs_json
-from duet.run_metrics import ArrivalsError, answer_metrics, parse_browser_arrivals
+from duet.exports.run import runs_csv, runs_json
+from duet.metrics.answers import ArrivalsError, answer_metrics, parse_browser_arrivals
+from duet.metrics.timeline import build_timeline, scale_for
 from duet.settings import Settings
 from duet.store import conversations, messages, runs
 from duet.store.db import now_iso, open_database
 from duet.store.messages import AssistantOutcome
 from duet.store.runs import CompareRun
 from duet.store.users import LOCAL_USER_ID
-from duet.timeline import build_timeline, scale_for
 from fastapi.testclient import TestClient
 
 # A steady server stream: 6 answer chunks 20 ms apart, first at 100 ms; chunk 0 is role-only.

@@ -16,20 +16,17 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from markupsafe import Markup
 from starlette.responses import PlainTextResponse
 from starlette.routing import Match, Route
 from starlette.types import Message, Receive, Scope, Send
 
-from duet import prometheus
+from duet import filters
 from duet.compare import CompareRuns
 from duet.engines.base import Engine
 from duet.engines.events import EngineName
 from duet.generation import Generations
-from duet.markdown import render_markdown
-from duet.prometheus import Telemetry, instrument
+from duet.metrics.prometheus import Telemetry, instrument
 from duet.settings import Settings
-from duet.store.conversations import MATCH_END, MATCH_START
 from duet.store.db import open_database
 from duet.views import chat, health, history
 from duet.views import compare as compare_views
@@ -150,28 +147,12 @@ def create_app(
     # appear wherever routes are looked up.
     app.answer_routes = (*chat.ANSWER_ROUTES, *compare_views.ANSWER_ROUTES)
     app.router.routes.extend(app.answer_routes)
-    for area in (chat, history, health, compare_views, runs_views, prometheus):
+    for area in (chat, history, health, compare_views, runs_views):
         app.include_router(area.router)
     return app
 
 
 def build_templates() -> Jinja2Templates:
     templates = Jinja2Templates(directory=PACKAGE_DIR / "templates")
-    environment = templates.env
-    environment.filters["markdown"] = lambda text: Markup(render_markdown(text))
-    environment.filters["ms"] = format_ms
-    environment.filters["highlight"] = highlight_snippet
-    environment.filters["ms_fine"] = compare_views.format_ms_fine
+    filters.register(templates.env)
     return templates
-
-
-def format_ms(value: float | None) -> str:
-    if value is None:
-        return "n/a"
-    return f"{value / 1000:.2f} s" if value >= 1000 else f"{value:.0f} ms"
-
-
-def highlight_snippet(snippet: str) -> Markup:
-    """Escape a search snippet, then mark the matched words FTS5 delimited."""
-    escaped = str(Markup.escape(snippet))
-    return Markup(escaped.replace(MATCH_START, "<mark>").replace(MATCH_END, "</mark>"))

@@ -68,7 +68,7 @@ from duet.engines import build_engines
 from duet.engines.base import ChatMessage, ChatRequest, Engine, Sampling
 from duet.engines.events import EngineName
 from duet.engines.http import on_request_sent, read_lines
-from duet.metrics import ChunkArrival, arrivals_from_events, percentile, stream_metrics
+from duet.metrics.stream import ChunkArrival, arrivals_from_events, percentile, stream_metrics
 from duet.settings import Settings
 from duet.stall_watch import STALL_MS, Stall, StallWatch, overlap_ms
 

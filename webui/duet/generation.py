@@ -17,9 +17,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-import sys
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +26,7 @@ from duet.engines.base import ChatRequest, Engine
 from duet.engines.events import AnswerDelta, Done, ReasoningDelta, StreamError, StreamEvent, Usage
 from duet.engines.http import on_request_sent
 from duet.store.messages import AssistantOutcome, save_assistant
+from duet.tasks import describe_exception, start_task
 
 log = logging.getLogger(__name__)
 
@@ -343,21 +343,3 @@ class Generations:
                 self.ended[generation.message_id] = generation
                 loop = asyncio.get_running_loop()
                 loop.call_later(REPLAY_SECONDS, self.ended.pop, generation.message_id, None)
-
-
-def start_task(coroutine: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
-    """A task that starts at once, in its caller's turn of the event loop (Python 3.12+).
-
-    A generation's task is on the way to the engine request: started eagerly, it runs until its
-    request is on the wire (its first real wait is for the engine's answer) before `launch`
-    returns, instead of after one more turn of the event loop (≈ 0.1 ms on a busy 2-core
-    machine, docs/benchmarks/relay.md). aiohttp does the same with the task that writes a
-    request's body. On 3.11 it is an ordinary task."""
-    if sys.version_info >= (3, 12):
-        return asyncio.Task(coroutine, loop=asyncio.get_running_loop(), name=name, eager_start=True)
-    return asyncio.create_task(coroutine, name=name)
-
-
-def describe_exception(error: BaseException) -> str:
-    text = str(error).strip()
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__

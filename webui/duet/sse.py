@@ -21,7 +21,8 @@ from typing import Any
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from duet.generation import Generation, PublishedEvent, start_task
+from duet.generation import Generation, PublishedEvent
+from duet.tasks import start_task
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,8 @@ from fastapi.responses import HTMLResponse, Response
 from duet.compare import AnswerSlot, CompareRuns
 from duet.engines.base import Engine
 from duet.engines.events import EngineName
-from duet.run_metrics import ArrivalsError, answer_metrics, parse_browser_arrivals
+from duet.metrics.answers import ArrivalsError, answer_metrics, parse_browser_arrivals
+from duet.metrics.timeline import build_timeline, scale_for
 from duet.sse import (
     HEARTBEAT_SECONDS,
     EventStream,
@@ -31,7 +32,6 @@ from duet.sse import (
 )
 from duet.store import messages, runs
 from duet.store.runs import MODES, CompareAnswer, CompareRun, Mode
-from duet.timeline import build_timeline, scale_for
 from duet.turns import TurnOptions
 from duet.views.chat import sampling_values
 from duet.views.deps import (
@@ -275,20 +275,6 @@ async def stop_answer(answer_id: int, db: Db, user_id: UserId, compares: Compare
     owned_answer(db, user_id, answer_id)
     await compares.stop(answer_id)
     return Response(status_code=204)
-
-
-def format_ms_fine(value: float | None) -> str:
-    """Milliseconds for the metrics panels: sub-ms gaps keep their decimals (a relay's added
-    delay is often well under 1 ms), long waits read in seconds."""
-    if value is None:
-        return "n/a"
-    if abs(value) >= 1000:
-        return f"{value / 1000:.2f} s"
-    if abs(value) >= 100:
-        return f"{value:.0f} ms"
-    if abs(value) >= 10:
-        return f"{value:.1f} ms"
-    return f"{value:.2f} ms"
 
 
 # The view that starts a run's answers, as a plain Starlette route (see `AnsweringParts`).

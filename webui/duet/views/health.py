@@ -8,11 +8,13 @@ from dataclasses import asdict
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from duet.engines.base import Engine, EngineHealth
 from duet.engines.events import EngineName
-from duet.generation import describe_exception
+from duet.metrics.prometheus import Telemetry
+from duet.tasks import describe_exception
 from duet.views.deps import Engines, render
 
 router = APIRouter()
@@ -51,3 +53,10 @@ async def health_json(engines: Engines) -> dict[str, Any]:
 @router.get("/health/badges", response_class=HTMLResponse)
 async def health_badges(request: Request, engines: Engines) -> HTMLResponse:
     return render(request, "_health.html", {"checks": await check_all(engines)})
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    """The text exposition format, for a Prometheus scrape."""
+    telemetry: Telemetry = request.app.state.telemetry
+    return Response(generate_latest(telemetry.registry), media_type=CONTENT_TYPE_LATEST)

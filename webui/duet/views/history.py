@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
-from duet.export import conversation_json, conversation_markdown, export_filename
+from duet.exports.conversation import conversation_json, conversation_markdown, export_filename
 from duet.store import conversations, messages
 from duet.views.deps import (
     Db,

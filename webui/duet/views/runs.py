@@ -9,8 +9,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
-from duet.run_export import engine_eval_rate, runs_csv, runs_json
-from duet.run_metrics import answer_metrics
+from duet.exports.run import engine_eval_rate, runs_csv, runs_json
+from duet.metrics.answers import answer_metrics
 from duet.store import runs
 from duet.store.runs import CompareRun
 from duet.views.compare import engine_labels, run_view

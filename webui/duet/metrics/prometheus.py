@@ -14,14 +14,10 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from fastapi import APIRouter, Request
-from fastapi.responses import Response
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Histogram,
-    generate_latest,
 )
 
 from duet.engines.base import ChatRequest, Engine, EngineHealth
@@ -118,13 +114,3 @@ def instrument(
     engines: Mapping[EngineName, Engine], telemetry: Telemetry
 ) -> dict[EngineName, Engine]:
     return {name: InstrumentedEngine(engine, telemetry) for name, engine in engines.items()}
-
-
-router = APIRouter()
-
-
-@router.get("/metrics")
-async def metrics(request: Request) -> Response:
-    """The text exposition format, for a Prometheus scrape."""
-    telemetry: Telemetry = request.app.state.telemetry
-    return Response(generate_latest(telemetry.registry), media_type=CONTENT_TYPE_LATEST)

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
-from duet.metrics import stream_metrics
-from duet.run_metrics import AnswerMetrics, answer_metrics
+from duet.metrics.answers import AnswerMetrics, answer_metrics
+from duet.metrics.stream import stream_metrics
 from duet.store.runs import CompareAnswer, CompareRun
 
 EXPORT_FORMAT_VERSION = 1

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from duet.metrics import ChunkArrival
-from duet.run_metrics import chunk_arrivals
+from duet.metrics.answers import chunk_arrivals
+from duet.metrics.stream import ChunkArrival
 from duet.store.messages import Arrival
 from duet.store.runs import CompareAnswer
 

@@ -13,7 +13,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from duet.metrics import ChunkArrival, HopComparison, StreamMetrics, compare_hops, stream_metrics
+from duet.metrics.stream import (
+    ChunkArrival,
+    HopComparison,
+    StreamMetrics,
+    compare_hops,
+    stream_metrics,
+)
 from duet.store.messages import Arrival
 from duet.store.runs import CompareAnswer
 
