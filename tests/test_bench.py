@@ -13,7 +13,7 @@ from dataclasses import replace
 import aiohttp
 import pytest
 from app_server import serve_asgi
-from duet.bench import (
+from duet.bench.relay import (
     EngineResult,
     Measured,
     added_ttft_ms,
@@ -23,9 +23,9 @@ from duet.bench import (
     verdicts,
 )
 from duet.engines import build_engines
-from duet.reference_relay import create_relay
+from duet.bench.reference_relay import create_relay
 from duet.settings import Settings
-from duet.stall_watch import Stall, StallWatch, overlap_ms, watch
+from duet.bench.stall_watch import Stall, StallWatch, overlap_ms, watch
 
 
 def direct(ttft: float, pre_wire: float, chunks: int = 3) -> Measured:

@@ -159,7 +159,7 @@ def add_bench(commands: argparse._SubParsersAction) -> None:
     relay.add_argument("--json", help="also write every request's numbers to this file")
 
     def run(args: argparse.Namespace) -> int:
-        from duet.bench import run_bench_relay
+        from duet.bench.relay import run_bench_relay
 
         names = [name.strip() for name in args.engines.split(",") if name.strip()]
         return run_bench_relay(names, args.requests, args.max_tokens, args.json)

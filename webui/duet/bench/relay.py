@@ -7,7 +7,7 @@ times on each of three paths, in rotating order, with Duet running as a separate
 - direct: Duet's engine adapter, in this process; TTFT and gaps from the adapter's arrival stamps.
 - through Duet: POST /chat/send, then GET the answer's event stream, as the page does; TTFT from
   the POST to the first text event read here.
-- through the reference relay (`duet.reference_relay`): the same adapter pointed at the least a
+- through the reference relay (`duet.bench.reference_relay`): the same adapter pointed at the least a
   Python relay on Duet's server stack and HTTP client can do; the floor for Duet's number here.
 
 What a relay adds to TTFT is taken per request, so the engine's own variation cancels out
@@ -38,7 +38,7 @@ their p50/p95, with Duet's server-side gaps beside them. No assertion here: it p
 
 Now and then this whole machine stands still for a few hundred ms (docs/benchmarks/relay.md),
 and a request caught in it reports the stall as its own time, whatever its path. A watcher
-process (`duet.stall_watch`) runs beside the requests and notes every moment it was not run for
+process (`duet.bench.stall_watch`) runs beside the requests and notes every moment it was not run for
 100 ms or more; each request carries how much of its time to first token such a stall covered.
 The added TTFT is given over all requests, and beside it over the requests no stall touched.
 """
@@ -70,7 +70,7 @@ from duet.engines.events import EngineName
 from duet.engines.http import on_request_sent, read_lines
 from duet.metrics.stream import ChunkArrival, arrivals_from_events, percentile, stream_metrics
 from duet.settings import Settings
-from duet.stall_watch import STALL_MS, Stall, StallWatch, overlap_ms
+from duet.bench.stall_watch import STALL_MS, Stall, StallWatch, overlap_ms
 
 PROMPT = "Tell me a story that never ends."
 WARMUP_REQUESTS = 2
@@ -149,7 +149,7 @@ class EngineResult:
     engine: str
     direct: list[Measured] = field(default_factory=list)
     duet: list[Measured] = field(default_factory=list)
-    # Through the reference relay (duet/reference_relay.py): the floor for any Python relay.
+    # Through the reference relay (duet/bench/reference_relay.py): the floor for any Python relay.
     reference: list[Measured] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
@@ -417,7 +417,7 @@ async def stream_through_reference(
 
 def start_reference_relay(settings: Settings, port: int, log_path: Path) -> subprocess.Popen:
     command = [
-        sys.executable, "-m", "duet.reference_relay", "--port", str(port),
+        sys.executable, "-m", "duet.bench.reference_relay", "--port", str(port),
         "--upstream", f"vllm={settings.vllm_url}", "--upstream", f"ollama={settings.ollama_url}",
     ]  # fmt: skip
     with open(log_path, "wb") as log:

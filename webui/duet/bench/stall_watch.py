@@ -11,7 +11,7 @@ process of ours keeps it waiting 100 ms. What it sees is the host taking a virtu
 steal) or a core held by something the scheduler does not share; that may be one core, not both
 (docs/benchmarks/relay.md).
 
-Run as `python -m duet.stall_watch`: it watches until SIGTERM or SIGINT, then prints the
+Run as `python -m duet.bench.stall_watch`: it watches until SIGTERM or SIGINT, then prints the
 stalls as JSON, `[[start, end], ...]` in `perf_counter()` seconds (CLOCK_MONOTONIC on Linux,
 the clock every process on the machine shares, so the benchmark can line them up with its own
 stamps). `StallWatch` runs it from a benchmark.
@@ -80,7 +80,7 @@ class StallWatch:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "duet.stall_watch"], stdout=subprocess.PIPE, text=True
+            [sys.executable, "-m", "duet.bench.stall_watch"], stdout=subprocess.PIPE, text=True
         )
 
     def stop(self) -> list[Stall]:

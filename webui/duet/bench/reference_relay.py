@@ -12,7 +12,7 @@ machine and clock (CLOCK_MONOTONIC), can take the engine's time out of each requ
 for Duet.
 Only for benchmarks: one request at a time, no checks.
 
-    python -m duet.reference_relay --port 18601 --upstream vllm=http://127.0.0.1:8000 ...
+    python -m duet.bench.reference_relay --port 18601 --upstream vllm=http://127.0.0.1:8000 ...
 """
 
 from __future__ import annotations
