@@ -26,6 +26,13 @@ def test_every_setting_is_documented_with_its_default() -> None:
         assert type(default)(example[name]) == default, f"{name}: .env.example says {example[name]}"
 
 
+def test_compose_passes_every_setting_to_the_web_ui() -> None:
+    # A setting missing from the webui service's environment cannot be set in .env at all.
+    text = (ROOT / "docker-compose.yml").read_text(encoding="utf-8")
+    missing = [env_name(f.name) for f in fields(Settings) if f"{env_name(f.name)}:" not in text]
+    assert not missing, f"add {missing} to the webui service's environment in docker-compose.yml"
+
+
 def test_every_compose_knob_is_documented_with_its_default() -> None:
     text = "\n".join(path.read_text(encoding="utf-8") for path in COMPOSE_FILES)
     knobs = compose_defaults(text)

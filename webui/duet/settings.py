@@ -35,6 +35,30 @@ class Settings:
     # Seconds to wait for an engine to send its first byte before giving up.
     connect_timeout: float = 10.0
     read_timeout: float = 300.0
+    # Host names and addresses this instance answers to, comma-separated, besides the loopback
+    # names (127.0.0.1, localhost, [::1]) and DUET_HOST when it names one address. Add the LAN
+    # name and address when sharing. A request with any other Host header is refused (400),
+    # which stops DNS rebinding; ports are not compared (duet.security.CheckHost says why).
+    allowed_hosts: str = ""
+    # Largest request body, in bytes, refused (413) before it is read. It must hold a message
+    # and a system prompt of DUET_MAX_MESSAGE_CHARS characters each once URL-encoded (up to 12
+    # bytes a character) and a compare answer's browser timings (about 30 bytes a chunk).
+    max_body_bytes: int = 2097152
+    # Seconds a client has to send a request's whole body once its headers are in (408 after).
+    body_timeout: float = 30.0
+    # Seconds a client has to send a request's line and headers, from connecting or from the
+    # first byte of a request on a kept-open connection, and their largest size in bytes.
+    # uvicorn has neither limit of its own (duet.server says what each bound covers).
+    header_timeout: float = 10.0
+    max_header_bytes: int = 65536
+    # Seconds an idle kept-open connection waits for its next request before it is closed.
+    keep_alive_timeout: float = 5.0
+    # Connections, and requests in progress, the server holds at once; past this it answers
+    # 503. Each browser tab holds up to 6 connections, each open answer stream one.
+    max_connections: int = 1000
+    # Event streams one client address may hold open at once (429 past it). A browser opens
+    # at most 6 connections to one server; addresses behind one NAT share the limit.
+    max_streams_per_client: int = 16
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
