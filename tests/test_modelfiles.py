@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
+import httpx
+import ollama
 import pytest
 from duet.cli import main
 from duet.modelfile import (
@@ -13,6 +17,7 @@ from duet.modelfile import (
     ModelfileSpec,
     SourceKind,
     classify_source,
+    create_model,
     render_committed_modelfiles,
     render_modelfile,
     spec_for_mode,
@@ -163,3 +168,68 @@ def test_cli_reads_the_system_prompt_from_a_file(
     prompt.write_text("You are Duet's assistant.", encoding="utf-8")
     assert main(["modelfile", "qwen3:14b", "--system-file", str(prompt)]) == 0
     assert 'SYSTEM """You are Duet\'s assistant."""' in capsys.readouterr().out
+
+
+class RecordingOllama:
+    """The official client over a transport that records each request and answers as Ollama
+    does, so a test sees the bytes `create_model` puts on the wire."""
+
+    def __init__(self) -> None:
+        self.requests: list[httpx.Request] = []
+        self.client = ollama.Client(host="http://ollama.test", transport=httpx.MockTransport(self))
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        if request.url.path == "/api/create":
+            return httpx.Response(200, json={"status": "success"})
+        return httpx.Response(201)  # a blob upload
+
+    def create_body(self) -> dict:
+        (create,) = [r for r in self.requests if r.url.path == "/api/create"]
+        return json.loads(create.content)
+
+
+def modelfile_parameters(text: str) -> dict[str, list[str]]:
+    """The PARAMETER lines of a Modelfile, as Ollama's parser reads them: name -> values."""
+    parameters: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        if line.startswith("PARAMETER "):
+            _, name, value = line.split(" ", 2)
+            parameters.setdefault(name, []).append(value.strip('"'))
+    return parameters
+
+
+def test_create_model_sends_what_the_modelfile_says(tmp_path: Path) -> None:
+    """The create request carries the parts of the Modelfile the same spec renders, and a local
+    GGUF file goes up as a blob named by its digest, as `ollama create -f` sends them."""
+    weights = tmp_path / "tiny.gguf"
+    weights.write_bytes(b"GGUF and some weights")
+    spec = ModelfileSpec(str(weights), context_length=4096, threads=1, system="Be brief.")
+    recording = RecordingOllama()
+    create_model(recording.client, "tiny", spec)
+    digest = "sha256:" + hashlib.sha256(weights.read_bytes()).hexdigest()
+    blob = recording.requests[0]
+    assert (blob.method, blob.url.path, blob.read()) == (
+        "POST", f"/api/blobs/{digest}", weights.read_bytes()
+    )  # fmt: skip
+    body = recording.create_body()
+    assert body["model"] == "tiny" and body["files"] == {"tiny.gguf": digest}
+    assert "from" not in body
+    assert body["template"] == QWEN3_TEMPLATE and body["system"] == "Be brief."
+    sent = {
+        name: [str(v) for v in value] if isinstance(value, list) else [f"{value:g}"]
+        for name, value in body["parameters"].items()
+    }
+    assert sent == modelfile_parameters(render_modelfile(spec))
+    assert sent["num_thread"] == ["1"] and sent["num_ctx"] == ["4096"]
+
+
+def test_create_model_names_a_registry_source_and_refuses_a_directory(tmp_path: Path) -> None:
+    recording = RecordingOllama()
+    create_model(recording.client, "qwen3-duet", spec_for_mode("hf.co/Qwen/Qwen3-0.6B-GGUF:Q8_0"))
+    body = recording.create_body()
+    assert body["from"] == "hf.co/Qwen/Qwen3-0.6B-GGUF:Q8_0" and "files" not in body
+    assert "system" not in body
+    (tmp_path / "weights").mkdir()
+    with pytest.raises(ModelfileError, match="ollama create NAME -f"):
+        create_model(recording.client, "local", ModelfileSpec(str(tmp_path / "weights")))

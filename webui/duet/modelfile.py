@@ -18,6 +18,11 @@ with `think` is refused with HTTP 400.
 
 The Modelfiles Duet ships are generated here too (`write_committed_modelfiles`), so the files in
 `modelfiles/` can never drift from this code unnoticed: a test regenerates them and compares.
+
+`create_model` creates a model from a spec through the official `ollama` client. Its `create`
+takes the Modelfile's parts as fields (`from_` or `files`, `template`, `system`, `parameters`),
+not a Modelfile's text, so both come from the same spec: the create request is what
+`ollama create -f` sends for the Modelfile `render_modelfile` writes.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Literal
+
+import ollama
 
 # Kept in its own file: a Go template is easier to read, diff and paste into Ollama as it is.
 QWEN3_TEMPLATE = (Path(__file__).parent / "qwen3_template.gotmpl").read_text(encoding="utf-8")
@@ -88,9 +95,7 @@ def classify_source(source: str, base_dir: Path | None = None) -> SourceKind:
             )
         return SourceKind.HUGGING_FACE
     if _looks_like_path(source):
-        path = Path(source).expanduser()
-        if not path.is_absolute():
-            path = (base_dir or Path.cwd()) / path
+        path = local_source(source, base_dir)
         if path.is_dir():
             return SourceKind.LOCAL_PATH
         if not path.is_file():
@@ -111,6 +116,13 @@ def classify_source(source: str, base_dir: Path | None = None) -> SourceKind:
 
 def _looks_like_path(source: str) -> bool:
     return source.startswith(("/", "./", "../", "~")) or source.lower().endswith(".gguf")
+
+
+def local_source(source: str, base_dir: Path | None = None) -> Path:
+    """Where a local FROM path points: Ollama resolves a relative one from the Modelfile's
+    directory (`base_dir`)."""
+    path = Path(source).expanduser()
+    return path if path.is_absolute() else (base_dir or Path.cwd()) / path
 
 
 @dataclass(frozen=True)
@@ -173,6 +185,26 @@ def validate_spec(spec: ModelfileSpec, base_dir: Path | None = None) -> None:
         raise ModelfileError('system prompt: must not contain """ or end with a double quote')
 
 
+def model_parameters(spec: ModelfileSpec) -> dict[str, int | float | list[str]]:
+    """The model's PARAMETERs by name, in the Modelfile's order; `stop` holds every stop token."""
+    parameters: dict[str, int | float | list[str]] = {}
+    if spec.context_length is not None:
+        parameters["num_ctx"] = spec.context_length
+    if spec.threads is not None:
+        parameters["num_thread"] = spec.threads
+    parameters.update(spec.sampling)
+    parameters["stop"] = list(spec.stop)
+    return parameters
+
+
+def _parameter_lines(name: str, value: int | float | list[str]) -> list[str]:
+    if isinstance(value, list):  # one line per value; each is written in double quotes
+        return [f'PARAMETER {name} "{item}"' for item in value]
+    if isinstance(value, int):
+        return [f"PARAMETER {name} {value}"]
+    return [f"PARAMETER {name} {value:g}"]
+
+
 def render_modelfile(spec: ModelfileSpec, base_dir: Path | None = None) -> str:
     validate_spec(spec, base_dir)
     lines = [
@@ -182,13 +214,39 @@ def render_modelfile(spec: ModelfileSpec, base_dir: Path | None = None) -> str:
     ]
     if spec.system:
         lines.append(f'SYSTEM """{spec.system}"""')
-    if spec.context_length is not None:
-        lines.append(f"PARAMETER num_ctx {spec.context_length}")
-    if spec.threads is not None:
-        lines.append(f"PARAMETER num_thread {spec.threads}")
-    lines += [f"PARAMETER {name} {value:g}" for name, value in spec.sampling.items()]
-    lines += [f'PARAMETER stop "{token}"' for token in spec.stop]
+    for name, value in model_parameters(spec).items():
+        lines += _parameter_lines(name, value)
     return "\n".join(lines) + "\n"
+
+
+def create_model(
+    client: ollama.Client, name: str, spec: ModelfileSpec, base_dir: Path | None = None
+) -> None:
+    """Create (or replace) model `name` in Ollama from `spec`, as `ollama create -f` does with
+    the Modelfile of `spec`: a local GGUF file is uploaded as a blob first and named by its
+    digest; any other source is a model name Ollama resolves itself.
+
+    Raises ModelfileError for a spec Ollama would reject, and what the client raises when the
+    server refuses or cannot be reached (`ollama.ResponseError`, `ConnectionError`, httpx's
+    errors)."""
+    validate_spec(spec, base_dir)
+    source: dict[str, object] = {"from_": spec.source}
+    if classify_source(spec.source, base_dir) is SourceKind.LOCAL_PATH:
+        path = local_source(spec.source, base_dir)
+        if path.is_dir():
+            # Ollama takes a directory as one blob per weight and config file.
+            raise ModelfileError(
+                f"model source {spec.source!r}: a directory of weights is created with "
+                "`ollama create NAME -f Modelfile`; create_model takes a .gguf file"
+            )
+        source = {"files": {path.name: client.create_blob(path)}}
+    client.create(
+        name,
+        **source,
+        template=QWEN3_TEMPLATE,
+        system=spec.system or None,
+        parameters=model_parameters(spec),
+    )
 
 
 # The Modelfiles Compose uses (`OLLAMA_MODELFILE` picks one): the GPU stack's 14B, and the CPU
