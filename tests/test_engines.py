@@ -18,8 +18,8 @@ import time
 from dataclasses import dataclass
 
 import httpx
+import ollama
 import pytest
-from down_engine import closed_port
 from duet.devstack import TINY_MODEL_NAME, DevStack
 from duet.engines.base import ChatMessage, ChatRequest, Engine, Sampling
 from duet.engines.events import AnswerDelta, Done, ReasoningDelta, StreamError, Usage
@@ -337,31 +337,47 @@ async def test_closing_the_stream_aborts_the_vllm_request(
 
 
 async def test_a_failed_health_request_says_what_failed(dev_stack: DevStack) -> None:
-    """The adapters' small GETs (health checks) turn HTTP errors and unreachable engines into
-    EngineErrors with the status or the error's kind, which the health badges show."""
+    """The adapters' small GETs (the /v1 health checks) turn HTTP errors into EngineErrors with
+    the status, which the health badges show."""
     engine = OllamaEngine("ollama", "Ollama", dev_stack.ollama_url, TINY_MODEL_NAME)
-    down = OllamaEngine("ollama", "Ollama", f"http://127.0.0.1:{closed_port()}", TINY_MODEL_NAME)
     try:
-        assert (await engine.get_json("/api/version"))["version"]
+        assert (await engine.get_json("/v1/models"))["data"]
         with pytest.raises(EngineError) as missing:
             await engine.get_json("/api/no-such-route")
         assert missing.value.status == 404 and "HTTP 404" in missing.value.message
-        health = await down.health()
-        assert not health.up
-        assert "is not reachable at" in health.detail and "ClientConnectorError" in health.detail
     finally:
         await engine.aclose()
-        await down.aclose()
+
+
+async def test_ollama_health_says_whether_the_model_is_created_and_loaded(
+    dev_stack: DevStack,
+) -> None:
+    """Through the official client: the tiny model is listed under its default tag, and after
+    an answer it is in memory; a model never created is down with a sentence that says so."""
+    engine = OllamaEngine("ollama", "Ollama", dev_stack.ollama_url, TINY_MODEL_NAME)
+    absent = OllamaEngine("ollama", "Ollama", dev_stack.ollama_url, "no-such-model")
+    try:
+        answer = engine.stream_chat(request(QUESTION, thinking=False, max_tokens=4))
+        assert [event async for event in answer if isinstance(event, Done)]
+        health = await engine.health()
+        assert health.up, health.detail
+        assert f"{TINY_MODEL_NAME}:latest" in health.models
+        assert health.detail.startswith(f"{TINY_MODEL_NAME}:latest is loaded with a 4,096-token")
+        missing = await absent.health()
+        assert not missing.up and missing.models == health.models
+        assert missing.detail == "no-such-model has not been created in Ollama"
+    finally:
+        await engine.aclose()
+        await absent.aclose()
 
 
 async def test_the_dev_stack_gives_ollama_one_compute_thread(dev_stack: DevStack) -> None:
     """As vLLM's CPU backend leaves a core to everything else, so does the dev stack's Ollama
     (devstack.TINY_OLLAMA_THREADS): the model Ollama serves carries num_thread 1."""
-    async with httpx.AsyncClient(timeout=10) as client:
-        shown = await client.post(
-            f"{dev_stack.ollama_url}/api/show", json={"model": TINY_MODEL_NAME}
-        )
-    parameters = shown.json()["parameters"].split("\n")
+    async with ollama.AsyncClient(host=dev_stack.ollama_url, timeout=10) as client:
+        shown = await client.show(TINY_MODEL_NAME)
+    assert shown.parameters is not None
+    parameters = shown.parameters.split("\n")
     assert [line.split() for line in parameters if line.startswith("num_thread")] == [
         ["num_thread", "1"]
     ]

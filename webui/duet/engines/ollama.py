@@ -9,15 +9,21 @@ renders `.Thinking` (see `duet.modelfile`).
 We speak HTTP through the shared line reader (`duet.engines.http`) rather than the official
 `ollama` client: the adapter must stamp every line the moment it arrives and close the
 connection the moment the user presses Stop, and the reader does both the same way for every
-engine.
+engine. The health check is a management call, outside every answer's path, and goes through
+the official client (`ollama.AsyncClient`): one per adapter, opened on first use in the event
+loop that uses it and closed with the adapter.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
+
+import httpx
+import ollama
 
 from duet.engines.base import ChatRequest, EngineHealth
 from duet.engines.events import (
@@ -29,9 +35,37 @@ from duet.engines.events import (
     Usage,
 )
 from duet.engines.http import EngineError, HTTPEngine, post_lines
+from duet.tasks import describe_exception
 
 NANOSECONDS = 1e9
 DURATIONS = ("total_duration", "load_duration", "prompt_eval_duration", "eval_duration")
+
+# What the official client raises when a management call fails: the server's error answer;
+# ConnectionError, which it raises in place of httpx's ConnectError; httpx's other transport
+# errors (timeouts among them); ValueError (pydantic's) for an answer that is not Ollama's.
+MANAGEMENT_ERRORS = (ollama.ResponseError, ConnectionError, httpx.HTTPError, ValueError)
+# The whole health check, every call in it: a badge must not wait on an engine that hangs.
+HEALTH_SECONDS = 3.0
+
+
+def management_failure(error: Exception) -> EngineError:
+    """A failed management call in words a person can act on."""
+    if isinstance(error, ollama.ResponseError):
+        return EngineError(f"HTTP {error.status_code}: {error.error}", error.status_code)
+    if isinstance(error, ConnectionError) and error.__context__ is not None:
+        # The client's own message points at Ollama's download page; the httpx error it
+        # replaced says what happened ("Connection refused").
+        error = error.__context__
+    return EngineError(describe_exception(error))
+
+
+def load_state(model: str, running: ollama.ProcessResponse) -> str:
+    """Whether Ollama holds `model` in memory: if not, the next answer waits for it to load."""
+    loaded = next((m for m in running.models if m.model == model), None)
+    if loaded is None:
+        return f"{model} is not loaded yet: the next answer waits while Ollama loads it"
+    context = f" with a {loaded.context_length:,}-token context" if loaded.context_length else ""
+    return f"{model} is loaded{context}"
 
 
 def events_from_line(data: dict, at: float, index: int) -> list[StreamEvent]:
@@ -122,13 +156,40 @@ class OllamaEngine(HTTPEngine):
             f"{self.label} ended the stream without a final message", time.perf_counter()
         )
 
+    _management: ollama.AsyncClient | None = None
+
+    @property
+    def management(self) -> ollama.AsyncClient:
+        """The official client, for management calls; created on first use, so it belongs to
+        the event loop that uses it. `HEALTH_SECONDS` bounds each health check as a whole.
+        No proxy from the environment: it goes straight to the server, as `client` does."""
+        if self._management is None:
+            self._management = ollama.AsyncClient(host=self.base_url, trust_env=False)
+        return self._management
+
     async def health(self) -> EngineHealth:
         try:
-            version = (await self.get_json("/api/version"))["version"]
-            tags = await self.get_json("/api/tags")
-            models = tuple(m["name"] for m in tags.get("models") or ())
-        except (EngineError, ValueError, KeyError, AttributeError, TypeError) as error:
-            return self.unreachable(error)
-        served = self.model in models or f"{self.model}:latest" in models
-        detail = f"Ollama {version}" if served else f"{self.model} has not been created in Ollama"
-        return EngineHealth(self.name, up=served, models=models, detail=detail)
+            async with asyncio.timeout(HEALTH_SECONDS):
+                listed = await self.management.list()
+                running = await self.management.ps()
+        except TimeoutError:
+            return self.unreachable(EngineError(f"no answer within {HEALTH_SECONDS:g} s"))
+        except MANAGEMENT_ERRORS as error:
+            return self.unreachable(management_failure(error))
+        models = tuple(m.model for m in listed.models if m.model)
+        # Ollama lists a name given without a tag under its default tag.
+        served = next(
+            (name for name in (self.model, f"{self.model}:latest") if name in models), None
+        )
+        if served is None:
+            detail = f"{self.model} has not been created in Ollama"
+            return EngineHealth(self.name, up=False, models=models, detail=detail)
+        return EngineHealth(self.name, up=True, models=models, detail=load_state(served, running))
+
+    async def aclose(self) -> None:
+        management, self._management = self._management, None
+        try:
+            if management is not None:
+                await management.close()
+        finally:
+            await super().aclose()
