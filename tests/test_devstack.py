@@ -1,10 +1,13 @@
-"""`duet dev` stops its engines when it is terminated, not only on Ctrl-C.
+"""The dev stack without its engines: how it stops, and what a failed start says.
 
-The engines run in process groups of their own (so that stopping one takes its children), which
-also means they outlive `duet dev` unless it stops them itself. These tests run the mechanism
-`run_dev` uses (`stop_on_termination`, then cleanup in `finally`) in a child Python process
-that starts a long-running process in a session of its own, as the engines are started; the
-signal path needs no engine.
+`duet dev` stops its engines when it is terminated, not only on Ctrl-C. The engines run in
+process groups of their own (so that stopping one takes its children), which also means they
+outlive `duet dev` unless it stops them itself. These tests run the mechanism `run_dev` uses
+(`stop_on_termination`, then cleanup in `finally`) in a child Python process that starts a
+long-running process in a session of its own, as the engines are started; the signal path
+needs no engine.
+
+Creating the tiny model in an Ollama that is not there fails with the reason and Ollama's log.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import time
 from pathlib import Path
 
 import pytest
+from down_engine import closed_port
+from duet.devstack import TINY_MODEL_NAME, CachePaths, DevStack, EngineStartError
 
 SCRIPT = """
 import subprocess, sys, time
@@ -62,3 +67,21 @@ def test_termination_runs_the_cleanup_that_stops_the_engines(
     while alive(child):  # reaped by its parent's wait(); gone from the process table
         assert time.monotonic() < deadline, "the engine stand-in outlived the stop"
         time.sleep(0.05)
+
+
+def test_creating_the_model_in_an_absent_ollama_says_why_and_shows_its_log(
+    tmp_path: Path,
+) -> None:
+    paths = CachePaths(tmp_path)
+    paths.tiny_gguf.parent.mkdir(parents=True)
+    paths.tiny_gguf.write_bytes(b"GGUF")
+    stack = DevStack(paths=paths, ollama_port=closed_port(), log_dir=tmp_path / "logs")
+    stack.ollama = stack._ollama_process()  # described, never started
+    stack.ollama.log_path.parent.mkdir()
+    stack.ollama.log_path.write_text("Error: listen tcp: address already in use\n")
+    assert not stack.ollama.ready()
+    with pytest.raises(EngineStartError) as failed:
+        stack.create_ollama_model()
+    message = str(failed.value)
+    assert message.startswith(f"Ollama did not create {TINY_MODEL_NAME}: ConnectError")
+    assert message.endswith("Error: listen tcp: address already in use")

@@ -11,12 +11,13 @@ lives in a cache outside the clone (`DUET_CACHE`, default `~/.cache/duet`), keye
 
 Each engine runs as its own process group with its log in a file; a start that fails raises
 `EngineStartError` carrying the last lines of that log, which is what a person needs to see.
+Whether Ollama is up, and creating the tiny model in it, go through the official `ollama`
+client, as the web UI's health check does.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -24,11 +25,14 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from duet.modelfile import ModelfileSpec, render_modelfile
+import ollama
+
+from duet.engines.ollama import MANAGEMENT_ERRORS, management_failure
+from duet.modelfile import ModelfileSpec, create_model
 from duet.settings import default_cache
 
 REPO = Path(__file__).resolve().parents[2]
@@ -98,21 +102,45 @@ def ensure_installed(paths: CachePaths) -> None:
         _run_step("tiny Qwen3 model as GGUF", [*export, "--out", str(paths.tiny_gguf)], env_build)
 
 
-def tiny_modelfile(paths: CachePaths) -> Path:
-    """The Modelfile that creates the tiny model in Ollama, written beside the model."""
-    path = paths.tiny_model.with_suffix(".Modelfile")
-    spec = ModelfileSpec(
+def tiny_modelfile_spec(paths: CachePaths) -> ModelfileSpec:
+    """What the tiny model is in Ollama: its GGUF file, with Duet's Qwen3 TEMPLATE."""
+    return ModelfileSpec(
         source=str(paths.tiny_gguf), context_length=TINY_CONTEXT, threads=TINY_OLLAMA_THREADS
     )
-    text = render_modelfile(spec)
-    if not path.exists() or path.read_text() != text:
-        path.write_text(text)
-    return path
 
 
-def _get_json(url: str, timeout: float = 2.0) -> object:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        return json.load(response)
+def ollama_client(url: str, timeout: float) -> ollama.Client:
+    # Straight to the server, as the adapters' aiohttp client goes: no proxy from the
+    # environment between Duet and an engine on loopback.
+    return ollama.Client(host=url, timeout=timeout, trust_env=False)
+
+
+def http_ok(url: str) -> Callable[[], bool]:
+    """A readiness probe: does a GET of `url` answer 200?"""
+
+    def probe() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return response.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    return probe
+
+
+def ollama_lists_models(url: str) -> Callable[[], bool]:
+    """A readiness probe: does the Ollama server at `url` list its models (what `ollama list`,
+    the Ollama image's healthcheck, asks)?"""
+
+    def probe() -> bool:
+        try:
+            with ollama_client(url, timeout=2) as client:
+                client.list()
+        except MANAGEMENT_ERRORS:
+            return False
+        return True
+
+    return probe
 
 
 @dataclass
@@ -120,7 +148,8 @@ class EngineProcess:
     name: str
     command: list[str]
     env: dict[str, str]
-    health_url: str
+    url: str  # where it serves
+    ready: Callable[[], bool]  # does it answer yet?
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
 
@@ -143,13 +172,6 @@ class EngineProcess:
             return "(no log)"
         return "\n".join(text.splitlines()[-lines:])
 
-    def healthy(self) -> bool:
-        try:
-            with urllib.request.urlopen(self.health_url, timeout=2) as response:
-                return response.status == 200
-        except (urllib.error.URLError, OSError):
-            return False
-
     def wait_healthy(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -158,11 +180,11 @@ class EngineProcess:
                     f"{self.name} exited with code {self.process.returncode} while starting.\n"
                     f"Last lines of {self.log_path}:\n{self.log_tail()}"
                 )
-            if self.healthy():
+            if self.ready():
                 return
             time.sleep(0.5)
         raise EngineStartError(
-            f"{self.name} was not healthy after {timeout:.0f}s ({self.health_url}).\n"
+            f"{self.name} was not healthy after {timeout:.0f}s ({self.url}).\n"
             f"Last lines of {self.log_path}:\n{self.log_tail()}"
         )
 
@@ -221,7 +243,12 @@ class DevStack:
             "DO_NOT_TRACK": "1",
         }
         return EngineProcess(
-            "vLLM", command, env, f"{self.vllm_url}/health", self.log_dir / "vllm.log"
+            "vLLM",
+            command,
+            env,
+            self.vllm_url,
+            http_ok(f"{self.vllm_url}/health"),
+            self.log_dir / "vllm.log",
         )
 
     def _ollama_process(self) -> EngineProcess:
@@ -237,22 +264,22 @@ class DevStack:
             "Ollama",
             [str(self.paths.ollama_binary), "serve"],
             env,
-            f"{self.ollama_url}/api/version",
+            self.ollama_url,
+            ollama_lists_models(self.ollama_url),
             self.log_dir / "ollama.log",
         )
 
-    def create_ollama_model(self) -> None:
-        """`ollama create` the tiny model from its generated Modelfile (FROM the GGUF file)."""
+    def create_ollama_model(self, timeout: float = 600.0) -> None:
+        """Create the tiny model in Ollama (or replace it), uploading its GGUF file."""
         assert self.ollama is not None
-        result = subprocess.run(
-            [str(self.paths.ollama_binary), "create", TINY_MODEL_NAME,
-             "-f", str(tiny_modelfile(self.paths))],
-            env=self.ollama.env, capture_output=True, text=True, timeout=600,
-        )  # fmt: skip
-        if result.returncode != 0:
+        try:
+            with ollama_client(self.ollama_url, timeout) as client:
+                create_model(client, TINY_MODEL_NAME, tiny_modelfile_spec(self.paths))
+        except MANAGEMENT_ERRORS as error:
             raise EngineStartError(
-                f"`ollama create {TINY_MODEL_NAME}` failed:\n{result.stdout}\n{result.stderr}"
-            )
+                f"Ollama did not create {TINY_MODEL_NAME}: {management_failure(error).message}\n"
+                f"Last lines of {self.ollama.log_path}:\n{self.ollama.log_tail()}"
+            ) from error
 
     def start(self, timeout: float = 600.0) -> None:
         missing = [
