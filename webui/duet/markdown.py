@@ -15,6 +15,7 @@ from html import escape
 import nh3
 from markdown_it import MarkdownIt
 from markdown_it.renderer import RendererProtocol
+from markdown_it.rules_core import StateCore
 from markdown_it.token import Token
 from markdown_it.utils import EnvType, OptionsDict
 
@@ -29,12 +30,20 @@ ALLOWED_ATTRIBUTES = {
     "code": {"class"},
     "div": {"class"},
     "ol": {"start"},
-    "td": {"style"},
-    "th": {"style"},
 }
 LANGUAGE_NAME = re.compile(r"[A-Za-z0-9_+#.-]{1,40}")
-# Table cell alignment is the one inline style markdown-it writes.
-ALLOWED_STYLE_PROPERTIES = {"text-align"}
+# Table cell alignment, the one inline style markdown-it writes, becomes a class: the page's
+# Content-Security-Policy refuses inline styles.
+ALIGNMENT_CLASSES = {"align-left", "align-center", "align-right"}
+ALLOWED_CLASSES = {"td": ALIGNMENT_CLASSES, "th": ALIGNMENT_CLASSES}
+
+
+def align_with_classes(state: StateCore) -> None:
+    """`style="text-align:right"` on table cells as `class="align-right"`."""
+    for token in state.tokens:
+        if token.type in ("th_open", "td_open") and token.attrs.get("style"):
+            style = str(token.attrs.pop("style"))
+            token.attrSet("class", "align-" + style.removeprefix("text-align:"))
 
 
 def render_fence(
@@ -63,6 +72,7 @@ def build_parser() -> MarkdownIt:
     parser.enable(["table", "strikethrough"])
     parser.add_render_rule("fence", render_fence)
     parser.add_render_rule("code_block", render_fence)
+    parser.core.ruler.push("align_with_classes", align_with_classes)
     return parser
 
 
@@ -75,6 +85,6 @@ def render_markdown(text: str) -> str:
         PARSER.render(text),
         tags=ALLOWED_TAGS,
         attributes=ALLOWED_ATTRIBUTES,
-        filter_style_properties=ALLOWED_STYLE_PROPERTIES,
+        allowed_classes=ALLOWED_CLASSES,
         link_rel="noopener noreferrer nofollow",
     )
