@@ -15,6 +15,10 @@ are `async def` tests that run in the session's event loop, where the browser li
 A server under test runs in a thread or a subprocess on 127.0.0.1, never in that loop, so the
 browser and the server do not pace each other.
 
+`page.wait_for_function` is given a function ("() => ..."), never a bare expression: Playwright
+evaluates an expression anew with eval at every poll, which the app's Content-Security-Policy
+refuses, while a function is evaluated once and then called.
+
 Playwright is imported inside the fixtures, so test runs that select no browser test do not
 need it installed.
 """

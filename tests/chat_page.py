@@ -63,22 +63,34 @@ new MutationObserver((records) => {
 """
 
 
+# Reports every Content-Security-Policy violation as a console error, which `open_chat` and
+# `watch_problems` collect: a page that needs inline script or style fails the test that loads it.
+CSP_RECORDER = """
+document.addEventListener("securitypolicyviolation", (event) => {
+  console.error(`CSP violation: ${event.effectiveDirective} blocked ${event.blockedURI || "inline"}`
+    + ` at ${event.sourceFile}:${event.lineNumber} (${event.sample})`);
+}, true);
+"""
+
+
 def utf16_length(text: str) -> int:
     """A string's length as JavaScript counts it (UTF-16 code units)."""
     return len(text.encode("utf-16-le")) // 2
 
 
-def screen_lengths(texts: list[str]) -> list[int]:
-    """The lengths a live text box goes through as chat.js appends these event texts: leading
-    whitespace is dropped while the box is empty, and lengths count UTF-16 units, as in JS."""
+def screen_lengths(events: list[dict]) -> list[int]:
+    """The lengths an answer's live text (its reasoning and answer boxes together) goes through
+    as stream.js appends these text events (kind, text): leading whitespace is dropped while a
+    box is empty, and lengths count UTF-16 units, as in JS."""
+    shown = {"reasoning": 0, "answer": 0}
     lengths: list[int] = []
-    length = 0
-    for text in texts:
-        if length == 0:
+    for event in events:
+        text = event["text"]
+        if shown[event["kind"]] == 0:
             text = text.lstrip()
         if text:
-            length += utf16_length(text)
-            lengths.append(length)
+            shown[event["kind"]] += utf16_length(text)
+            lengths.append(sum(shown.values()))
     return lengths
 
 
@@ -98,10 +110,10 @@ async def stream_records(page: Page, answer_id: int) -> tuple[list[dict], list[d
     )
 
 
-async def open_chat(page: Page, app: RunningApp) -> list[str]:
-    """Open a new chat. The returned list fills with the page's script errors (uncaught
-    exceptions, console errors such as htmx's swap errors) as they happen: tests end by
-    checking that it is empty."""
+async def watch_problems(page: Page) -> list[str]:
+    """A list that fills with the page's script errors (uncaught exceptions, console errors such
+    as htmx's swap errors, Content-Security-Policy violations) as they happen, in this page and
+    every page it goes on to: tests end by checking that it is empty."""
     problems: list[str] = []
     page.on("pageerror", lambda error: problems.append(f"uncaught: {error}"))
     page.on(
@@ -110,11 +122,18 @@ async def open_chat(page: Page, app: RunningApp) -> list[str]:
             problems.append(f"console: {message.text}") if message.type == "error" else None
         ),
     )
+    await page.add_init_script(CSP_RECORDER)
+    return problems
+
+
+async def open_chat(page: Page, app: RunningApp) -> list[str]:
+    """Open a new chat; returns the page's problems as `watch_problems` collects them."""
+    problems = await watch_problems(page)
     await page.add_init_script(EVENT_RECORDER)
     await page.add_init_script(STREAM_RECORDER)
     await page.goto(app.url + "/")
     # htmx is loaded with `defer`: wait until it has processed the page before using it.
-    await page.wait_for_function("window.htmx !== undefined")
+    await page.wait_for_function("() => window.htmx !== undefined")
     return problems
 
 
@@ -145,7 +164,7 @@ async def send(
     await page.click("button.send")
     answers = page.locator("#messages article.assistant")
     await page.wait_for_function(
-        f"document.querySelectorAll('#messages article.assistant').length > {before}"
+        f"() => document.querySelectorAll('#messages article.assistant').length > {before}"
     )
     return int(await answers.last.get_attribute("data-message-id") or 0)
 

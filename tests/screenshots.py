@@ -73,14 +73,14 @@ async def compare_run(browser: Browser, app: RunningApp) -> None:
     context = await browser.new_context(viewport={"width": 1280, "height": 1100})
     page = await context.new_page()
     await page.goto(app.url + "/compare")
-    await page.wait_for_function("window.htmx !== undefined")
+    await page.wait_for_function("() => window.htmx !== undefined")
     await page.locator("details.settings summary").click()
     await page.fill("input[name=temperature]", "0")
     await page.fill("input[name=max_tokens]", "60")
     await page.fill("#content", FRANCE)
     await page.click("button.send")
     await page.wait_for_function(
-        "document.querySelectorAll('[data-metrics-panel]').length === 2", timeout=120_000
+        "() => document.querySelectorAll('[data-metrics-panel]').length === 2", timeout=120_000
     )
     path = OUT_DIR / "compare.png"
     await page.screenshot(path=str(path), full_page=True)

@@ -67,7 +67,8 @@ async def test_engine_dying_mid_stream_keeps_the_partial_answer_and_says_why(
     problems = await open_chat(page, app)
     answer_id = await send(page, STORY, engine_name, thinking=False, max_tokens=3000)
     await page.wait_for_function(
-        f"document.querySelector('#message-{answer_id} .streaming-text')?.textContent.length > 0",
+        f"() => document.querySelector('#message-{answer_id} .streaming-text')"
+        "?.textContent.length > 0",
         polling="raf",
     )
     os.killpg(server.process.pid, signal.SIGKILL)
