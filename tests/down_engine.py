@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator
 
 import httpx
-from duet.engines.base import ChatRequest, EngineHealth
+from duet.engines.base import ChatRequest, EngineHealth, OnSent
 from duet.engines.events import EngineName, StreamEvent
 
 
@@ -32,7 +32,9 @@ class DownEngine:
         self.url = f"http://127.0.0.1:{port}"
         self.requests = 0
 
-    async def stream_chat(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+    async def stream_chat(
+        self, request: ChatRequest, on_sent: OnSent | None = None
+    ) -> AsyncIterator[StreamEvent]:
         self.requests += 1
         async with (
             httpx.AsyncClient(base_url=self.url, timeout=2.0) as client,

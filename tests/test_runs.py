@@ -20,8 +20,9 @@ from duet.metrics.answers import ArrivalsError, answer_metrics, parse_browser_ar
 from duet.metrics.timeline import build_timeline, scale_for
 from duet.settings import Settings
 from duet.store import conversations, messages, runs
-from duet.store.db import now_iso, open_database
-from duet.store.messages import AssistantOutcome
+from duet.store import open_database
+from duet.store.db import now_iso
+from duet.store.messages import AnswerRecord
 from duet.store.runs import CompareRun
 from duet.store.users import LOCAL_USER_ID
 from fastapi.testclient import TestClient
@@ -68,7 +69,7 @@ def finish_with_message(
     message = messages.start_assistant_message(
         db, conversation.id, engine="vllm", model="qwen3-a", thinking=False, parameters={}
     )
-    outcome = AssistantOutcome(
+    outcome = AnswerRecord(
         "complete",
         content="abcdefghijklmnopqr",
         prompt_tokens=4,

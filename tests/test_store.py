@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 from duet.store import conversations, messages, migrations
-from duet.store.db import connect, open_database
-from duet.store.messages import AssistantOutcome
+from duet.store import open_database
+from duet.store.db import connect
+from duet.store.messages import AnswerRecord, Arrival
 from duet.store.users import LOCAL_USER_ID
 
 
@@ -26,7 +27,7 @@ def add_conversation(db: sqlite3.Connection, *texts: str, user_id: int = LOCAL_U
             answer = messages.start_assistant_message(
                 db, conversation.id, engine="vllm", model="m", thinking=False, parameters={}
             )
-            messages.save_assistant(db, answer.id, AssistantOutcome("complete", content=text))
+            messages.save_assistant(db, answer.id, AnswerRecord("complete", content=text))
     return conversation.id
 
 
@@ -109,14 +110,17 @@ def test_assistant_message_lifecycle(db: sqlite3.Connection) -> None:
     assert started.status == "streaming"
     assert started.parameters == {"temperature": 0.6}
 
-    partial = AssistantOutcome("streaming", content="Hel", reasoning="thinking", ttft_ms=12.5)
-    partial.arrivals.extend([(12.5, 0, "r", 8), (30.0, 1, "a", 3)])
+    arrivals = (Arrival(12.5, 0, "r", 8), Arrival(30.0, 1, "a", 3))
+    partial = AnswerRecord(
+        "streaming", content="Hel", reasoning="thinking", ttft_ms=12.5, arrivals=arrivals
+    )
     messages.save_assistant(db, started.id, partial)
     saved = messages.require_message(db, started.id)
     assert (saved.content, saved.reasoning, saved.status) == ("Hel", "thinking", "streaming")
-    assert saved.arrivals == [(12.5, 0, "r", 8), (30.0, 1, "a", 3)]
+    assert saved.arrivals == list(arrivals)
+    assert saved.arrivals[1].kind == "a" and saved.arrivals[1].chars == 3
 
-    final = AssistantOutcome(
+    final = AnswerRecord(
         "complete",
         content="Hello",
         completion_tokens=11,
@@ -138,7 +142,7 @@ def test_leftover_streaming_rows_become_interrupted_with_their_text(tmp_path: Pa
     answer = messages.start_assistant_message(
         db, conversation_id, engine="vllm", model="m", thinking=False, parameters={}
     )
-    messages.save_assistant(db, answer.id, AssistantOutcome("streaming", content="partial"))
+    messages.save_assistant(db, answer.id, AnswerRecord("streaming", content="partial"))
     db.close()  # the server died here
 
     reopened = open_database(path)
@@ -187,7 +191,7 @@ def test_search_covers_reasoning(db: sqlite3.Connection) -> None:
         db, conversation_id, engine="vllm", model="m", thinking=True, parameters={}
     )
     messages.save_assistant(
-        db, answer.id, AssistantOutcome("complete", content="42", reasoning="ponder deeply")
+        db, answer.id, AnswerRecord("complete", content="42", reasoning="ponder deeply")
     )
     assert len(conversations.search_conversations(db, LOCAL_USER_ID, "ponder")) == 1
 

@@ -22,7 +22,14 @@ from duet.generation import REPLAY_SECONDS, Generation, Generations
 from duet.store import conversations, messages, runs
 from duet.store.db import transaction
 from duet.store.runs import CompareRun, Mode
-from duet.turns import REQUEST_SENT_WAIT_SECONDS, TurnOptions, send_answer
+from duet.tasks import describe_exception, start_task
+from duet.turns import (
+    REQUEST_SENT_WAIT_SECONDS,
+    TurnOptions,
+    chat_messages,
+    start_answer,
+    store_answer_row,
+)
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +72,6 @@ class CompareRuns:
         self.running: dict[int, RunningCompare] = {}
         self.slots: dict[int, AnswerSlot] = {}
         self.closing = False
-        runs.mark_interrupted(db)
 
     def start(
         self,
@@ -100,7 +106,7 @@ class CompareRuns:
         running = RunningCompare(run.id, mode, options, received_at, slots)
         self.running[run.id] = running
         self.slots.update((slot.answer_id, slot) for slot in slots)
-        running.task = asyncio.create_task(self.run(running), name=f"compare-{run.id}")
+        running.task = start_task(self.run(running), name=f"compare {run.id}")
         stored = runs.get_run(self.db, user_id, run.id)
         assert stored is not None
         return stored
@@ -108,14 +114,15 @@ class CompareRuns:
     async def wait_sent(self, run_id: int) -> None:
         """Wait (briefly) until the run's first engine requests are on the wire: every answer's
         in concurrent mode, the first one's in sequential mode. The view calls this before
-        rendering, for the reason `send_answer` gives: otherwise the orchestrator could not even
-        start until the page was rendered, and the rendering would count as the engines' time."""
+        rendering, for the reason `turns.start_answer` gives: otherwise the orchestrator could
+        not even start until the page was rendered, and the rendering would count as the
+        engines' time."""
         running = self.running.get(run_id)
         if running is None:
             return
         starting = running.slots if running.mode == "concurrent" else running.slots[:1]
         waits = [asyncio.ensure_future(slot.ready.wait()) for slot in starting]
-        # send_answer bounds each wait for a request; this only guards against the unforeseen.
+        # start_answer bounds each wait for a request; this only guards against the unforeseen.
         _, pending = await asyncio.wait(waits, timeout=2 * REQUEST_SENT_WAIT_SECONDS)
         for wait in pending:
             wait.cancel()
@@ -155,19 +162,22 @@ class CompareRuns:
             return
         try:
             options = replace(running.options, engine=slot.engine.name)
+            history = messages.list_messages(self.db, slot.conversation_id)
+            with transaction(self.db):
+                answer = store_answer_row(self.db, slot.conversation_id, slot.engine, options)
             # Returns once the engine request is on the wire: `generation.started` is then the
             # moment it went out, which the browser needs as this answer's start.
-            generation = await send_answer(
-                self.db,
+            generation = await start_answer(
                 self.generations,
-                slot.conversation_id,
+                answer,
                 slot.engine,
                 options,
+                chat_messages(history, options.system_prompt),
                 running.received_at,
             )
         except Exception as error:
             log.exception("compare answer %s did not start", slot.answer_id)
-            reason = f"Did not start: {error}"
+            reason = f"Did not start: {describe_exception(error)}"
             runs.finish_without_message(self.db, slot.answer_id, "failed", reason)
             slot.ready.set()
             slot.recorded.set()
@@ -178,14 +188,20 @@ class CompareRuns:
         slot.ready.set()
         assert generation.task is not None
         await asyncio.wait({generation.task})
-        message = messages.get_message(self.db, generation.message_id)
-        if message is None:  # its conversation was deleted while it streamed
-            runs.finish_without_message(
-                self.db, slot.answer_id, "interrupted", "Its conversation was deleted."
-            )
-        else:
-            runs.finish_from_message(self.db, slot.answer_id, message)
-        slot.recorded.set()
+        try:
+            message = messages.get_message(self.db, generation.message_id)
+            if message is None:  # its conversation was deleted while it streamed
+                runs.finish_without_message(
+                    self.db, slot.answer_id, "interrupted", "Its conversation was deleted."
+                )
+            else:
+                # What the answer's task knows, even if its own save failed.
+                message = messages.with_record(message, generation.state.record())
+                runs.finish_from_message(self.db, slot.answer_id, message)
+        except sqlite3.Error as error:
+            log.error("compare answer %s could not be recorded: %s", slot.answer_id, error)
+        finally:
+            slot.recorded.set()
 
     async def stop(self, answer_id: int) -> bool:
         """Stop a streaming answer, or keep a queued one from starting. False if not running."""

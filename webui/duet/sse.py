@@ -1,6 +1,21 @@
 """Server-sent events on the wire (the `text/event-stream` format of the HTML standard), and the
 response that writes a generation's events to a page the moment they are published.
 
+`encode_published` is the one place where an answer's typed events (`duet.published`) become
+what the page reads. Each event's `data` is a JSON object with `t` (when the server read it, ms
+since the engine request was on the wire) and `s` (when it was written to this response, same
+clock); by event name:
+
+    sent          after_receipt_ms, received_at      the engine request is on the wire (t = 0)
+    reasoning     text, chunk                        thinking text; `chunk` numbers the upstream
+    answer        text, chunk                          chunk it came in
+    usage         prompt_tokens, completion_tokens   the engine's own counts
+    done          finish_reason                      the engine ended the stream normally
+    engine_error  message, status                    the engine failed (status: its HTTP status)
+    end           status, error, unsaved             the answer is over; nothing follows
+
+(`engine_error`, not `error`: EventSource uses that name for its own connection errors.)
+
 An event stream is written by whoever has something to say: the answer's own task writes each
 event as it folds it in (`EventStream.follow`, `Generation.watch`), with no task of the stream's
 in between; the request's task only opens the stream, writes heartbeats and closes it. A write
@@ -21,7 +36,9 @@ from typing import Any
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from duet.generation import Generation, PublishedEvent
+from duet.engines.events import AnswerDelta, Done, ReasoningDelta, StreamError, Usage
+from duet.generation import Generation
+from duet.published import AnswerEnded, Published, RequestSent
 from duet.tasks import start_task
 
 log = logging.getLogger(__name__)
@@ -51,6 +68,47 @@ def format_event(name: str, data: dict[str, Any], event_id: int | None = None) -
     return ("\n".join(lines) + "\n\n").encode()
 
 
+def published_data(published: Published) -> tuple[str, dict[str, Any]]:
+    """An answer's event as its SSE event name and data (see the module docstring)."""
+    event, t = published.event, published.t
+    if isinstance(event, ReasoningDelta | AnswerDelta):
+        return event.kind, {"text": event.text, "t": t, "chunk": event.chunk}
+    if isinstance(event, Usage):
+        return "usage", {
+            "t": t,
+            "prompt_tokens": event.prompt_tokens,
+            "completion_tokens": event.completion_tokens,
+        }
+    if isinstance(event, Done):
+        return "done", {"t": t, "finish_reason": event.finish_reason}
+    if isinstance(event, StreamError):
+        return "engine_error", {"t": t, "message": event.message, "status": event.status}
+    if isinstance(event, RequestSent):
+        return "sent", {
+            "t": t,
+            "after_receipt_ms": event.after_receipt_ms,
+            "received_at": event.received_at,
+        }
+    if isinstance(event, AnswerEnded):
+        return "end", {
+            "t": t,
+            "status": event.status,
+            "error": event.error,
+            "unsaved": event.unsaved,
+        }
+    raise TypeError(f"not an answer event: {event!r}")
+
+
+def encode_published(events: Sequence[Published], written_ms: float) -> bytes:
+    """Events as written to a page at `written_ms` (their `s`)."""
+    parts = []
+    for published in events:
+        name, data = published_data(published)
+        data["s"] = written_ms
+        parts.append(format_event(name, data, published.seq))
+    return b"".join(parts)
+
+
 def format_comment(text: str) -> bytes:
     """A comment line: ignored by browsers, keeps idle connections from timing out."""
     return f": {text}\n\n".encode()
@@ -72,7 +130,7 @@ class EventStream:
         """Write `data` now if the connection takes it; else after what is already waiting.
 
         On Python 3.12 the write runs in the caller's turn of the event loop (an eager task,
-        `generation.start_task`) and, when the connection takes the bytes, is done before this
+        `tasks.start_task`) and, when the connection takes the bytes, is done before this
         returns; its task only lives on when it has to wait. On 3.11 it runs one turn later."""
         if self.closed:
             return
@@ -110,11 +168,10 @@ class EventStream:
         HEARTBEAT_SECONDS."""
         done = generation.ended
 
-        def write_events(events: Sequence[PublishedEvent]) -> None:
+        def write_events(events: Sequence[Published]) -> None:
             nonlocal done
-            sent = generation.ms_since_start(time.perf_counter())
-            self.write(b"".join(format_event(e.name, {**e.data, "s": sent}, e.seq) for e in events))
-            if events[-1].name == "end":
+            self.write(encode_published(events, generation.ms_since_start(time.perf_counter())))
+            if events[-1].is_end:
                 done = True
                 self._changed.set()
 
@@ -170,7 +227,10 @@ class EventStreamResponse(Response):
         finally:
             for task in (producing, listening):
                 task.cancel()
-        if producing.done() and not producing.cancelled():
+            # Let both finish their cleanup (a producer stops watching its generation) before
+            # the response is over.
+            await asyncio.wait({producing, listening})
+        if not producing.cancelled():
             producing.result()  # raises what `produce` raised
         await stream.drained()
         if not stream.closed:

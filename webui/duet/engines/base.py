@@ -1,6 +1,7 @@
 """The one small interface every engine adapter implements.
 
-A request goes in as a `ChatRequest`; what comes out is an async iterator of `StreamEvent`s
+A request goes in as a `ChatRequest` (with, optionally, `on_sent`: called when the request is on
+the wire); what comes out is an async iterator of `StreamEvent`s
 (see `events.py`). Stopping is closing that iterator (`aclose()`, or leaving an `async for`
 early): the adapter must then close its upstream HTTP response, which is how vLLM and Ollama
 learn to stop generating.
@@ -8,7 +9,7 @@ learn to stop generating.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -53,12 +54,19 @@ class EngineHealth:
     extra: dict[str, str] = field(default_factory=dict)
 
 
+# Called with perf_counter() the moment an engine request's last byte is on the wire: from there
+# the engine's time runs (its time to first token counts from it).
+OnSent = Callable[[float], None]
+
+
 class Engine(Protocol):
     name: EngineName
     label: str  # shown in the UI, e.g. "vLLM" or "Ollama (/v1)"
     model: str
 
-    def stream_chat(self, request: ChatRequest) -> AsyncIterator[StreamEvent]: ...
+    def stream_chat(
+        self, request: ChatRequest, on_sent: OnSent | None = None
+    ) -> AsyncIterator[StreamEvent]: ...
 
     async def health(self) -> EngineHealth: ...
 

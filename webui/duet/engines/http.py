@@ -14,10 +14,9 @@ Failures become `EngineError`s with a sentence a person can act on; adapters tur
 `StreamError` events.
 
 Whoever runs a stream can learn the moment its request is on the wire (its last byte written to
-the socket, after any connection setup) by setting `on_request_sent` in its task: that moment is
-the honest origin of the engine's TTFT, and lets the caller wait until the request has left
-before doing other work on the same event loop. A context variable rather than a parameter keeps
-the `Engine` protocol and every adapter unchanged.
+the socket, after any connection setup) by passing `on_sent`: that moment is the honest origin
+of the engine's TTFT, and lets the caller wait until the request has left before doing other
+work on the same event loop.
 """
 
 from __future__ import annotations
@@ -25,7 +24,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator, Callable
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -34,11 +32,6 @@ import aiohttp
 
 from duet.engines.base import EngineHealth
 from duet.engines.events import EngineName
-
-# Called with perf_counter() once the request body is written (see the module docstring).
-on_request_sent: ContextVar[Callable[[float], None] | None] = ContextVar(
-    "on_request_sent", default=None
-)
 
 # What a failed request raises, below the adapters: aiohttp's own errors and timeouts.
 CLIENT_ERRORS = (aiohttp.ClientError, TimeoutError)
@@ -150,17 +143,18 @@ async def post_lines(
     payload: dict,
     label: str,
     headers: dict | None = None,
+    on_sent: Callable[[float], None] | None = None,
 ) -> AsyncIterator[tuple[float, str]]:
     """POST `payload` and yield (arrival time, line) for each non-empty line of the response.
+    `on_sent`, if given, is called with perf_counter() once the request's body is written.
 
     Leaving the iteration early closes the response, which closes the connection: that is how
     the engine learns that nobody is listening and stops generating. A response read to its end
     leaves its connection open for the next request.
     """
-    callback = on_request_sent.get()
     body = json.dumps(payload).encode()
     sent_headers = {"Content-Type": "application/json", **(headers or {})}
-    trace = {"on_sent": callback} if callback is not None else None
+    trace = {"on_sent": on_sent} if on_sent is not None else None
     try:
         async with client.post(
             url, data=body, headers=sent_headers, trace_request_ctx=trace

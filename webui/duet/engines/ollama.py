@@ -25,7 +25,7 @@ from contextlib import aclosing
 import httpx
 import ollama
 
-from duet.engines.base import ChatRequest, EngineHealth
+from duet.engines.base import ChatRequest, EngineHealth, OnSent
 from duet.engines.events import (
     AnswerDelta,
     Done,
@@ -119,12 +119,18 @@ class OllamaEngine(HTTPEngine):
             "options": options,
         }
 
-    async def stream_chat(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+    async def stream_chat(
+        self, request: ChatRequest, on_sent: OnSent | None = None
+    ) -> AsyncIterator[StreamEvent]:
         index = 0
         done = False
         try:
             lines = post_lines(
-                self.client, self.url("/api/chat"), self.payload(request), self.label
+                self.client,
+                self.url("/api/chat"),
+                self.payload(request),
+                self.label,
+                on_sent=on_sent,
             )
             async with aclosing(lines):  # close the response as soon as our consumer stops
                 async for at, line in lines:

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
 
-from duet.engines.base import ChatMessage, ChatRequest, EngineHealth
+from duet.engines.base import ChatMessage, ChatRequest, EngineHealth, OnSent
 from duet.engines.events import (
     AnswerDelta,
     Done,
@@ -103,12 +103,16 @@ class OpenAICompatibleEngine(HTTPEngine):
             payload["seed"] = sampling.seed
         return payload
 
-    async def stream_chat(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+    async def stream_chat(
+        self, request: ChatRequest, on_sent: OnSent | None = None
+    ) -> AsyncIterator[StreamEvent]:
         finish_reason = None
         index = 0
         try:
             url = self.url("/v1/chat/completions")
-            lines = post_lines(self.client, url, self.payload(request), self.label, self.headers)
+            lines = post_lines(
+                self.client, url, self.payload(request), self.label, self.headers, on_sent
+            )
             # aclosing: when our consumer stops early, the HTTP response closes now, not at GC.
             async with aclosing(lines):
                 async for at, line in lines:

@@ -27,6 +27,11 @@ KIND_BY_LETTER = {"r": "reasoning", "a": "answer"}
 # A browser can post at most this many arrivals for one answer: far above any real answer's chunk
 # count (one chunk per token, and max_tokens is at most 32,768), low enough to bound the work.
 MAX_BROWSER_ARRIVALS = 40_000
+# Bounds on each posted value, far beyond any real answer: a day of streaming, as many chunks as
+# tokens can be asked for, a message's worth of text in one event.
+MAX_BROWSER_MS = 86_400_000
+MAX_CHUNK = 1_000_000
+MAX_CHARS = 10_000_000
 
 
 class ArrivalsError(ValueError):
@@ -88,9 +93,9 @@ def _round(value: float | None, digits: int) -> float | None:
 def chunk_arrivals(stored: Sequence[Arrival]) -> list[ChunkArrival]:
     """The text-carrying entries of a stored arrival list, in seconds."""
     return [
-        ChunkArrival(at=entry[0] / 1000, kind=KIND_BY_LETTER[entry[2]], chunk=entry[1])  # type: ignore[arg-type]
+        ChunkArrival(at=entry.ms / 1000, kind=KIND_BY_LETTER[entry.kind], chunk=entry.chunk)  # type: ignore[arg-type]
         for entry in stored
-        if entry[3] > 0
+        if entry.chars > 0
     ]
 
 
@@ -126,7 +131,12 @@ def parse_browser_arrivals(raw: Any) -> list[Arrival]:
                 raise ArrivalsError(f"arrival {index}: {name} must be a count >= 0, got {value!r}")
         if kind not in KIND_BY_LETTER:
             raise ArrivalsError(f"arrival {index}: kind must be 'r' or 'a', got {kind!r}")
-        parsed.append((float(at), chunk, kind, chars))
+        if at > MAX_BROWSER_MS:
+            raise ArrivalsError(f"arrival {index}: time {at} ms is later than any answer lasts")
+        for name, value, limit in (("chunk", chunk, MAX_CHUNK), ("chars", chars, MAX_CHARS)):
+            if value > limit:
+                raise ArrivalsError(f"arrival {index}: {name} {value} is above {limit:,}")
+        parsed.append(Arrival(float(at), chunk, kind, chars))
     try:
         # The same checks the metrics apply (order, clocks), reported before anything is stored.
         stream_metrics(0.0, chunk_arrivals(parsed))

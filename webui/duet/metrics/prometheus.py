@@ -20,7 +20,7 @@ from prometheus_client import (
     Histogram,
 )
 
-from duet.engines.base import ChatRequest, Engine, EngineHealth
+from duet.engines.base import ChatRequest, Engine, EngineHealth, OnSent
 from duet.engines.events import AnswerDelta, Done, EngineName, ReasoningDelta, StreamError
 
 # TTFT from a loopback vLLM on a GPU (~20 ms) to a CPU engine thinking through a long prompt.
@@ -69,14 +69,23 @@ class InstrumentedEngine:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    async def stream_chat(self, request: ChatRequest) -> AsyncIterator[Any]:
+    async def stream_chat(
+        self, request: ChatRequest, on_sent: OnSent | None = None
+    ) -> AsyncIterator[Any]:
         telemetry, engine = self.telemetry, self.name
-        # From the adapter being asked, not from the request on the wire (the per-answer TTFT's
-        # origin): the difference is the HTTP client's request setup (docs/metrics.md).
+        # TTFT counts from the request on the wire, as each answer's own TTFT does; an adapter
+        # that does not report that moment is timed from being asked.
         sent_at = time.perf_counter()
+
+        def request_sent(at: float) -> None:
+            nonlocal sent_at
+            sent_at = at
+            if on_sent is not None:
+                on_sent(at)
+
         last_chunk: tuple[int, float] | None = None
         outcome = "failed"
-        stream = self.inner.stream_chat(request)
+        stream = self.inner.stream_chat(request, request_sent)
         try:
             async for event in stream:
                 if isinstance(event, Done):

@@ -1,4 +1,4 @@
-"""Opening the SQLite database: one connection, WAL, foreign keys, explicit transactions.
+"""The SQLite connection: WAL, foreign keys, explicit transactions (opened by `duet.store`).
 
 The web app uses a single connection from the event loop thread. Every statement is short (a row
 insert or update), and WAL lets readers such as `sqlite3` on the command line look in while a
@@ -29,17 +29,6 @@ def connect(path: str | Path) -> sqlite3.Connection:
     db.execute("PRAGMA synchronous = NORMAL")
     db.execute("PRAGMA foreign_keys = ON")
     db.execute("PRAGMA busy_timeout = 5000")
-    return db
-
-
-def open_database(path: str | Path) -> sqlite3.Connection:
-    """Connect, bring the schema up to date, and close out answers a previous run left open."""
-    from duet.store.messages import mark_interrupted
-    from duet.store.migrations import migrate
-
-    db = connect(path)
-    migrate(db)
-    mark_interrupted(db)
     return db
 
 

@@ -10,16 +10,33 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, NamedTuple
 
 from duet.store.db import now_iso
 
 Status = Literal["streaming", "complete", "stopped", "failed", "interrupted"]
 FINAL_STATUSES: tuple[Status, ...] = ("complete", "stopped", "failed", "interrupted")
 
-# One entry per stream event: [ms since request start, upstream chunk number, "r" | "a", chars].
-Arrival = tuple[float, int, str, int]
+
+class Arrival(NamedTuple):
+    """When one text-carrying stream event reached a hop (the server, or the browser).
+
+    Stored as a JSON list `[ms, chunk, kind, chars]`, one per event, in arrival order."""
+
+    ms: float  # since this hop's start of the answer (the server's: its request on the wire)
+    chunk: int  # the upstream chunk it came in (events of one chunk share it)
+    kind: Literal["r", "a"]  # reasoning or answer text
+    chars: int  # how much text it carried
+
+
+def arrivals_json(arrivals: Sequence[Arrival]) -> str:
+    return json.dumps(arrivals, separators=(",", ":"))
+
+
+def arrivals_from_json(raw: str) -> list[Arrival]:
+    return [Arrival(*entry) for entry in json.loads(raw)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,9 +73,9 @@ class Message:
         return (self.completion_tokens - 1) / ((self.total_ms - self.ttft_ms) / 1000)
 
 
-@dataclass(slots=True)
-class AssistantOutcome:
-    """Everything known about an assistant answer at the end (or at a save point) of its stream."""
+@dataclass(frozen=True, slots=True)
+class AnswerRecord:
+    """What is saved of an assistant answer: at a save point while it streams, and at its end."""
 
     status: Status
     content: str = ""
@@ -71,7 +88,26 @@ class AssistantOutcome:
     ttfa_ms: float | None = None
     total_ms: float | None = None
     engine_timings: dict[str, float] = field(default_factory=dict)
-    arrivals: list[Arrival] = field(default_factory=list)
+    arrivals: Sequence[Arrival] = ()
+
+
+def with_record(message: Message, record: AnswerRecord) -> Message:
+    """The message as `record` says it is (an answer held in memory that could not be saved)."""
+    return replace(
+        message,
+        status=record.status,
+        content=record.content,
+        reasoning=record.reasoning,
+        error=record.error,
+        finish_reason=record.finish_reason,
+        prompt_tokens=record.prompt_tokens,
+        completion_tokens=record.completion_tokens,
+        ttft_ms=record.ttft_ms,
+        ttfa_ms=record.ttfa_ms,
+        total_ms=record.total_ms,
+        engine_timings=dict(record.engine_timings),
+        arrivals=list(record.arrivals),
+    )
 
 
 def from_row(row: sqlite3.Row) -> Message:
@@ -95,7 +131,7 @@ def from_row(row: sqlite3.Row) -> Message:
         ttfa_ms=row["ttfa_ms"],
         total_ms=row["total_ms"],
         engine_timings=json.loads(row["engine_timings"]),
-        arrivals=[tuple(entry) for entry in json.loads(row["arrivals"])],  # type: ignore[misc]
+        arrivals=arrivals_from_json(row["arrivals"]),
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )
@@ -133,7 +169,7 @@ def start_assistant_message(
     return require_message(db, int(cursor.lastrowid or 0))
 
 
-def save_assistant(db: sqlite3.Connection, message_id: int, outcome: AssistantOutcome) -> None:
+def save_assistant(db: sqlite3.Connection, message_id: int, outcome: AnswerRecord) -> None:
     """Write the answer as it stands; called at save points while streaming and once at the end."""
     db.execute(
         """
@@ -155,7 +191,7 @@ def save_assistant(db: sqlite3.Connection, message_id: int, outcome: AssistantOu
             outcome.ttfa_ms,
             outcome.total_ms,
             json.dumps(outcome.engine_timings),
-            json.dumps(outcome.arrivals, separators=(",", ":")),
+            arrivals_json(outcome.arrivals),
             now_iso(),
             message_id,
         ),

@@ -165,7 +165,7 @@ def m005_compare_runs(db: sqlite3.Connection) -> None:
     # Each answer is also an ordinary assistant message (in a conversation of its own, so it can
     # be continued in the chat); `message_id` links to it. The timings are copied here when the
     # answer ends, so deleting that conversation never loses a run's measurements.
-    # Arrival lists are JSON with one [ms, chunk, kind, chars] entry per text event ("r" or "a"):
+    # Arrival lists are JSON lists of `messages.Arrival` ([ms, chunk, kind, chars] per event):
     # `server_arrivals` in ms since Duet sent the request to the engine, `browser_arrivals` in ms
     # since the browser's start of this answer (see docs/metrics.md, "The compare view").
     # `started_ms` is when this answer's engine request went out, in ms after the run was

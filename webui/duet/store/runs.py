@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from duet.store.db import now_iso
-from duet.store.messages import Arrival, Message
+from duet.store.messages import Arrival, Message, arrivals_from_json, arrivals_json
 
 Mode = Literal["concurrent", "sequential"]
 MODES: tuple[Mode, ...] = ("concurrent", "sequential")
@@ -67,7 +67,7 @@ class CompareRun:
 def _arrivals(raw: str | None) -> list[Arrival] | None:
     if raw is None:
         return None
-    return [tuple(entry) for entry in json.loads(raw)]  # type: ignore[misc]
+    return arrivals_from_json(raw)
 
 
 def answer_from_row(row: sqlite3.Row) -> CompareAnswer:
@@ -173,7 +173,7 @@ def finish_from_message(db: sqlite3.Connection, answer_id: int, message: Message
             message.prompt_tokens,
             message.completion_tokens,
             json.dumps(message.engine_timings),
-            json.dumps(message.arrivals, separators=(",", ":")),
+            arrivals_json(message.arrivals),
             now_iso(),
             answer_id,
         ),
@@ -196,7 +196,7 @@ def save_browser_arrivals(
 ) -> None:
     db.execute(
         "UPDATE compare_answers SET browser_arrivals = ?, updated_at = ? WHERE id = ?",
-        (json.dumps(list(arrivals), separators=(",", ":")), now_iso(), answer_id),
+        (arrivals_json(arrivals), now_iso(), answer_id),
     )
 
 

@@ -12,25 +12,28 @@ from fastapi.responses import HTMLResponse, Response
 from duet.engines.base import Engine
 from duet.engines.events import EngineName
 from duet.generation import Generations
-from duet.sampling import recommended_sampling
+from duet.sampling import SAMPLING_FIELDS, sampling_values
 from duet.sse import SSE_HEADERS, EventStream, EventStreamResponse, format_event
 from duet.store import conversations, messages
 from duet.store.conversations import Conversation
+from duet.store.db import transaction
 from duet.store.messages import Message
-from duet.turns import answering, chat_messages
+from duet.turns import chat_messages, start_answer, store_answer_row
 from duet.views.deps import (
-    AnsweringParts,
+    AppSettings,
     Db,
     Engines,
+    Received,
     Running,
     UserId,
-    answer_route,
+    engine_labels,
     owned_conversation,
     owned_message,
     render,
 )
 from duet.views.errors import UserError
 from duet.views.forms import parse_content, parse_options, read_form
+from duet.views.params import ConversationId, MessageId, parse_last_event_id, parse_optional_id
 
 router = APIRouter()
 
@@ -59,12 +62,12 @@ def composer_values(
     return values
 
 
-SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "max_tokens")
-
-
-def sampling_values(thinking: bool) -> dict[str, Any]:
-    sampling = recommended_sampling(thinking)
-    return {name: getattr(sampling, name) for name in SAMPLING_FIELDS}
+def as_known(generations: Generations, message: Message) -> Message:
+    """The message, or what Duet holds in memory of it when its last save failed."""
+    generation = generations.get(message.id)
+    if generation is None or generation.unsaved is None:
+        return message
+    return messages.with_record(message, generation.state.record())
 
 
 def conversation_context(
@@ -73,14 +76,14 @@ def conversation_context(
     engines: Mapping[EngineName, Engine],
     conversation: Conversation,
 ) -> dict[str, Any]:
-    history = messages.list_messages(db, conversation.id)
+    history = [as_known(generations, m) for m in messages.list_messages(db, conversation.id)]
     return {
         "conversation": conversation,
         "messages": history,
         "last_message_id": history[-1].id if history else None,
         "last_user_message_id": next((m.id for m in reversed(history) if m.role == "user"), None),
         "streaming": generations.streaming_in(conversation.id) is not None,
-        "engine_labels": {name: engine.label for name, engine in engines.items()},
+        "engine_labels": engine_labels(engines),
     }
 
 
@@ -95,7 +98,7 @@ def page(
     context: dict[str, Any] = {
         "conversations": conversations.list_conversations(db, user_id),
         "engines": engines,
-        "engine_labels": {name: engine.label for name, engine in engines.items()},
+        "engine_labels": engine_labels(engines),
         "conversation": None,
         "messages": [],
     }
@@ -116,7 +119,7 @@ async def new_chat(
 
 @router.get("/c/{conversation_id}", response_class=HTMLResponse)
 async def conversation_page(
-    conversation_id: int,
+    conversation_id: ConversationId,
     request: Request,
     db: Db,
     user_id: UserId,
@@ -127,44 +130,36 @@ async def conversation_page(
     return page(request, db, user_id, generations, engines, conversation)
 
 
-async def send(request: Request) -> HTMLResponse:
-    parts = AnsweringParts.of(request)
-    db, user_id, engines, generations = parts.db, parts.user_id, parts.engines, parts.generations
-    settings = parts.settings
+@router.post("/chat/send", response_class=HTMLResponse)
+async def send(
+    request: Request,
+    received: Received,
+    db: Db,
+    user_id: UserId,
+    settings: AppSettings,
+    engines: Engines,
+    generations: Running,
+) -> HTMLResponse:
     form = await read_form(request)
     # Everything is checked before anything is written.
     content = parse_content(form, settings)
     options = parse_options(form, settings, engines)
-    raw_id = str(form.get("conversation_id") or "").strip()
+    conversation_id = parse_optional_id(form, "conversation_id", "conversation id")
     existing: Conversation | None = None
     history: list[Message] = []
-    if raw_id:
-        if not raw_id.isdigit():
-            raise UserError(422, f"Bad conversation id {raw_id!r}.")
-        existing = owned_conversation(db, user_id, int(raw_id))
+    if conversation_id is not None:
+        existing = owned_conversation(db, user_id, conversation_id)
         refuse_while_streaming(generations, existing.id)
         history = messages.list_messages(db, existing.id)
-    to_engine = chat_messages(history, options.system_prompt, new_message=content)
     engine = engines[options.engine]
-    async with answering(
-        db,
-        generations,
-        engine,
-        options,
-        parts.received,
-        to_engine,
-        existing.id if existing else None,
-    ) as turn:
+    with transaction(db):
         conversation = existing or conversations.create_conversation(
             db, user_id, conversations.title_from_text(content), options.system_prompt
         )
         user_message = messages.add_user_message(db, conversation.id, content)
-        turn.conversation_id = conversation.id
-    generation = turn.generation
-    assert generation.message_id is not None
-    # The answer as it started: the page follows its stream even if it has ended (an engine
-    # that is down fails at once) before this response is written.
-    answer = messages.require_message(db, generation.message_id)
+        answer = store_answer_row(db, conversation.id, engine, options)
+    to_engine = chat_messages(history, options.system_prompt, new_message=content)
+    await start_answer(generations, answer, engine, options, to_engine, received)
     headers = {} if existing else {"HX-Push-Url": f"/c/{conversation.id}"}
     return render(
         request,
@@ -173,8 +168,8 @@ async def send(request: Request) -> HTMLResponse:
             "conversation": conversation,
             "new_conversation": existing is None,
             "turn": [user_message, answer],
-            "engine_labels": {name: engine.label for name, engine in engines.items()},
-            "last_message_id": generation.message_id,
+            "engine_labels": engine_labels(engines),
+            "last_message_id": answer.id,
             "last_user_message_id": user_message.id,
             "streaming": True,
         },
@@ -204,14 +199,14 @@ def is_same_number(typed: str, value: float) -> bool:
 
 @router.get("/messages/{message_id}", response_class=HTMLResponse)
 async def message_fragment(
-    message_id: int,
+    message_id: MessageId,
     request: Request,
     db: Db,
     user_id: UserId,
     generations: Running,
     engines: Engines,
 ) -> HTMLResponse:
-    message = owned_message(db, user_id, message_id)
+    message = as_known(generations, owned_message(db, user_id, message_id))
     conversation = owned_conversation(db, user_id, message.conversation_id)
     context = conversation_context(db, generations, engines, conversation)
     return render(request, "_message.html", {**context, "message": message})
@@ -219,7 +214,7 @@ async def message_fragment(
 
 @router.get("/messages/{message_id}/stream")
 async def message_stream(
-    message_id: int, request: Request, db: Db, user_id: UserId, generations: Running
+    message_id: MessageId, request: Request, db: Db, user_id: UserId, generations: Running
 ) -> Response:
     """The answer's events as server-sent events, one per engine event, written by the answer's
     task as it reads them (`EventStream.follow`).
@@ -232,8 +227,7 @@ async def message_stream(
     """
     message = owned_message(db, user_id, message_id)
     generation = generations.get(message_id)
-    last_event_id = request.headers.get("Last-Event-ID", "")
-    after_seq = int(last_event_id) if last_event_id.isdigit() else -1
+    after_seq = parse_last_event_id(request.headers.get("Last-Event-ID"))
 
     if generation is None:
         # Finished before this subscriber came: the page fetches the stored answer.
@@ -248,7 +242,7 @@ async def message_stream(
 
 @router.post("/messages/{message_id}/stop", response_class=HTMLResponse)
 async def stop(
-    message_id: int,
+    message_id: MessageId,
     request: Request,
     db: Db,
     user_id: UserId,
@@ -277,74 +271,82 @@ def messages_list(
     )
 
 
-async def regenerate(request: Request) -> HTMLResponse:
+@router.post("/messages/{message_id}/regenerate", response_class=HTMLResponse)
+async def regenerate(
+    message_id: MessageId,
+    request: Request,
+    received: Received,
+    db: Db,
+    user_id: UserId,
+    settings: AppSettings,
+    engines: Engines,
+    generations: Running,
+) -> HTMLResponse:
     """Replace the conversation's last answer with a new one, using the composer's settings."""
-    message_id: int = request.path_params["message_id"]
-    parts = AnsweringParts.of(request)
-    db, user_id, engines, generations = parts.db, parts.user_id, parts.engines, parts.generations
     message = owned_message(db, user_id, message_id)
-    options = parse_options(await read_form(request), parts.settings, engines)
+    options = parse_options(await read_form(request), settings, engines)
     conversation = owned_conversation(db, user_id, message.conversation_id)
     refuse_while_streaming(generations, conversation.id)
     history = messages.list_messages(db, conversation.id)
     if message.role != "assistant" or history[-1].id != message.id:
         raise UserError(409, "Only the last answer of a conversation can be regenerated.")
-    to_engine = chat_messages(history[:-1], options.system_prompt)
     engine = engines[options.engine]
-    async with answering(
-        db, generations, engine, options, parts.received, to_engine, conversation.id
-    ):
+    with transaction(db):
         messages.delete_messages_from(db, conversation.id, message.id)
+        answer = store_answer_row(db, conversation.id, engine, options)
+    to_engine = chat_messages(history[:-1], options.system_prompt)
+    await start_answer(generations, answer, engine, options, to_engine, received)
     return messages_list(request, db, generations, engines, conversation)
 
 
 @router.get("/messages/{message_id}/edit", response_class=HTMLResponse)
-async def edit_form(message_id: int, request: Request, db: Db, user_id: UserId) -> HTMLResponse:
+async def edit_form(
+    message_id: MessageId, request: Request, db: Db, user_id: UserId
+) -> HTMLResponse:
     message = owned_message(db, user_id, message_id)
     if message.role != "user":
         raise UserError(409, "Only your own messages can be edited.")
     return render(request, "_edit_message.html", {"message": message})
 
 
-async def edit_and_resend(request: Request) -> Response:
+@router.post("/messages/{message_id}/edit")
+async def edit_and_resend(
+    message_id: MessageId,
+    request: Request,
+    received: Received,
+    db: Db,
+    user_id: UserId,
+    settings: AppSettings,
+    engines: Engines,
+    generations: Running,
+) -> Response:
     """Resend a message with new text. The last message is changed in place (its answer is
     replaced); an earlier one is resent in a copy of the conversation up to it, so nothing
     written later is lost."""
-    message_id: int = request.path_params["message_id"]
-    parts = AnsweringParts.of(request)
-    db, user_id, engines, generations = parts.db, parts.user_id, parts.engines, parts.generations
     message = owned_message(db, user_id, message_id)
     if message.role != "user":
         raise UserError(409, "Only your own messages can be edited.")
     form = await read_form(request)
-    content = parse_content(form, parts.settings)
-    options = parse_options(form, parts.settings, engines)
+    content = parse_content(form, settings)
+    options = parse_options(form, settings, engines)
     conversation = owned_conversation(db, user_id, message.conversation_id)
     refuse_while_streaming(generations, conversation.id)
     history = messages.list_messages(db, conversation.id)
     is_last_user_message = not any(m.role == "user" and m.id > message.id for m in history)
     earlier = [m for m in history if m.id < message.id]
-    to_engine = chat_messages(earlier, options.system_prompt, new_message=content)
     engine = engines[options.engine]
-    in_place = conversation.id if is_last_user_message else None
-    async with answering(
-        db, generations, engine, options, parts.received, to_engine, in_place
-    ) as turn:
+    with transaction(db):
         if is_last_user_message:
             messages.update_user_message(db, message.id, content)
             messages.delete_messages_from(db, conversation.id, message.id + 1)
+            target_id = conversation.id
         else:
             fork = conversations.fork_conversation(db, user_id, conversation.id, message.id)
             messages.add_user_message(db, fork.id, content)
-            turn.conversation_id = fork.id
+            target_id = fork.id
+        answer = store_answer_row(db, target_id, engine, options)
+    to_engine = chat_messages(earlier, options.system_prompt, new_message=content)
+    await start_answer(generations, answer, engine, options, to_engine, received)
     if is_last_user_message:
         return messages_list(request, db, generations, engines, conversation)
-    return Response(status_code=200, headers={"HX-Redirect": f"/c/{turn.conversation_id}"})
-
-
-# The views that start answers, as plain Starlette routes (see `AnsweringParts`).
-ANSWER_ROUTES = [
-    answer_route("/chat/send", send),
-    answer_route("/messages/{message_id:int}/regenerate", regenerate),
-    answer_route("/messages/{message_id:int}/edit", edit_and_resend),
-]
+    return Response(status_code=200, headers={"HX-Redirect": f"/c/{target_id}"})

@@ -23,6 +23,7 @@ from duet.engines.base import Engine
 from duet.engines.events import EngineName
 from duet.metrics.answers import ArrivalsError, answer_metrics, parse_browser_arrivals
 from duet.metrics.timeline import build_timeline, scale_for
+from duet.sampling import sampling_values
 from duet.sse import (
     HEARTBEAT_SECONDS,
     EventStream,
@@ -33,13 +34,13 @@ from duet.sse import (
 from duet.store import messages, runs
 from duet.store.runs import MODES, CompareAnswer, CompareRun, Mode
 from duet.turns import TurnOptions
-from duet.views.chat import sampling_values
 from duet.views.deps import (
-    AnsweringParts,
+    AppSettings,
     Db,
     Engines,
+    Received,
     UserId,
-    answer_route,
+    engine_labels,
     render,
 )
 from duet.views.errors import UserError, not_found
@@ -50,6 +51,7 @@ from duet.views.forms import (
     read_form,
     text_field,
 )
+from duet.views.params import AnswerId, parse_last_event_id
 
 router = APIRouter()
 
@@ -65,10 +67,6 @@ async def get_compare_runs(request: Request) -> CompareRuns:
 
 
 Compares = Annotated[CompareRuns, Depends(get_compare_runs)]
-
-
-def engine_labels(engines: Mapping[EngineName, Engine]) -> dict[str, str]:
-    return {name: engine.label for name, engine in engines.items()}
 
 
 def answer_view(
@@ -144,10 +142,16 @@ async def compare_page(request: Request, engines: Engines) -> HTMLResponse:
     )
 
 
-async def start_compare(request: Request) -> HTMLResponse:
-    parts = AnsweringParts.of(request)
-    compares: CompareRuns = request.app.state.compare_runs
-    settings, engines = parts.settings, parts.engines
+@router.post("/compare", response_class=HTMLResponse)
+async def start_compare(
+    request: Request,
+    received: Received,
+    db: Db,
+    user_id: UserId,
+    settings: AppSettings,
+    engines: Engines,
+    compares: Compares,
+) -> HTMLResponse:
     form = await read_form(request)
     prompt = parse_content(form, settings)
     chosen = parse_engines(form, engines)
@@ -161,12 +165,12 @@ async def start_compare(request: Request) -> HTMLResponse:
         sampling=parse_sampling(form),
         system_prompt=system_prompt,
     )
-    run = compares.start(parts.user_id, prompt, mode, chosen, options, parts.received)
+    run = compares.start(user_id, prompt, mode, chosen, options, received)
     await compares.wait_sent(run.id)
     return render(
         request,
         "_compare_run.html",
-        run_view(parts.db, run, engine_labels(engines)),
+        run_view(db, run, engine_labels(engines)),
         headers={"HX-Push-Url": f"/runs/{run.id}"},
     )
 
@@ -201,13 +205,12 @@ async def write_answer_events(
 
 @router.get("/compare/answers/{answer_id}/stream")
 async def answer_stream(
-    answer_id: int, request: Request, db: Db, user_id: UserId, compares: Compares
+    answer_id: AnswerId, request: Request, db: Db, user_id: UserId, compares: Compares
 ) -> EventStreamResponse:
     """One column's events. First `start` (`started_ms`: when this answer's engine request went
     out, in ms after the run reached the server), then the generation's events as in the chat."""
     answer = owned_answer(db, user_id, answer_id)
-    last_event_id = request.headers.get("Last-Event-ID", "")
-    after_seq = int(last_event_id) if last_event_id.isdigit() else -1
+    after_seq = parse_last_event_id(request.headers.get("Last-Event-ID"))
     slot = compares.slot(answer_id)
 
     async def produce(stream: EventStream) -> None:
@@ -227,7 +230,7 @@ def column(
 
 @router.get("/compare/answers/{answer_id}", response_class=HTMLResponse)
 async def answer_fragment(
-    answer_id: int, request: Request, db: Db, user_id: UserId, engines: Engines
+    answer_id: AnswerId, request: Request, db: Db, user_id: UserId, engines: Engines
 ) -> HTMLResponse:
     answer = owned_answer(db, user_id, answer_id)
     return column(request, db, user_id, answer, engine_labels(engines))
@@ -235,7 +238,7 @@ async def answer_fragment(
 
 @router.post("/compare/answers/{answer_id}/browser", response_class=HTMLResponse)
 async def post_browser_arrivals(
-    answer_id: int,
+    answer_id: AnswerId,
     request: Request,
     db: Db,
     user_id: UserId,
@@ -249,6 +252,8 @@ async def post_browser_arrivals(
         body = json.loads(await request.body())
     except ValueError as error:
         raise UserError(422, f"The body must be JSON: {error}") from None
+    except RecursionError:
+        raise UserError(422, "The body is JSON nested too deeply to read.") from None
     if not isinstance(body, dict):
         raise UserError(422, 'The body must be a JSON object: {"arrivals": [...]}.')
     try:
@@ -270,12 +275,8 @@ async def post_browser_arrivals(
 
 
 @router.post("/compare/answers/{answer_id}/stop")
-async def stop_answer(answer_id: int, db: Db, user_id: UserId, compares: Compares) -> Response:
+async def stop_answer(answer_id: AnswerId, db: Db, user_id: UserId, compares: Compares) -> Response:
     """Stop one column (the others go on). Its stream then ends as any answer's does."""
     owned_answer(db, user_id, answer_id)
     await compares.stop(answer_id)
     return Response(status_code=204)
-
-
-# The view that starts a run's answers, as a plain Starlette route (see `AnsweringParts`).
-ANSWER_ROUTES = [answer_route("/compare", start_compare)]

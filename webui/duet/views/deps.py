@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
-from starlette.routing import Route
 
 from duet.engines.base import Engine
 from duet.engines.events import EngineName
@@ -61,8 +59,9 @@ class StampReceipt:
         await self.app(scope, receive, send)
 
 
-def received_at(request: Request) -> float:
-    """When the app received this request (see `StampReceipt`)."""
+async def received_at(request: Request) -> float:
+    """When the app received this request (see `StampReceipt`): the views that start answers
+    count Duet's own time to the engine request from here."""
     stamped = request.scope.get(RECEIVED_KEY)
     return stamped if isinstance(stamped, float) else time.perf_counter()
 
@@ -83,42 +82,12 @@ UserId = Annotated[int, Depends(current_user_id)]
 Engines = Annotated[Mapping[EngineName, Engine], Depends(get_engines)]
 Running = Annotated[Generations, Depends(get_generations)]
 AppSettings = Annotated[Settings, Depends(get_settings)]
+Received = Annotated[float, Depends(received_at)]
 
 
-@dataclass(frozen=True, slots=True)
-class AnsweringParts:
-    """What a view that starts answers works with.
-
-    Those views are on the way to the engine request, so they are plain Starlette routes
-    (`answer_route`) that read these from the app themselves: FastAPI's routing and dependency
-    solving took ≈ 90 µs of a warm in-process request there, and a third of Duet's time from
-    receiving a prompt to sending it on in a served app (docs/benchmarks/relay.md)."""
-
-    db: sqlite3.Connection
-    user_id: int
-    settings: Settings
-    engines: Mapping[EngineName, Engine]
-    generations: Generations
-    received: float  # perf_counter() when the app received the request (`StampReceipt`)
-
-    @classmethod
-    def of(cls, request: Request) -> AnsweringParts:
-        state = request.app.state
-        return cls(
-            db=state.db,
-            user_id=user_id_of(request),
-            settings=state.settings,
-            engines=state.engines,
-            generations=state.generations,
-            received=received_at(request),
-        )
-
-
-def answer_route(path: str, endpoint: Callable[[Request], Awaitable[Response]]) -> Route:
-    """A POST route for a view that starts answers (see `AnsweringParts`). A `{name:int}` in the
-    path reaches the view as `request.path_params[name]`, already an int; a path whose id is not
-    a number matches no route (404)."""
-    return Route(path, endpoint, methods=["POST"])
+def engine_labels(engines: Mapping[EngineName, Engine]) -> dict[str, str]:
+    """Each engine's name as the pages show it, by the name it has in forms and the store."""
+    return {name: engine.label for name, engine in engines.items()}
 
 
 def render(

@@ -7,8 +7,16 @@ nothing typed is lost); a browser loading a page gets an error page, any other c
 
 from __future__ import annotations
 
+import logging
+import sqlite3
+
 from fastapi import Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+
+from duet.store import describe_storage_error, display_path
+
+log = logging.getLogger(__name__)
 
 
 class UserError(Exception):
@@ -38,3 +46,29 @@ async def handle_user_error(request: Request, error: Exception) -> Response:
         status_code=error.status,
         headers={"HX-Retarget": "#flash", "HX-Reswap": "innerHTML"},
     )
+
+
+async def handle_validation_error(request: Request, error: Exception) -> Response:
+    """FastAPI's checks of path and query parameters, told like any other bad input."""
+    assert isinstance(error, RequestValidationError)
+    problems = []
+    for problem in error.errors():
+        where = ".".join(
+            str(part) for part in problem.get("loc", ()) if part not in {"path", "query"}
+        )
+        problems.append(f"{where}: {problem.get('msg', 'invalid')}" if where else problem["msg"])
+    message = "Bad request: " + "; ".join(problems) + "."
+    return await handle_user_error(request, UserError(422, message))
+
+
+async def handle_storage_error(request: Request, error: Exception) -> Response:
+    """The database refused a read or write: say so, with its path and the cause, as a 503
+    (the request was fine; the server cannot keep it right now)."""
+    assert isinstance(error, sqlite3.Error)
+    settings = request.app.state.settings
+    log.error("database error on %s %s: %s", request.method, request.url.path, error)
+    message = (
+        f"Duet could not use its database {display_path(settings.database)}: "
+        f"{describe_storage_error(error)}. Nothing was changed; try again once it is fixed."
+    )
+    return await handle_user_error(request, UserError(503, message))

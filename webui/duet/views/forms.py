@@ -6,6 +6,7 @@ Every check has a message a person can act on; a failure raises `UserError(422, 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl
@@ -23,6 +24,8 @@ from duet.views.errors import UserError
 FormData = Mapping[str, Any]
 
 URLENCODED = "application/x-www-form-urlencoded"
+# A number as a person types one: digits, an optional fraction and exponent, ASCII only.
+PLAIN_NUMBER = re.compile(r"-?([0-9]{1,12}(\.[0-9]{0,12})?|\.[0-9]{1,12})([eE][-+]?[0-9]{1,3})?")
 
 
 async def read_form(request: Request) -> StarletteFormData:
@@ -62,10 +65,10 @@ def parse_checkbox(form: FormData, name: str) -> bool:
 
 def parse_number(form: FormData, name: str, label: str, low: float, high: float) -> float:
     raw = text_field(form, name).strip()
-    try:
-        value = float(raw)
-    except ValueError:
-        raise UserError(422, f"{label} must be a number (got {raw!r}).") from None
+    # Plain decimal notation: float() would also take other scripts' digits, `_`, "nan", "inf".
+    if not PLAIN_NUMBER.fullmatch(raw):
+        raise UserError(422, f"{label} must be a number (got {raw[:40]!r}).")
+    value = float(raw)
     if not math.isfinite(value) or not low <= value <= high:
         raise UserError(422, f"{label} must be between {low:g} and {high:g} (got {raw}).")
     return value
@@ -73,10 +76,10 @@ def parse_number(form: FormData, name: str, label: str, low: float, high: float)
 
 def parse_integer(form: FormData, name: str, label: str, low: int, high: int) -> int:
     raw = text_field(form, name).strip()
-    try:
-        value = int(raw)
-    except ValueError:
-        raise UserError(422, f"{label} must be a whole number (got {raw!r}).") from None
+    # ASCII digits only: int() would also take other scripts' digits and `_` separators.
+    if not re.fullmatch(r"-?[0-9]{1,12}", raw):
+        raise UserError(422, f"{label} must be a whole number (got {raw[:40]!r}).")
+    value = int(raw)
     if not low <= value <= high:
         raise UserError(422, f"{label} must be between {low:,} and {high:,} (got {value:,}).")
     return value
