@@ -39,10 +39,12 @@ def serve_app(engines: Mapping[str, Engine], database: Path) -> Iterator[Running
 
 
 @contextmanager
-def serve_asgi(app: Any) -> Iterator[str]:
-    """Serve an ASGI app on a free loopback port until the block ends; yields its base URL."""
+def serve_asgi(app: Any, **options: Any) -> Iterator[str]:
+    """Serve an ASGI app on a free loopback port until the block ends; yields its base URL.
+    `options` go to uvicorn.Config (as `duet.server.server_options` gives them)."""
     port = closed_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **options)
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True, name=f"asgi-app-{port}")
     thread.start()
     deadline = time.monotonic() + START_SECONDS
