@@ -1,31 +1,32 @@
-"""The relay benchmark (`duet.bench`): its arithmetic on hand-made measurements, and the
-reference relay's stamps against the real engines.
+"""The relay benchmark (`duet.bench`): its arithmetic on hand-made measurements, its verdicts,
+what a run writes, the SSE reader it shares with the tests, and the reference relay's stamps
+against the real engines.
 
 The benchmark itself runs against the real engines and prints numbers (docs/benchmarks/); these
-tests only pin down how it pairs and summarises what it measured, and that the floor it measures
-Duet against stamps the right moment.
+tests only pin down how it pairs, summarises and judges what it measured, and that the floor it
+measures Duet against stamps the right moment.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import AsyncIterator
 from dataclasses import replace
+from pathlib import Path
 
 import aiohttp
 import pytest
 from app_server import serve_asgi
-from duet.bench.relay import (
-    EngineResult,
-    Measured,
-    added_ttft_ms,
-    bench_request,
-    mark_stalls,
-    stream_through_reference,
-    verdicts,
-)
-from duet.engines import build_engines
+from duet.bench.measured import EngineResult, Measured, Run, added_ttft_ms, mark_stalls
 from duet.bench.reference_relay import create_relay
-from duet.settings import Settings
+from duet.bench.relay import DuetStream, bench_request, stream_through_reference
+from duet.bench.report import raw_document, report_lines, summary_document
+from duet.bench.sse_client import ServerSentEvent, parse_events, stamped_events
 from duet.bench.stall_watch import Stall, StallWatch, overlap_ms, watch
+from duet.bench.summary import ROWS, describe_verdict, format_table, missed, summarize, verdicts
+from duet.engines import build_engines
+from duet.settings import Settings
+from duet.sse import format_event
 
 
 def direct(ttft: float, pre_wire: float, chunks: int = 3) -> Measured:
@@ -46,6 +47,30 @@ def through_duet(
     )
 
 
+def through_reference(added: float, engine_ms: float = 30.0, chunks: int = 3) -> Measured:
+    """A request through the reference relay that added `added` ms (its pre-wire time is 1 ms)."""
+    return Measured(
+        "reference",
+        engine_ms + 1.0 + added,
+        chunks,
+        (10.0, 10.0),
+        server_ttft_ms=engine_ms,
+        pre_wire_ms=1.0,
+    )
+
+
+def engine_result(
+    duet_added: list[float], reference_added: list[float], chunks: int = 3
+) -> EngineResult:
+    """One engine's run with the added TTFT of each request through Duet and the reference."""
+    result = EngineResult("vllm")
+    for added in duet_added:
+        result.direct.append(direct(31.0, 1.0))
+        result.duet.append(through_duet(31.0 + added, 30.0, chunks=chunks))
+    result.reference.extend(through_reference(added) for added in reference_added)
+    return result
+
+
 def test_added_ttft_takes_out_the_engine_and_the_clients_own_pre_wire_time() -> None:
     # Engine 30 ms from the wire; this client needs 1.2 ms to put a request on the wire.
     # Through Duet the client saw 34 ms while Duet's server saw 30 ms: 4 ms beyond the engine,
@@ -61,52 +86,184 @@ def test_summary_pairs_requests_in_order_and_checks_the_targets() -> None:
     for engine_ms, pre_wire in ((30.0, 1.0), (300.0, 80.0), (45.0, 1.0)):
         result.direct.append(direct(engine_ms + pre_wire, pre_wire))
         result.duet.append(through_duet(engine_ms + pre_wire + 1.5, engine_ms, pre_wire=pre_wire))
-    summary = result.summary()
+        result.reference.append(through_reference(1.0, engine_ms))
+    summary = summarize(result)
     assert summary["requests"] == 3
     assert summary["client_pre_wire_p50_ms"] == 1.0
     assert summary["stalled_requests"] == [0, 0, 0]
     assert summary["added_ttft_p50_ms"] == 1.5
     assert summary["added_ttft_max_ms"] == 1.5
+    assert summary["reference_added_ttft_p50_ms"] == 1.0
+    assert summary["duet_beyond_reference_p50_ms"] == 0.5
     assert summary["chunk_counts_identical"] is True
     assert summary["itl_p50_ratio"] == 1.025  # gaps of 10 ms direct; 10 and 10.5 through Duet
-    assert verdicts(summary) == []
+    assert missed(verdicts(summary)) == []
 
     result.duet[1] = through_duet(330.0, 300.0, chunks=2)
-    missed = verdicts(result.summary())
-    assert "chunk counts differ" in missed
-    assert any(m.startswith("added TTFT p95") for m in missed)
+    summary = summarize(result)
+    assert summary["chunk_counts_differing"] == 1
+    assert missed(verdicts(summary)) == ["added TTFT p95", "chunk counts"]
 
 
-def test_the_parts_of_duets_added_time_add_up_to_it() -> None:
-    # Through Duet the client saw 3.5 ms beyond the engine: 1.6 ms until Duet received the POST
-    # (1.0 of it the client's own time to send a form, against 0.4 ms for an engine's JSON),
-    # 1.0 ms until the engine request left, 0.2 ms holding the first chunk and 0.7 ms for it to
-    # reach the client.
-    result = EngineResult("ollama")
-    for engine_ms in (200.0, 210.0, 190.0):
-        result.direct.append(direct(engine_ms + 0.4, 0.4))
-        result.duet.append(
-            Measured(
-                "duet",
-                engine_ms + 3.5,
-                3,
-                (10.0, 10.0),
-                server_ttft_ms=engine_ms,
-                before_engine_ms=1.0,
-                first_chunk_held_ms=0.2,
-                request_in_ms=1.6,
-                first_chunk_out_ms=0.7,
-                pre_wire_ms=1.0,
-                server_itl_ms=(10.0, 10.0, 11.0),
-            )
-        )
-    summary = result.summary()
-    assert summary["added_ttft_p50_ms"] == 2.5
-    assert summary["request_in_p50_ms"] == 0.6
-    parts = ("request_in", "before_engine", "first_chunk_held", "first_chunk_out")
-    assert round(sum(summary[f"{part}_p50_ms"] for part in parts), 3) == 2.5
-    # The gaps left Duet as they came in (10 ms p50 on both sides).
-    assert summary["itl_p50_ratio_across_duet"] == 1.0
+def test_the_added_ttft_p50_target_is_the_reference_relays_p50_of_the_same_run_plus_1_ms() -> None:
+    # Duet adds 1.9 ms: within 1 ms of a reference relay that adds 1.0 ms, not of one at 0.8 ms.
+    met = verdicts(summarize(engine_result([1.9] * 5, [1.0] * 5)))
+    assert missed(met) == []
+    assert met[0].measured == "1.90 ms"
+    assert met[0].target == "<= 2.00 ms (the reference relay's 1.00 ms + 1.0 ms)"
+    assert missed(verdicts(summarize(engine_result([1.9] * 5, [0.8] * 5)))) == ["added TTFT p50"]
+    # Without the reference relay's number there is nothing to meet.
+    assert missed(verdicts(summarize(engine_result([0.1] * 5, [])))) == ["added TTFT p50"]
+
+
+def test_the_added_ttft_p95_target_is_10_ms_whatever_the_reference_relay_did() -> None:
+    # Two requests in twenty add 12 ms through Duet; the reference relay was as slow twice.
+    slow_twice = [12.0 if index in (4, 13) else 1.5 for index in range(20)]
+    summary = summarize(engine_result(slow_twice, [1.0 if a < 12 else a for a in slow_twice]))
+    assert summary["added_ttft_p50_ms"] == 1.5
+    checks = verdicts(summary)
+    assert missed(checks) == ["added TTFT p95"]
+    assert checks[1].describe() == "added TTFT p95: 12.00 ms; target <= 10 ms: MISSED"
+    assert missed(verdicts(summarize(engine_result([1.5] * 20, [1.0] * 20)))) == []
+
+
+def test_the_itl_p50_through_duet_must_stay_within_5_percent_of_the_direct_one() -> None:
+    result = engine_result([1.5] * 4, [1.0] * 4)
+    assert missed(verdicts(summarize(result))) == []  # 10.25 / 10 ms
+    result.duet[:] = [replace(m, itl_ms=(11.0, 11.0)) for m in result.duet]  # 10 % slower
+    checks = verdicts(summarize(result))
+    assert missed(checks) == ["ITL p50 ratio"]
+    assert checks[3].describe() == (
+        "ITL p50 ratio: Duet 11.00 ms / direct 10.00 ms = 1.100; target 0.95-1.05: MISSED"
+    )
+
+
+def test_the_printed_verdict_says_each_target_and_what_was_measured() -> None:
+    summary = summarize(engine_result([1.9] * 5, [0.5] * 5, chunks=4))
+    assert describe_verdict("vllm", verdicts(summary)) == [
+        "vllm: MISSED added TTFT p50, chunk counts",
+        "  added TTFT p50: 1.90 ms; target <= 1.50 ms (the reference relay's 0.50 ms + 1.0 ms)"
+        ": MISSED",
+        "  added TTFT p95: 1.90 ms; target <= 10 ms: met",
+        "  chunk counts: direct 3, Duet 4; 5 of 5 pairs differ; target identical in every pair"
+        ": MISSED",
+        "  ITL p50 ratio: Duet 10.25 ms / direct 10.00 ms = 1.025; target 0.95-1.05: met",
+    ]
+    assert describe_verdict("ollama", verdicts(summarize(engine_result([1.2], [0.5]))))[0] == (
+        "ollama: all targets met"
+    )
+
+
+def test_every_number_is_one_row_of_the_table_and_one_key_of_the_summary() -> None:
+    summary = summarize(engine_result([1.5] * 3, [1.0] * 3))
+    keys = [row.key for row in ROWS]
+    assert len(set(keys)) == len(keys), "two rows share a key: one would hide the other"
+    assert list(summary) == ["engine", *keys]
+    table = format_table([summary, {**summary, "engine": "ollama"}]).splitlines()
+    assert len(table) == 2 + len(ROWS)
+    assert table[0].split() == ["vllm", "ollama"]
+    assert table[2 + keys.index("added_ttft_p50_ms")].split()[-2:] == ["1.50", "1.50"]
+
+
+def a_run(requests: int) -> Run:
+    results = tuple(
+        replace(engine_result([1.5] * requests, [1.0] * requests), engine=engine)
+        for engine in ("vllm", "ollama")
+    )
+    return Run(
+        command="duet bench relay",
+        date="2026-12-01T08:00:00+0000",
+        machine="a test",
+        load_before=(1.0, 1.0, 1.0),
+        load_after=(1.0, 1.0, 1.0),
+        prompt="Tell me",
+        max_tokens=64,
+        requests=requests,
+        warmup_rounds=2,
+        stalls=(Stall(1.0, 1.5),),
+        results=results,
+        workdir=Path("/tmp"),
+    )
+
+
+def test_the_summary_document_stays_small_and_the_raw_one_holds_every_request() -> None:
+    run = a_run(requests=200)
+    summaries = [summarize(result) for result in run.results]
+    summary_text = json.dumps(summary_document(run, summaries), indent=2)
+    assert len(summary_text.splitlines()) < 400
+    document = json.loads(summary_text)
+    assert [engine["engine"] for engine in document["engines"]] == ["vllm", "ollama"]
+    assert document["engines"][0]["added_ttft_p50_ms"] == 1.5
+    assert [c["met"] for c in document["engines"][0]["verdicts"]["all_requests"]] == [True] * 4
+    assert "requests" not in document and document["requests_per_path"] == 200
+    raw = raw_document(run)
+    assert len(raw["requests"]["vllm"]) == 3 * 200
+    assert raw["requests"]["vllm"][0]["path"] == "direct"
+    report = "\n".join(report_lines(run, summaries))
+    assert "machine stalls (the watcher woke 100+ ms late): 1, of 500 ms" in report
+    assert "vllm: all targets met" in report and "ollama: all targets met" in report
+
+
+async def stamped(lines: list[tuple[float, str]]) -> AsyncIterator[tuple[float, str]]:
+    for line in lines:
+        yield line
+
+
+def test_events_end_at_a_blank_line_and_comments_are_skipped() -> None:
+    lines = [
+        ": waiting",
+        "",
+        "id: 3",
+        "event: answer",
+        'data: {"text": "Hel"}',
+        "",
+        "data: first line",
+        "data:second line",
+        "",
+        "event: nothing",
+        "",
+        "data: [DONE]",
+    ]
+    assert list(parse_events(lines)) == [
+        ServerSentEvent("answer", '{"text": "Hel"}', "3"),
+        ServerSentEvent("message", "first line\nsecond line"),
+    ]
+
+
+async def test_duets_own_events_read_back_with_or_without_their_blank_lines() -> None:
+    written = (
+        format_event("sent", {"t": 0.0}, 0) + b": waiting\n\n" + format_event("end", {"s": 2}, 1)
+    ).decode()
+    expected = [ServerSentEvent("sent", '{"t":0.0}', "0"), ServerSentEvent("end", '{"s":2}', "1")]
+    assert list(parse_events(written.split("\n"))) == expected
+    # As `read_lines` hands them over: blank lines dropped, each line stamped on arrival.
+    lines = [(float(at), line) for at, line in enumerate(written.split("\n")) if line]
+    assert [item async for item in stamped_events(stamped(lines))] == [
+        (2.0, expected[0]),
+        (8.0, expected[1]),
+    ]
+
+
+async def test_duets_stream_gives_the_first_chunks_time_in_and_out_of_duet() -> None:
+    """Duet received the POST at 10.000 s (this machine's clock), put the engine request on the
+    wire 1 ms later, read the first text 20 ms after that and wrote it at 20.3 ms; this client
+    read it at 10.0218 s: 0.5 ms on the way out."""
+    events = [
+        ServerSentEvent(
+            "sent", json.dumps({"t": 0.0, "after_receipt_ms": 1.0, "received_at": 10.0})
+        ),
+        ServerSentEvent("answer", json.dumps({"text": "Hel", "t": 20.0, "s": 20.3, "chunk": 0})),
+        ServerSentEvent("answer", json.dumps({"text": "lo", "t": 30.0, "s": 30.1, "chunk": 1})),
+        ServerSentEvent("end", json.dumps({"status": "complete", "error": None})),
+    ]
+    stream = DuetStream()
+    for arrived, event in zip((10.0, 10.0218, 10.0315, 10.032), events, strict=True):
+        stream.read(arrived, event)
+    assert stream.status == "complete"
+    assert stream.server_ts == [20.0, 30.0]
+    assert round(stream.first_chunk_held_ms or 0, 3) == 0.3
+    assert round(stream.first_chunk_out_ms or 0, 3) == 0.5
+    assert [a.chunk for a in stream.arrivals] == [0, 1]
 
 
 def test_the_watcher_notes_only_wake_ups_that_came_far_too_late() -> None:
@@ -143,12 +300,13 @@ def test_the_summary_gives_the_added_time_clear_of_machine_stalls_beside_the_who
         added = 501.5 if index == 7 else 1.5
         measured = through_duet(30.0 + 1.0 + added, 30.0)
         result.duet.append(replace(measured, stalled_ms=500.0 if index == 7 else 0.0))
-    summary = result.summary()
+    result.reference.extend(through_reference(1.0) for _ in range(20))
+    summary = summarize(result)
     assert summary["stalled_requests"] == [0, 1, 0]
     assert summary["added_ttft_max_ms"] == 501.5
     assert summary["added_ttft_p95_clear_ms"] == 1.5
-    assert any(m.startswith("added TTFT p95") for m in verdicts(summary))
-    assert verdicts(summary, clear_of_stalls=True) == []
+    assert missed(verdicts(summary)) == ["added TTFT p95"]
+    assert missed(verdicts(summary, clear_of_stalls=True)) == []
 
 
 def test_the_watcher_process_sees_the_machine_stand_still() -> None:

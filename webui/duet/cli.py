@@ -156,13 +156,18 @@ def add_bench(commands: argparse._SubParsersAction) -> None:
     )
     relay.add_argument("-n", "--requests", type=int, default=30, help="per engine and path")
     relay.add_argument("--max-tokens", type=int, default=64, help="tokens per answer (default 64)")
-    relay.add_argument("--json", help="also write every request's numbers to this file")
+    relay.add_argument(
+        "--json", help="write the run's summary (setting, numbers, verdicts) to this file"
+    )
+    relay.add_argument(
+        "--raw", help="write every request's numbers here (default: the run's temporary folder)"
+    )
 
     def run(args: argparse.Namespace) -> int:
         from duet.bench.relay import run_bench_relay
 
         names = [name.strip() for name in args.engines.split(",") if name.strip()]
-        return run_bench_relay(names, args.requests, args.max_tokens, args.json)
+        return run_bench_relay(names, args.requests, args.max_tokens, args.json, args.raw)
 
     relay.set_defaults(handler=run)
 

@@ -7,11 +7,12 @@ times on each of three paths, in rotating order, with Duet running as a separate
 - direct: Duet's engine adapter, in this process; TTFT and gaps from the adapter's arrival stamps.
 - through Duet: POST /chat/send, then GET the answer's event stream, as the page does; TTFT from
   the POST to the first text event read here.
-- through the reference relay (`duet.bench.reference_relay`): the same adapter pointed at the least a
-  Python relay on Duet's server stack and HTTP client can do; the floor for Duet's number here.
+- through the reference relay (`duet.bench.reference_relay`): the same adapter pointed at the
+  least a Python relay on Duet's server stack and HTTP client can do; the floor for Duet's
+  number here.
 
 What a relay adds to TTFT is taken per request, so the engine's own variation cancels out
-(`added_ttft_ms`):
+(`duet.bench.measured.added_ttft_ms`):
 
     added = (TTFT here through the relay - TTFT the relay saw) - this client's pre-wire time
 
@@ -31,31 +32,32 @@ chunk held in Duet" (`s - t` of the first text event: from reading it to writing
 client, including any wait for the event stream to open). Two line this client's clock up with
 Duet's (both perf_counter(), CLOCK_MONOTONIC on Linux, one clock for every process on the
 machine, through the `sent` event's `received_at`): "request in" (from this client's POST
-being on the wire to Duet's app receiving it) and "first chunk out" (from
-Duet writing the first text event to this client reading it). The reference relay's stamps give
-the same parts for it. Chunk counts are compared request by request and ITL distributions by
-their p50/p95, with Duet's server-side gaps beside them. No assertion here: it prints numbers.
+being on the wire to Duet's app receiving it) and "first chunk out" (from Duet writing the
+first text event to this client reading it). The reference relay's stamps give the same parts
+for it. Chunk counts are compared request by request and ITL distributions by their p50/p95,
+with Duet's server-side gaps beside them. Every number, and the verdicts against the targets
+(relative to the reference relay measured in the same run), is declared in
+`duet.bench.summary`; what the run prints and writes, in `duet.bench.report`.
 
 Now and then this whole machine stands still for a few hundred ms (docs/benchmarks/relay.md),
 and a request caught in it reports the stall as its own time, whatever its path. A watcher
-process (`duet.bench.stall_watch`) runs beside the requests and notes every moment it was not run for
-100 ms or more; each request carries how much of its time to first token such a stall covered.
-The added TTFT is given over all requests, and beside it over the requests no stall touched.
+process (`duet.bench.stall_watch`) runs beside the requests and notes every moment it was not
+run for 100 ms or more; each request carries how much of its time to first token such a stall
+covered. The added TTFT is given over all requests, and beside it over the requests no stall
+touched.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import platform
 import re
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -64,199 +66,27 @@ from urllib.parse import urlencode
 import aiohttp
 import httpx
 
+from duet.bench.measured import PATHS, EngineResult, Measured, PathName, Run, mark_stalls
+from duet.bench.report import (
+    machine_description,
+    raw_document,
+    report_lines,
+    summary_document,
+    write_json,
+)
+from duet.bench.sse_client import ServerSentEvent, stamped_events
+from duet.bench.stall_watch import StallWatch
+from duet.bench.summary import summarize
 from duet.engines import build_engines
 from duet.engines.base import ChatMessage, ChatRequest, Engine, Sampling
 from duet.engines.events import EngineName
-from duet.engines.http import on_request_sent, read_lines
-from duet.metrics.stream import ChunkArrival, arrivals_from_events, percentile, stream_metrics
+from duet.engines.http import read_lines
+from duet.metrics.stream import ChunkArrival, arrivals_from_events, stream_metrics
 from duet.settings import Settings
-from duet.bench.stall_watch import STALL_MS, Stall, StallWatch, overlap_ms
 
 PROMPT = "Tell me a story that never ends."
 WARMUP_REQUESTS = 2
 START_SECONDS = 30.0
-
-TARGETS = {
-    "added TTFT p50 (ms)": 2.0,
-    "added TTFT p95 (ms)": 10.0,
-    "ITL p50 ratio off by at most": 0.05,
-}
-
-
-@dataclass(frozen=True, slots=True)
-class Measured:
-    """One streamed request: TTFT and chunk gaps in ms, and the chunk count."""
-
-    path: str  # "direct" | "duet"
-    ttft_ms: float | None
-    chunks: int
-    itl_ms: tuple[float, ...]
-    server_ttft_ms: float | None = None  # through Duet: Duet's own TTFT for this request
-    # Through Duet: from Duet receiving the POST to the engine request on the wire.
-    before_engine_ms: float | None = None
-    # Through Duet: the gaps between chunks as Duet's server read them from the engine.
-    server_itl_ms: tuple[float, ...] = ()
-    # Through Duet: how long Duet held the first text chunk (written minus read, `s - t`).
-    first_chunk_held_ms: float | None = None
-    # Direct: this client's own time to put its request on the wire (building it with aiohttp
-    # and writing it), the part of a direct TTFT that is not the engine's.
-    pre_wire_ms: float | None = None
-    output_tokens: int | None = None
-    # Through a relay, on this machine's shared clock (perf_counter, CLOCK_MONOTONIC on Linux):
-    # from this client starting its request to the relay receiving it (this client's pre-wire
-    # time included), and from the relay writing the first text chunk to this client reading it.
-    request_in_ms: float | None = None
-    first_chunk_out_ms: float | None = None
-    # perf_counter() when this client started the request and when it read the first text.
-    started_at: float | None = None
-    first_text_at: float | None = None
-    # How much of that time the stall watcher saw the whole machine stand still (ms).
-    stalled_ms: float = 0.0
-
-    @property
-    def beyond_engine_ms(self) -> float | None:
-        """Through Duet: the TTFT seen here minus the TTFT Duet's server saw (from its engine
-        request on the wire), i.e. everything but the engine's own time."""
-        if self.ttft_ms is None or self.server_ttft_ms is None:
-            return None
-        return self.ttft_ms - self.server_ttft_ms
-
-
-def added_ttft_ms(relayed: Measured) -> float | None:
-    """What a relay added to one request's TTFT.
-
-    A direct TTFT is this client's pre-wire time plus the engine's time; through a relay, the
-    TTFT is this client's pre-wire time (to the relay) plus the relay receiving the request,
-    its own work until its engine request is on the wire, the engine's time and the relay back.
-    The engine's time comes from the relay's own stamp for this very request, and this client's
-    pre-wire time from the on-the-wire hook on this very request."""
-    beyond = relayed.beyond_engine_ms
-    if beyond is None or relayed.pre_wire_ms is None:
-        return None
-    return beyond - relayed.pre_wire_ms
-
-
-def mark_stalls(measured: Measured, stalls: Sequence[Stall]) -> Measured:
-    """The request, with how much of its time to first token the machine stood still."""
-    if measured.started_at is None or measured.first_text_at is None:
-        return measured
-    stalled = overlap_ms(stalls, measured.started_at, measured.first_text_at)
-    return replace(measured, stalled_ms=round(stalled, 3))
-
-
-@dataclass
-class EngineResult:
-    engine: str
-    direct: list[Measured] = field(default_factory=list)
-    duet: list[Measured] = field(default_factory=list)
-    # Through the reference relay (duet/bench/reference_relay.py): the floor for any Python relay.
-    reference: list[Measured] = field(default_factory=list)
-
-    def summary(self) -> dict[str, Any]:
-        def p(values: Sequence[float], q: float) -> float | None:
-            return round(percentile(values, q), 3) if values else None
-
-        direct_ttft = [m.ttft_ms for m in self.direct if m.ttft_ms is not None]
-        duet_ttft = [m.ttft_ms for m in self.duet if m.ttft_ms is not None]
-        pairs = list(zip(self.direct, self.duet, strict=False))
-        pre_wire = [m.pre_wire_ms for m in self.direct if m.pre_wire_ms is not None]
-
-        def pre_wire_of(path: list[Measured]) -> list[float]:
-            return [m.pre_wire_ms for m in path if m.pre_wire_ms is not None]
-
-        def added_by(relayed: list[Measured]) -> list[float]:
-            added = (added_ttft_ms(m) for m in relayed)
-            return [a for a in added if a is not None]
-
-        added, floor = added_by(self.duet), added_by(self.reference)
-        # The same, over the requests during which the stall watcher saw the machine run.
-        added_clear = added_by([m for m in self.duet if not m.stalled_ms])
-        floor_clear = added_by([m for m in self.reference if not m.stalled_ms])
-        added_p50, floor_p50 = p(added, 50), p(floor, 50)
-        before = [m.before_engine_ms for m in self.duet if m.before_engine_ms is not None]
-        reference_before = [
-            m.before_engine_ms for m in self.reference if m.before_engine_ms is not None
-        ]
-
-        def request_in(relayed: list[Measured]) -> list[float]:
-            # Less this client's own pre-wire time, as for the added TTFT.
-            return [
-                m.request_in_ms - m.pre_wire_ms
-                for m in relayed
-                if m.request_in_ms is not None and m.pre_wire_ms is not None
-            ]
-
-        def first_out(relayed: list[Measured]) -> list[float]:
-            return [m.first_chunk_out_ms for m in relayed if m.first_chunk_out_ms is not None]
-
-        held = [m.first_chunk_held_ms for m in self.duet if m.first_chunk_held_ms is not None]
-        direct_itl = [gap for m in self.direct for gap in m.itl_ms]
-        duet_itl = [gap for m in self.duet for gap in m.itl_ms]
-        server_itl = [gap for m in self.duet for gap in m.server_itl_ms]
-        reference_itl = [gap for m in self.reference for gap in m.itl_ms]
-        direct_itl_p50, duet_itl_p50 = p(direct_itl, 50), p(duet_itl, 50)
-        server_itl_p50 = p(server_itl, 50)
-        ttft_p50s = p(direct_ttft, 50), p(duet_ttft, 50)
-        return {
-            "engine": self.engine,
-            "requests": len(pairs),
-            "direct_ttft_p50_ms": p(direct_ttft, 50),
-            "direct_ttft_p95_ms": p(direct_ttft, 95),
-            "duet_ttft_p50_ms": p(duet_ttft, 50),
-            "duet_ttft_p95_ms": p(duet_ttft, 95),
-            "unpaired_difference_p50_ms": (
-                round(ttft_p50s[1] - ttft_p50s[0], 3) if None not in ttft_p50s else None
-            ),
-            "added_ttft_p50_ms": added_p50,
-            "added_ttft_p95_ms": p(added, 95),
-            "added_ttft_max_ms": round(max(added), 3) if added else None,
-            "stalled_requests": [
-                sum(1 for m in path if m.stalled_ms)
-                for path in (self.direct, self.duet, self.reference)
-            ],
-            "added_ttft_p50_clear_ms": p(added_clear, 50),
-            "added_ttft_p95_clear_ms": p(added_clear, 95),
-            "reference_added_ttft_p95_clear_ms": p(floor_clear, 95),
-            "before_engine_p50_ms": p(before, 50),
-            "before_engine_p95_ms": p(before, 95),
-            "first_chunk_held_p50_ms": p(held, 50),
-            "first_chunk_held_p95_ms": p(held, 95),
-            "request_in_p50_ms": p(request_in(self.duet), 50),
-            "first_chunk_out_p50_ms": p(first_out(self.duet), 50),
-            "reference_request_in_p50_ms": p(request_in(self.reference), 50),
-            "reference_before_engine_p50_ms": p(reference_before, 50),
-            "reference_first_chunk_out_p50_ms": p(first_out(self.reference), 50),
-            "client_pre_wire_p50_ms": p(pre_wire, 50),
-            "duet_client_pre_wire_p50_ms": p(pre_wire_of(self.duet), 50),
-            "reference_client_pre_wire_p50_ms": p(pre_wire_of(self.reference), 50),
-            "reference_added_ttft_p50_ms": floor_p50,
-            "reference_added_ttft_p95_ms": p(floor, 95),
-            "duet_beyond_reference_p50_ms": (
-                round(added_p50 - floor_p50, 3) if added_p50 is not None and floor_p50 else None
-            ),
-            "reference_chunks": sorted({m.chunks for m in self.reference}),
-            "direct_chunks": sorted({m.chunks for m in self.direct}),
-            "duet_chunks": sorted({m.chunks for m in self.duet}),
-            "chunk_counts_identical": bool(pairs) and all(a.chunks == b.chunks for a, b in pairs),
-            "direct_itl_p50_ms": direct_itl_p50,
-            "duet_itl_p50_ms": duet_itl_p50,
-            "direct_itl_p95_ms": p(direct_itl, 95),
-            "duet_itl_p95_ms": p(duet_itl, 95),
-            "duet_server_itl_p50_ms": server_itl_p50,
-            "reference_itl_p50_ms": p(reference_itl, 50),
-            "itl_p50_ratio": (
-                round(duet_itl_p50 / direct_itl_p50, 4)
-                if duet_itl_p50 is not None and direct_itl_p50
-                else None
-            ),
-            # The same requests on both sides of Duet: what the relay itself does to the gaps,
-            # apart from the engine running at another speed while Duet shares its cores.
-            "itl_p50_ratio_across_duet": (
-                round(duet_itl_p50 / server_itl_p50, 4)
-                if duet_itl_p50 is not None and server_itl_p50
-                else None
-            ),
-        }
 
 
 def bench_request(max_tokens: int) -> ChatRequest:
@@ -266,7 +96,7 @@ def bench_request(max_tokens: int) -> ChatRequest:
     )
 
 
-def measure(path: str, sent_at: float, arrivals: list[ChunkArrival], **extra: Any) -> Measured:
+def measure(path: PathName, sent_at: float, arrivals: list[ChunkArrival], **extra: Any) -> Measured:
     metrics = stream_metrics(sent_at, arrivals, extra.pop("output_tokens", None))
     return Measured(
         path=path,
@@ -282,12 +112,8 @@ def measure(path: str, sent_at: float, arrivals: list[ChunkArrival], **extra: An
 
 async def stream_direct(engine: Engine, request: ChatRequest) -> Measured:
     on_wire: list[float] = []
-    reset = on_request_sent.set(on_wire.append)
-    try:
-        sent_at = time.perf_counter()
-        events = [event async for event in engine.stream_chat(request)]
-    finally:
-        on_request_sent.reset(reset)
+    sent_at = time.perf_counter()
+    events = [event async for event in engine.stream_chat(request, on_wire.append)]
     errors = [event for event in events if event.kind == "error"]
     if errors:
         raise RuntimeError(f"{engine.label} failed: {errors[0].message}")  # type: ignore[union-attr]
@@ -311,9 +137,11 @@ async def report_body_sent(session: Any, context: Any, params: Any) -> None:
         callback(time.perf_counter())
 
 
-async def stream_through_duet(
+async def send_message(
     client: aiohttp.ClientSession, duet_url: str, engine: EngineName, max_tokens: int
-) -> Measured:
+) -> tuple[float, float | None, str]:
+    """POST the prompt to Duet as the page does: (when this client started the request, its
+    own time to put it on the wire in ms, the answer's event stream URL)."""
     form = {
         "content": PROMPT,
         "engine": engine,
@@ -339,52 +167,71 @@ async def stream_through_duet(
     found = re.search(r'data-stream="(/messages/\d+/stream)"', page)
     if found is None:
         raise RuntimeError("Duet's answer to /chat/send held no stream URL")
-    arrivals: list[ChunkArrival] = []
-    server_ttft_ms: float | None = None
-    before_engine_ms: float | None = None
+    pre_wire_ms = (on_wire[0] - sent_at) * 1000 if on_wire else None
+    return sent_at, pre_wire_ms, found.group(1)
+
+
+@dataclass
+class DuetStream:
+    """What this client learns from one answer's event stream, event by event."""
+
+    arrivals: list[ChunkArrival] = field(default_factory=list)
+    # Each text event's `t`: when Duet's server read it, in ms after its engine request left.
+    server_ts: list[float] = field(default_factory=list)
+    before_engine_ms: float | None = None  # the `sent` event's after_receipt_ms
+    received_at: float | None = None  # the `sent` event's: when Duet received the POST
     first_chunk_held_ms: float | None = None
-    server_ts: list[float] = []
-    received_at: float | None = None
     first_chunk_out_ms: float | None = None
-    status = ""
-    name = ""
-    async with client.get(duet_url + found.group(1)) as stream:
+    status: str = ""  # the `end` event's; empty until it came
+
+    def read(self, arrived: float, event: ServerSentEvent) -> None:
+        data = event.json()
+        if event.event == "sent":
+            self.before_engine_ms = data["after_receipt_ms"]
+            self.received_at = data.get("received_at")
+        elif event.event in ("reasoning", "answer") and data.get("text"):
+            if not self.arrivals:
+                self.read_first_text(arrived, data)
+            self.arrivals.append(ChunkArrival(at=arrived, kind=event.event, chunk=data["chunk"]))
+            self.server_ts.append(data["t"])
+        elif event.event == "end":
+            self.status = data.get("status") or "without a status"
+
+    def read_first_text(self, arrived: float, data: dict[str, Any]) -> None:
+        self.first_chunk_held_ms = data["s"] - data["t"]
+        if self.received_at is not None and self.before_engine_ms is not None:
+            # Duet wrote it at: receipt + receipt-to-wire + s (ms after the wire).
+            written_at = self.received_at + (self.before_engine_ms + data["s"]) / 1000
+            self.first_chunk_out_ms = (arrived - written_at) * 1000
+
+
+async def stream_through_duet(
+    client: aiohttp.ClientSession, duet_url: str, engine: EngineName, max_tokens: int
+) -> Measured:
+    sent_at, pre_wire_ms, stream_url = await send_message(client, duet_url, engine, max_tokens)
+    stream = DuetStream()
+    async with client.get(duet_url + stream_url) as response:
         # Read as the adapters read the engines (`read_lines`), so every path's client does the
         # same work per chunk.
-        async for arrived, line in read_lines(stream):
-            if line.startswith("event: "):
-                name = line[7:]
-            elif line.startswith("data: "):
-                data = json.loads(line[6:])
-                if name == "sent":
-                    before_engine_ms = data["after_receipt_ms"]
-                    received_at = data.get("received_at")
-                elif name in ("reasoning", "answer") and data.get("text"):
-                    arrivals.append(ChunkArrival(at=arrived, kind=name, chunk=data["chunk"]))
-                    server_ts.append(data["t"])
-                    if server_ttft_ms is None:
-                        server_ttft_ms = data["t"]
-                        first_chunk_held_ms = data["s"] - data["t"]
-                        if received_at is not None and before_engine_ms is not None:
-                            # Duet wrote it at: receipt + receipt-to-wire + s (ms after the wire).
-                            written_at = received_at + (before_engine_ms + data["s"]) / 1000
-                            first_chunk_out_ms = (arrived - written_at) * 1000
-                elif name == "end":
-                    status = data.get("status", "")
-                    break
-    if status != "complete":
-        raise RuntimeError(f"the answer through Duet ended {status or 'without an end event'}")
+        async for arrived, event in stamped_events(read_lines(response)):
+            stream.read(arrived, event)
+            if stream.status:
+                break
+    if stream.status != "complete":
+        raise RuntimeError(f"the answer through Duet ended {stream.status or 'without an end'}")
     return measure(
         "duet",
         sent_at,
-        arrivals,
-        server_ttft_ms=server_ttft_ms,
-        before_engine_ms=before_engine_ms,
-        first_chunk_held_ms=first_chunk_held_ms,
-        server_itl_ms=tuple(b - a for a, b in pairwise(server_ts)),
-        request_in_ms=None if received_at is None else (received_at - sent_at) * 1000,
-        first_chunk_out_ms=first_chunk_out_ms,
-        pre_wire_ms=(on_wire[0] - sent_at) * 1000 if on_wire else None,
+        stream.arrivals,
+        server_ttft_ms=stream.server_ts[0] if stream.server_ts else None,
+        before_engine_ms=stream.before_engine_ms,
+        first_chunk_held_ms=stream.first_chunk_held_ms,
+        server_itl_ms=tuple(b - a for a, b in pairwise(stream.server_ts)),
+        request_in_ms=(
+            None if stream.received_at is None else (stream.received_at - sent_at) * 1000
+        ),
+        first_chunk_out_ms=stream.first_chunk_out_ms,
+        pre_wire_ms=pre_wire_ms,
     )
 
 
@@ -471,7 +318,7 @@ def free_port() -> int:
 
 
 @dataclass(frozen=True, slots=True)
-class Paths:
+class EngineAdapters:
     """The three ways to one engine: its adapter straight to it, Duet, and the same adapter
     through the reference relay."""
 
@@ -481,7 +328,11 @@ class Paths:
 
 
 async def run_relay(
-    paths: Sequence[Paths], duet_url: str, reference_url: str, requests: int, max_tokens: int
+    paths: Sequence[EngineAdapters],
+    duet_url: str,
+    reference_url: str,
+    requests: int,
+    max_tokens: int,
 ) -> list[EngineResult]:
     request = bench_request(max_tokens)
     results = []
@@ -504,7 +355,7 @@ async def run_relay(
 
 
 async def relay_one_engine(
-    engine: Paths,
+    engine: EngineAdapters,
     client: aiohttp.ClientSession,
     urls: tuple[str, str],
     request: ChatRequest,
@@ -513,213 +364,129 @@ async def relay_one_engine(
     result = EngineResult(engine.name)
     max_tokens = request.sampling.max_tokens
 
-    async def one(path: str) -> Measured:
+    async def one(path: PathName) -> Measured:
         if path == "direct":
             return await stream_direct(engine.direct, request)
         if path == "duet":
             return await stream_through_duet(client, urls[0], engine.name, max_tokens)
         return await stream_through_reference(engine.via_reference, request, client, urls[1])
 
-    order = ("direct", "duet", "reference")
     for _ in range(WARMUP_REQUESTS):
-        for path in order:
+        for path in PATHS:
             await one(path)
     for index in range(requests):
         # Rotate which path goes first, so a drift in the engine's speed hits all three.
-        for path in order[index % 3 :] + order[: index % 3]:
-            measured = await one(path)
-            getattr(result, path).append(measured)
+        turn = index % len(PATHS)
+        for path in PATHS[turn:] + PATHS[:turn]:
+            result.requests_on(path).append(await one(path))
         print(f"  {engine.name}: {index + 1}/{requests}", file=sys.stderr, end="\r")
     print(file=sys.stderr)
     return result
 
 
-def format_table(summaries: Sequence[dict[str, Any]]) -> str:
-    def cell(value: Any) -> str:
-        if value is None:
-            return "n/a"
-        if isinstance(value, bool):
-            return "yes" if value else "NO"
-        if isinstance(value, float):
-            return f"{value:.2f}"
-        if isinstance(value, list):
-            return ",".join(str(v) for v in value)
-        return str(value)
-
-    rows = [
-        ("requests per path", "requests"),
-        ("TTFT p50 direct (ms)", "direct_ttft_p50_ms"),
-        ("TTFT p50 through Duet (ms)", "duet_ttft_p50_ms"),
-        ("TTFT p95 direct (ms)", "direct_ttft_p95_ms"),
-        ("TTFT p95 through Duet (ms)", "duet_ttft_p95_ms"),
-        ("TTFT p50 through Duet - direct (ms)", "unpaired_difference_p50_ms"),
-        ("added TTFT p50 (ms) [<= 2]", "added_ttft_p50_ms"),
-        ("added TTFT p95 (ms) [<= 10]", "added_ttft_p95_ms"),
-        ("added TTFT max (ms)", "added_ttft_max_ms"),
-        ("requests in a machine stall (direct,Duet,ref)", "stalled_requests"),
-        ("  added TTFT p50, requests clear of stalls", "added_ttft_p50_clear_ms"),
-        ("  added TTFT p95, requests clear of stalls", "added_ttft_p95_clear_ms"),
-        ("  client -> Duet, request in p50", "request_in_p50_ms"),
-        ("  Duet receipt to engine wire p50", "before_engine_p50_ms"),
-        ("  Duet receipt to engine wire p95", "before_engine_p95_ms"),
-        ("  first chunk held in Duet p50", "first_chunk_held_p50_ms"),
-        ("  first chunk held in Duet p95", "first_chunk_held_p95_ms"),
-        ("  Duet -> client, first chunk out p50", "first_chunk_out_p50_ms"),
-        ("client's own pre-wire p50, direct", "client_pre_wire_p50_ms"),
-        ("client's own pre-wire p50, to Duet", "duet_client_pre_wire_p50_ms"),
-        ("client's own pre-wire p50, to the reference", "reference_client_pre_wire_p50_ms"),
-        ("reference relay added TTFT p50", "reference_added_ttft_p50_ms"),
-        ("reference relay added TTFT p95", "reference_added_ttft_p95_ms"),
-        ("  reference p95, requests clear of stalls", "reference_added_ttft_p95_clear_ms"),
-        ("  client -> reference, request in p50", "reference_request_in_p50_ms"),
-        ("  reference receipt to engine wire p50", "reference_before_engine_p50_ms"),
-        ("  reference -> client, first chunk out p50", "reference_first_chunk_out_p50_ms"),
-        ("Duet added beyond the reference p50", "duet_beyond_reference_p50_ms"),
-        ("chunks through the reference relay", "reference_chunks"),
-        ("chunks direct", "direct_chunks"),
-        ("chunks through Duet", "duet_chunks"),
-        ("chunk counts identical", "chunk_counts_identical"),
-        ("ITL p50 direct (ms)", "direct_itl_p50_ms"),
-        ("ITL p50 through Duet (ms)", "duet_itl_p50_ms"),
-        ("ITL p95 direct (ms)", "direct_itl_p95_ms"),
-        ("ITL p95 through Duet (ms)", "duet_itl_p95_ms"),
-        ("ITL p50 ratio [0.95-1.05]", "itl_p50_ratio"),
-        ("  ITL p50 engine -> Duet's server (ms)", "duet_server_itl_p50_ms"),
-        ("  ITL p50 ratio, client side / server side of Duet", "itl_p50_ratio_across_duet"),
-        ("  ITL p50 through the reference relay (ms)", "reference_itl_p50_ms"),
-    ]
-    label_width = max(len(label) for label, _ in rows)
-    header = "".ljust(label_width) + "".join(f"{s['engine']:>16}" for s in summaries)
-    lines = [header, "-" * len(header)]
-    for label, key in rows:
-        lines.append(label.ljust(label_width) + "".join(f"{cell(s[key]):>16}" for s in summaries))
-    return "\n".join(lines)
-
-
-def verdicts(summary: dict[str, Any], clear_of_stalls: bool = False) -> list[str]:
-    """The targets this engine's numbers missed (an empty list: all met): over all requests,
-    or with `clear_of_stalls` the added TTFT over the requests no machine stall touched."""
-    missed = []
-    added_p50, added_p95 = summary["added_ttft_p50_ms"], summary["added_ttft_p95_ms"]
-    if clear_of_stalls:
-        added_p50, added_p95 = (
-            summary["added_ttft_p50_clear_ms"],
-            summary["added_ttft_p95_clear_ms"],
-        )
-    if added_p50 is None or added_p50 > TARGETS["added TTFT p50 (ms)"]:
-        missed.append(f"added TTFT p50 {added_p50} ms > 2 ms")
-    if added_p95 is None or added_p95 > TARGETS["added TTFT p95 (ms)"]:
-        missed.append(f"added TTFT p95 {added_p95} ms > 10 ms")
-    if not summary["chunk_counts_identical"]:
-        missed.append("chunk counts differ")
-    ratio = summary["itl_p50_ratio"]
-    if ratio is None or abs(ratio - 1) > TARGETS["ITL p50 ratio off by at most"]:
-        missed.append(f"ITL p50 ratio {ratio} outside 0.95-1.05")
-    return missed
-
-
-def describe_verdict(missed: Sequence[str]) -> str:
-    return "all targets met" if not missed else "MISSED: " + "; ".join(missed)
-
-
-def describe_stalls(stalls: Sequence[Stall]) -> str:
-    if not stalls:
-        return "none"
-    lengths = [f"{ms:.0f}" for ms in sorted(stall.ms for stall in stalls)]
-    if len(stalls) == 1:
-        return f"1, of {lengths[0]} ms"
-    return f"{len(stalls)}, of {lengths[0]}-{lengths[-1]} ms"
-
-
-def machine_description() -> str:
-    cpu = platform.processor() or platform.machine()
+def start_relays(
+    settings: Settings, workdir: Path, duet_port: int, reference_port: int
+) -> list[subprocess.Popen]:
+    """`duet serve` and the reference relay, each in its own process, up and answering."""
+    duet_log, reference_log = workdir / "duet-serve.log", workdir / "reference-relay.log"
+    duet = start_duet(settings, duet_port, duet_log, workdir / "bench.sqlite3")
+    reference = start_reference_relay(settings, reference_port, reference_log)
+    processes = [duet, reference]
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
+        wait_until_up(f"http://127.0.0.1:{duet_port}/compare", duet, duet_log)
+        wait_until_up(f"http://127.0.0.1:{reference_port}/stamps", reference, reference_log)
+    except BaseException:
+        stop_processes(processes)
+        raise
+    return processes
 
 
-def run_bench_relay(
-    engine_names: Sequence[str], requests: int, max_tokens: int, json_path: str | None
-) -> int:
-    settings = Settings.from_env()
-    all_engines = build_engines(settings)
-    unknown = [name for name in engine_names if name not in all_engines]
-    if unknown:
-        print(f"duet bench relay: unknown engine {unknown[0]!r}", file=sys.stderr)
-        return 2
-    if requests < 1:
-        print("duet bench relay: --requests must be at least 1", file=sys.stderr)
-        return 2
+def stop_processes(processes: Sequence[subprocess.Popen]) -> None:
+    for process in processes:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def measure_run(
+    settings: Settings,
+    direct: Mapping[EngineName, Engine],
+    engine_names: Sequence[EngineName],
+    requests: int,
+    max_tokens: int,
+) -> Run:
+    """Start Duet and the reference relay, stream every engine's requests on the three paths
+    with the stall watcher beside them, and stop them again. RuntimeError if that fails."""
     workdir = Path(tempfile.mkdtemp(prefix="duet-bench-"))
     port, reference_port = free_port(), free_port()
     url, reference_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{reference_port}"
     via_reference = build_engines(
         replace(settings, vllm_url=f"{reference_url}/vllm", ollama_url=f"{reference_url}/ollama")
     )
-    paths = [Paths(name, all_engines[name], via_reference[name]) for name in engine_names]
-    log_path = workdir / "duet-serve.log"
-    processes = [
-        start_duet(settings, port, log_path, workdir / "bench.sqlite3"),
-        start_reference_relay(settings, reference_port, workdir / "reference-relay.log"),
-    ]
+    adapters = [EngineAdapters(name, direct[name], via_reference[name]) for name in engine_names]
     load_before = os.getloadavg()
+    processes = start_relays(settings, workdir, port, reference_port)
+    print(f"Duet under test: duet serve on {url} (pid {processes[0].pid})", file=sys.stderr)
     stall_watch = StallWatch()
     try:
-        wait_until_up(url + "/compare", processes[0], log_path)
-        wait_until_up(reference_url + "/stamps", processes[1], workdir / "reference-relay.log")
-        print(f"Duet under test: duet serve on {url} (pid {processes[0].pid})", file=sys.stderr)
         stall_watch.start()
-        results = asyncio.run(run_relay(paths, url, reference_url, requests, max_tokens))
+        results = asyncio.run(run_relay(adapters, url, reference_url, requests, max_tokens))
         stalls = stall_watch.stop()
+    finally:
+        stall_watch.stop()
+        stop_processes(processes)
+    for result in results:
+        for path in PATHS:
+            measured = result.requests_on(path)
+            measured[:] = [mark_stalls(m, stalls) for m in measured]
+    return Run(
+        command="duet bench relay " + " ".join(sys.argv[3:]),
+        date=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        machine=machine_description(),
+        load_before=load_before,
+        load_after=os.getloadavg(),
+        prompt=PROMPT,
+        max_tokens=max_tokens,
+        requests=requests,
+        warmup_rounds=WARMUP_REQUESTS,
+        stalls=tuple(stalls),
+        results=tuple(results),
+        workdir=workdir,
+    )
+
+
+def run_bench_relay(
+    engine_names: Sequence[str],
+    requests: int,
+    max_tokens: int,
+    json_path: str | None = None,
+    raw_path: str | None = None,
+) -> int:
+    """`duet bench relay`: measure, print the report, write every request's numbers (to
+    `raw_path`, else into the run's temporary folder) and, with `json_path`, the summary."""
+    settings = Settings.from_env()
+    engines = build_engines(settings)
+    unknown = [name for name in engine_names if name not in engines]
+    if unknown:
+        print(f"duet bench relay: unknown engine {unknown[0]!r}", file=sys.stderr)
+        return 2
+    if requests < 1:
+        print("duet bench relay: --requests must be at least 1", file=sys.stderr)
+        return 2
+    names = [engines[name].name for name in engine_names]
+    try:
+        run = measure_run(settings, engines, names, requests, max_tokens)
     except RuntimeError as error:
         print(f"duet bench relay: {error}", file=sys.stderr)
         return 1
-    finally:
-        stall_watch.stop()
-        for process in processes:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-    for result in results:
-        for path in (result.direct, result.duet, result.reference):
-            path[:] = [mark_stalls(measured, stalls) for measured in path]
-    summaries = [result.summary() for result in results]
-    print(f"duet bench relay · {time.strftime('%Y-%m-%d %H:%M %Z')} · {machine_description()}")
-    print(f"prompt {PROMPT!r}, greedy, no thinking, max_tokens {max_tokens}, {requests} requests")
-    load = {"before": load_before, "after": os.getloadavg()}
-    print("load average (1, 5, 15 min) before {} after {}".format(*load.values()))
-    print(f"machine stalls (the watcher woke {STALL_MS:.0f}+ ms late): {describe_stalls(stalls)}")
-    print(format_table(summaries))
-    for summary in summaries:
-        print(f"{summary['engine']}: {describe_verdict(verdicts(summary))}")
-        stalled = summary["stalled_requests"][1]
-        if stalled:
-            clear = summary["requests"] - stalled
-            print(
-                f"{summary['engine']}, the {clear} requests through Duet clear of machine stalls: "
-                + describe_verdict(verdicts(summary, clear_of_stalls=True))
-            )
+    summaries = [summarize(result) for result in run.results]
+    print("\n".join(report_lines(run, summaries)))
+    raw = Path(raw_path) if raw_path else run.workdir / "requests.json"
+    write_json(raw, raw_document(run))
+    print(f"every request's numbers: {raw}", file=sys.stderr)
     if json_path:
-        document = {
-            "command": "duet bench relay " + " ".join(sys.argv[3:]),
-            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "machine": machine_description(),
-            "load_average": load,
-            "prompt": PROMPT,
-            "max_tokens": max_tokens,
-            "summaries": summaries,
-            "machine_stalls": [[stall.start, stall.end] for stall in stalls],
-            "requests": {
-                r.engine: [asdict(m) for m in r.direct + r.duet + r.reference] for r in results
-            },
-        }
-        Path(json_path).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-        print(f"raw numbers written to {json_path}", file=sys.stderr)
+        write_json(Path(json_path), summary_document(run, summaries))
+        print(f"summary written to {json_path}", file=sys.stderr)
     return 0
