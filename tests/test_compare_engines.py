@@ -4,7 +4,6 @@ check what SQLite kept."""
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 from app_server import RunningApp, serve_app
+from duet.bench.sse_client import parse_events
 from duet.engines.base import Engine
 from duet.metrics.answers import answer_metrics
 from duet.store import runs
@@ -43,22 +43,18 @@ def read_column(client: httpx.Client, answer_id: int, sent_at: float) -> list[li
     here as the page measures them (the start is the send time plus the server's started_ms)."""
     arrivals: list[list] = []
     start = None
-    name = ""
     with client.stream("GET", f"/compare/answers/{answer_id}/stream") as response:
-        for line in response.iter_lines():
+        for event in parse_events(response.iter_lines()):
             arrived = time.perf_counter()
-            if line.startswith("event: "):
-                name = line.removeprefix("event: ")
-            elif line.startswith("data: "):
-                data = json.loads(line.removeprefix("data: "))
-                if name == "start":
-                    start = sent_at + data["started_ms"] / 1000
-                elif name in ("reasoning", "answer") and data["text"]:
-                    assert start is not None, "a text event came before the start event"
-                    elapsed = (arrived - start) * 1000
-                    arrivals.append([elapsed, data["chunk"], name[0], len(data["text"])])
-                elif name == "end":
-                    break
+            name, data = event.event, event.json()
+            if name == "start":
+                start = sent_at + data["started_ms"] / 1000
+            elif name in ("reasoning", "answer") and data["text"]:
+                assert start is not None, "a text event came before the start event"
+                elapsed = (arrived - start) * 1000
+                arrivals.append([elapsed, data["chunk"], name[0], len(data["text"])])
+            elif name == "end":
+                break
     return arrivals
 
 

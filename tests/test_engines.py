@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import httpx
 import ollama
 import pytest
+from duet.bench.sse_client import parse_events
 from duet.devstack import TINY_MODEL_NAME, DevStack
 from duet.engines.base import ChatMessage, ChatRequest, Engine, Sampling
 from duet.engines.events import AnswerDelta, Done, ReasoningDelta, StreamError, Usage
@@ -34,17 +35,14 @@ QUESTION = "What is the capital of France?"
 
 
 async def sse_chunks(url: str, payload: dict) -> list[dict]:
-    chunks = []
     async with (
         httpx.AsyncClient(timeout=120) as client,
         client.stream("POST", url, json=payload) as response,
     ):
         assert response.status_code == 200, await response.aread()
         assert response.headers["content-type"].startswith("text/event-stream")
-        async for line in response.aiter_lines():
-            if line.startswith("data: ") and line != "data: [DONE]":
-                chunks.append(json.loads(line[6:]))
-    return chunks
+        lines = [line async for line in response.aiter_lines()]
+    return [event.json() for event in parse_events(lines) if event.data != "[DONE]"]
 
 
 async def ndjson_lines(url: str, payload: dict) -> list[dict]:

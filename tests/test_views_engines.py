@@ -6,7 +6,6 @@ like a browser does, so streaming, stop and storage are exercised end to end.
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 import time
@@ -19,6 +18,7 @@ import uvicorn
 from chat_page import STORY
 from down_engine import closed_port
 from duet.app import create_app
+from duet.bench.sse_client import parse_events
 from duet.engines.base import Engine
 from duet.settings import Settings
 from duet.store.db import connect
@@ -61,15 +61,8 @@ def send(client: httpx.Client, engine: str, **changes: str) -> int:
 
 
 def events(response: httpx.Response) -> Iterator[tuple[str, dict]]:
-    name, data = "message", ""
-    for line in response.iter_lines():
-        if line.startswith("event: "):
-            name = line.removeprefix("event: ")
-        elif line.startswith("data: "):
-            data = line.removeprefix("data: ")
-        elif line == "" and data:
-            yield name, json.loads(data)
-            name, data = "message", ""
+    for event in parse_events(response.iter_lines()):
+        yield event.event, event.json()
 
 
 @pytest.fixture(params=["vllm", "ollama", "ollama-openai"])
