@@ -39,8 +39,8 @@ const EVENT_NAMES = [
 const following = new Set(); // stream URLs with an open EventSource on this page
 
 // Follow the answer streaming at `url` into `element`, which holds its live parts:
-// `[data-live-status]` (the status line, a live region for screen readers), `.reasoning` (a
-// hidden box until thinking arrives), `.reasoning-text` and `.answer-text`. Each event is handed
+// `[data-live-status]` (the status line, a live region for screen readers), `details.reasoning`
+// (hidden until thinking arrives), `.reasoning-text` and `.answer-text`. Each event is handed
 // to `on[name](data, stamp)`, where stamp.arrived is performance.now() taken on arrival, before
 // the event is parsed or shown, and stamp.seq its id (null for `start` and a late `end`).
 // `on.lost()` is called if the browser gives up the connection (the server refused it): then no
@@ -49,7 +49,7 @@ export function followAnswer(element, url, on) {
   if (following.has(url)) return false;
   following.add(url);
   const status = element.querySelector("[data-live-status]");
-  const reasoningBox = element.querySelector(".reasoning");
+  const reasoningBox = element.querySelector("details.reasoning");
   const texts = {
     reasoning: element.querySelector(".reasoning-text"),
     answer: element.querySelector(".answer-text"),
