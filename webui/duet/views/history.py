@@ -15,6 +15,7 @@ from duet.views.deps import (
     owned_conversation,
     render,
 )
+from duet.views.downloads import download
 from duet.views.errors import UserError
 from duet.views.forms import read_form
 
@@ -106,8 +107,4 @@ async def export(
     else:
         raise UserError(404, f"Export as .{extension} is not offered; use .md or .json.")
     filename = export_filename(conversation, extension)
-    return Response(
-        body,
-        media_type=f"{media_type}; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
-    )
+    return download(body, f"{media_type}; charset=utf-8", filename)

@@ -15,6 +15,7 @@ from duet.store import runs
 from duet.store.runs import CompareRun
 from duet.views.compare import engine_labels, run_view
 from duet.views.deps import Db, Engines, UserId, render
+from duet.views.downloads import download
 from duet.views.errors import not_found
 
 router = APIRouter()
@@ -61,20 +62,14 @@ async def runs_page(
 
 @router.get("/runs.csv")
 async def export_csv(db: Db, user_id: UserId) -> Response:
-    return Response(
-        runs_csv(runs.list_runs(db, user_id)),
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": 'attachment; filename="duet-runs.csv"'},
+    return download(
+        runs_csv(runs.list_runs(db, user_id)), "text/csv; charset=utf-8", "duet-runs.csv"
     )
 
 
 @router.get("/runs.json")
 async def export_json(db: Db, user_id: UserId) -> Response:
-    return Response(
-        runs_json(runs.list_runs(db, user_id)),
-        media_type="application/json",
-        headers={"Content-Disposition": 'attachment; filename="duet-runs.json"'},
-    )
+    return download(runs_json(runs.list_runs(db, user_id)), "application/json", "duet-runs.json")
 
 
 def owned_run(db: sqlite3.Connection, user_id: int, run_id: int) -> CompareRun:
@@ -86,11 +81,8 @@ def owned_run(db: sqlite3.Connection, user_id: int, run_id: int) -> CompareRun:
 
 @router.get("/runs/{run_id}.json")
 async def export_run_json(run_id: int, db: Db, user_id: UserId) -> Response:
-    return Response(
-        runs_json([owned_run(db, user_id, run_id)]),
-        media_type="application/json",
-        headers={"Content-Disposition": f'attachment; filename="duet-run-{run_id}.json"'},
-    )
+    run = owned_run(db, user_id, run_id)
+    return download(runs_json([run]), "application/json", f"duet-run-{run_id}.json")
 
 
 # After the .json route: `{run_id}` alone would also take "5.json" and refuse it.
