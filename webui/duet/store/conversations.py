@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import unicodedata
 from dataclasses import dataclass
 
 from duet.store.db import now_iso, transaction
@@ -144,8 +145,12 @@ def fork_conversation(
 
 def fts_query(text: str) -> str:
     """Turn what a person typed into an FTS5 query: every word must appear, the last one may be
-    the start of a word. Each word is quoted, so FTS5 operators and stray quotes are plain text."""
-    words = text.split()
+    the start of a word. Each word is quoted, so FTS5 operators and stray quotes are plain text.
+
+    Control characters and lone surrogates separate words: SQLite reads a NUL as the end of the
+    query (an unterminated string), a surrogate has no UTF-8 at all, and FTS5's tokenizer splits
+    words at control characters in the indexed text too."""
+    words = "".join(" " if unicodedata.category(c) in ("Cc", "Cs") else c for c in text).split()
     if not words:
         return ""
     quoted = ['"' + word.replace('"', '""') + '"' for word in words]
