@@ -41,7 +41,7 @@ from duet.engines.base import Engine
 from duet.store import conversations
 from duet.store.db import connect
 from duet.store.messages import (
-    AssistantOutcome,
+    AnswerRecord,
     add_user_message,
     save_assistant,
     start_assistant_message,
@@ -88,7 +88,7 @@ async def test_each_engine_streams_reasoning_then_answer_and_keeps_it(
     assert all(entry["reasoningShown"] for entry in log if entry["kind"] == "reasoning")
     for kind in ("reasoning", "answer"):
         lengths = [entry["length"] for entry in log if entry["kind"] == kind]
-        texts = [event["text"] for event in events if event["kind"] == kind]
+        texts = [event for event in events if event["kind"] == kind]
         assert lengths == screen_lengths(texts), (kind, lengths, texts)
     timings = await page.evaluate(f"window.duetTimings[{answer_id}].events")
     assert [event["seq"] for event in timings] == sorted(event["seq"] for event in timings)
@@ -114,7 +114,7 @@ async def test_each_engine_streams_reasoning_then_answer_and_keeps_it(
     assert await current.inner_text() == FRANCE
     first = page.locator("#conversation-items > li").first
     assert await first.locator(".conversation-link").inner_text() == FRANCE
-    assert await page.locator("#no-conversations").count() == 0
+    assert await page.locator("#no-conversations").is_hidden()
 
     # Reload: the conversation comes back from SQLite, in the sidebar and in the page.
     await page.reload()
@@ -160,7 +160,8 @@ async def test_stop_keeps_the_partial_answer_and_aborts_the_engine_request(
     article = page.locator(f"#message-{answer_id}")
     # Stop as soon as some of the answer is on the page, the way a person would, only faster.
     await page.wait_for_function(
-        f"document.querySelector('#message-{answer_id} .streaming-text')?.textContent.length > 0",
+        f"() => document.querySelector('#message-{answer_id} .streaming-text')"
+        "?.textContent.length > 0",
         polling="raf",
     )
     await press_stop(page, answer_id)
@@ -200,11 +201,11 @@ async def test_reload_mid_answer_reattaches_to_the_running_generation(
     answer_id = await send(page, STORY, "ollama", thinking=False, max_tokens=STORY_MAX_TOKENS)
     live_text = f"#message-{answer_id}[data-stream] .streaming-text"
     await page.wait_for_function(
-        f"document.querySelector('{live_text}')?.textContent.length > 0", polling="raf"
+        f"() => document.querySelector('{live_text}')?.textContent.length > 0", polling="raf"
     )
     await page.reload()
     await page.wait_for_function(
-        f"document.querySelector('{live_text}')?.textContent.length > 0", polling="raf"
+        f"() => document.querySelector('{live_text}')?.textContent.length > 0", polling="raf"
     )
     before_stop = await page.locator(live_text).text_content() or ""
     await press_stop(page, answer_id)
@@ -246,7 +247,7 @@ async def test_html_in_messages_and_answers_renders_as_text(
         save_assistant(
             db,
             answer.id,
-            AssistantOutcome("complete", content=html_answer, reasoning=f"thinking {SCRIPT}"),
+            AnswerRecord("complete", content=html_answer, reasoning=f"thinking {SCRIPT}"),
         )
     finally:
         db.close()
@@ -273,7 +274,7 @@ async def test_code_blocks_have_a_working_copy_button(page: Page, app: RunningAp
     assert await button.is_visible()
     await button.click()
     await page.wait_for_function(
-        "document.querySelector('.copy-code').textContent === 'Copied'", polling="raf"
+        "() => document.querySelector('.copy-code').textContent === 'Copied'", polling="raf"
     )
     assert await page.evaluate("navigator.clipboard.readText()") == code
     assert problems == [], problems
