@@ -435,7 +435,7 @@ def measure_run(
         results = asyncio.run(run_relay(adapters, url, reference_url, requests, max_tokens))
         stalls = stall_watch.stop()
     finally:
-        stall_watch.stop()
+        stall_watch.close()
         stop_processes(processes)
     for result in results:
         for path in PATHS:

@@ -11,10 +11,10 @@ process of ours keeps it waiting 100 ms. What it sees is the host taking a virtu
 steal) or a core held by something the scheduler does not share; that may be one core, not both
 (docs/benchmarks/relay.md).
 
-Run as `python -m duet.bench.stall_watch`: it watches until SIGTERM or SIGINT, then prints the
-stalls as JSON, `[[start, end], ...]` in `perf_counter()` seconds (CLOCK_MONOTONIC on Linux,
-the clock every process on the machine shares, so the benchmark can line them up with its own
-stamps). `StallWatch` runs it from a benchmark.
+Run as `python -m duet.bench.stall_watch`: it prints `READY` once it is watching, watches until
+SIGTERM or SIGINT, then prints the stalls as JSON, `[[start, end], ...]` in `perf_counter()`
+seconds (CLOCK_MONOTONIC on Linux, the clock every process on the machine shares, so the
+benchmark can line them up with its own stamps). `StallWatch` runs it from a benchmark.
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ INTERVAL_SECONDS = 0.005
 # up to a few tens of ms here when both cores are busy (20-40 ms was seen while Ollama computed,
 # with no effect on the requests); the machine-wide stalls last hundreds.
 STALL_MS = 100.0
+# What the watcher prints once it is watching and will answer SIGTERM with its stalls.
+READY = "READY"
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,9 +81,15 @@ class StallWatch:
         self.process: subprocess.Popen[str] | None = None
 
     def start(self) -> None:
+        """Start the watcher and return once it watches (its interpreter takes a moment to
+        start; a stop before it can take SIGTERM would kill it instead of ending its watch)."""
         self.process = subprocess.Popen(
             [sys.executable, "-m", "duet.bench.stall_watch"], stdout=subprocess.PIPE, text=True
         )
+        assert self.process.stdout is not None
+        if self.process.stdout.readline().strip() != READY:
+            self.close()
+            raise RuntimeError("the stall watcher did not start")
 
     def stop(self) -> list[Stall]:
         if self.process is None:
@@ -98,6 +106,14 @@ class StallWatch:
             raise RuntimeError(f"the stall watcher failed (exit {process.returncode})")
         return [Stall(start, end) for start, end in json.loads(out)]
 
+    def close(self) -> None:
+        """End a watcher that was not stopped (the benchmark failed): its stalls are moot."""
+        if self.process is None:
+            return
+        process, self.process = self.process, None
+        process.kill()
+        process.communicate()
+
 
 def main() -> int:
     stop_requested = False
@@ -108,6 +124,7 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+    print(READY, flush=True)
     stalls = watch(lambda: stop_requested)
     print(json.dumps([[s.start, s.end] for s in stalls]))
     return 0
