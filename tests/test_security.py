@@ -486,6 +486,22 @@ async def test_a_slow_body_is_refused_in_time(calls: Calls) -> None:
     assert time.monotonic() - started < 2
 
 
+async def test_a_cancelled_request_is_not_taken_for_a_slow_body(calls: Calls) -> None:
+    """A request cancelled while its body is awaited (the server shutting down) stays
+    cancelled: only the body's own deadline is turned into a 408."""
+    reply = Reply()
+    scope = http_scope("POST", "/echo", {"content-length": "500"})
+    slow = body_from([b"x"], complete=False)
+    task = asyncio.create_task(
+        LimitBody(tiny_app(calls), LIMIT, timeout=30)(scope, slow, reply.send)
+    )
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert reply.messages == []
+
+
 async def test_the_timeout_ends_with_the_body(calls: Calls) -> None:
     """After the body, an app waits on receive for the client to leave (a streaming response
     does, for as long as it streams): that wait is not the body's and has no deadline."""

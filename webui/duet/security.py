@@ -15,12 +15,13 @@ fragment for htmx, plain text for a browser, JSON `{"error": ...}` for any other
 
 from __future__ import annotations
 
+import asyncio
 import html
 import ipaddress
 import re
 from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
-import anyio
 from starlette.middleware import Middleware
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -237,7 +238,7 @@ class SecurityHeaders:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", ()))
-                present = {name.lower() for name, _ in headers}
+                present = {name for name, _ in headers}  # lower case, as ASGI has them
                 headers += [pair for pair in SECURITY_HEADERS if pair[0] not in present]
                 message = {**message, "headers": headers}
             await send(message)
@@ -285,27 +286,49 @@ class LimitBody:
             await self.refuse(scope, receive, send, 413, message)
             return
 
-        deadline = anyio.current_time() + self.timeout
         received = 0
         body_done = False
         refused: Response | None = None
         response_started = False
+        # One timer for the whole body rather than a timeout scope around each receive: this
+        # is on the way to every engine request, and a scope per call costs several times
+        # what the rest of these checks do.
+        waiting: asyncio.Task[Any] | None = None
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            if waiting is not None:
+                waiting.cancel()
+
+        loop = asyncio.get_running_loop()
+        timer = loop.call_at(loop.time() + self.timeout, expire)
 
         async def limited_receive() -> Message:
-            nonlocal received, body_done, refused
+            nonlocal received, body_done, refused, waiting
             if body_done:
                 return await receive()  # from now on only http.disconnect comes
+            if refused is None and expired:
+                refused = self.refusal(scope, 408, self.too_slow())
             if refused is not None:
                 raise BodyRefused
+            task = waiting = asyncio.current_task()
             try:
-                with anyio.fail_after(max(deadline - anyio.current_time(), 0)):
-                    message = await receive()
-            except TimeoutError:
+                message = await receive()
+            except asyncio.CancelledError:
+                if not expired or task is None:
+                    raise
+                task.uncancel()
                 refused = self.refusal(scope, 408, self.too_slow())
                 raise BodyRefused from None
+            finally:
+                waiting = None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 body_done = not message.get("more_body", False)
+                if body_done:
+                    timer.cancel()
                 if received > self.max_bytes:
                     refused = self.refusal(scope, 413, f"The request body is {self.over_limit()}")
                     raise BodyRefused
@@ -324,6 +347,8 @@ class LimitBody:
             # The app may let BodyRefused through or turn it into an error of its own.
             if refused is None or response_started:
                 raise
+        finally:
+            timer.cancel()
         if refused is not None and not response_started:
             await refused(scope, receive, send)
 
