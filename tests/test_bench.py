@@ -269,7 +269,7 @@ async def test_duets_stream_gives_the_first_chunks_time_in_and_out_of_duet() -> 
 def test_the_watcher_notes_only_wake_ups_that_came_far_too_late() -> None:
     # A clock that moves as scripted: the watcher asks for 5 ms and wakes 5.2 ms, 30 ms (the
     # scheduler, busy cores) and 405 ms (the machine stood still) after its previous wake-up.
-    readings = iter([0.0, 0.0052, 0.0352, 0.4402, 0.4452])
+    readings = iter([0.0, 0.0052, 0.0352, 0.4402, 0.4452, 0.4453])
     wakes = iter([False, False, False, False, True])
     stalls = watch(
         lambda: next(wakes),
@@ -280,6 +280,16 @@ def test_the_watcher_notes_only_wake_ups_that_came_far_too_late() -> None:
     )
     assert stalls == [Stall(start=0.0352 + 0.005, end=0.4402)]
     assert round(stalls[0].ms, 3) == 400.0
+
+
+def test_a_stall_that_ends_with_the_stop_request_is_still_seen() -> None:
+    # Frozen right after its first look at the clock, the watcher is thawed with the stop
+    # request already waiting: it never sleeps again, yet the stall is in its report.
+    readings = iter([0.0, 0.5])
+    stalls = watch(
+        lambda: True, interval=0.005, clock=lambda: next(readings), sleep=lambda seconds: None
+    )
+    assert stalls == [Stall(start=0.005, end=0.5)]
 
 
 def test_a_stall_counts_for_the_requests_it_overlaps() -> None:

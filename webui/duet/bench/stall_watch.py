@@ -56,16 +56,26 @@ def watch(
     stall_ms: float = STALL_MS,
     clock: Callable[[], float] = time.perf_counter,
     sleep: Callable[[float], None] = time.sleep,
+    watching: Callable[[], None] = lambda: None,
 ) -> list[Stall]:
-    """Sleep `interval` at a time until `stopped()`; return every wake-up late by `stall_ms`."""
+    """Sleep `interval` at a time until `stopped()`; return every wake-up late by `stall_ms`.
+    `watching` is called once the first wake-up is due: from then on, a stall is seen."""
     stalls = []
     due = clock() + interval
-    while not stopped():
-        sleep(interval)
+
+    def look() -> float:
         woke = clock()
         if (woke - due) * 1000 >= stall_ms:
             stalls.append(Stall(due, woke))
-        due = woke + interval
+        return woke + interval
+
+    watching()
+    while not stopped():
+        sleep(interval)
+        due = look()
+    # The stop can come the moment a stall ends, before the wake-up after it was looked at
+    # (a process thawed with the stop request waiting): one last look, so it is not lost.
+    look()
     return stalls
 
 
@@ -124,8 +134,7 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    print(READY, flush=True)
-    stalls = watch(lambda: stop_requested)
+    stalls = watch(lambda: stop_requested, watching=lambda: print(READY, flush=True))
     print(json.dumps([[s.start, s.end] for s in stalls]))
     return 0
 
