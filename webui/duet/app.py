@@ -96,6 +96,7 @@ def create_app(
     # anyone who asks maps every route for them.
     app = FastAPI(title="Duet", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings = settings
+    app.state.database_path = database_path
     app.state.engines = instrumented_engines
     app.state.telemetry = telemetry
     app.state.templates = build_templates()

@@ -65,10 +65,10 @@ async def handle_storage_error(request: Request, error: Exception) -> Response:
     """The database refused a read or write: say so, with its path and the cause, as a 503
     (the request was fine; the server cannot keep it right now)."""
     assert isinstance(error, sqlite3.Error)
-    settings = request.app.state.settings
+    path = request.app.state.database_path
     log.error("database error on %s %s: %s", request.method, request.url.path, error)
     message = (
-        f"Duet could not use its database {display_path(settings.database)}: "
+        f"Duet could not use its database {display_path(path)}: "
         f"{describe_storage_error(error)}. Nothing was changed; try again once it is fixed."
     )
     return await handle_user_error(request, UserError(503, message))
