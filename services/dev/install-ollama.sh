@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Build the real Ollama server (with its CPU engine) from the Go module proxy, outside the clone.
 #
-# v0.24.0 is pinned on purpose: it is the last release whose engine (vendored ggml) builds with a
-# plain `go install`; later releases fetch llama.cpp through CMake at build time, which cannot work
-# on a machine that reaches only package registries.
+# The pinned release (OLLAMA_VERSION in webui/duet/versions.env) must be one whose engine (vendored
+# ggml) builds with a plain `go install`: v0.24.0 is the last such release; later releases fetch
+# llama.cpp through CMake at build time, which cannot work on a machine that reaches only package
+# registries.
 set -euo pipefail
 
-OLLAMA_VERSION="${DUET_OLLAMA_VERSION:-0.24.0}"
+# The pinned release, from the one file that declares the engine versions.
+. "$(dirname "$0")/../../webui/duet/versions.env"
+OLLAMA_VERSION="${DUET_OLLAMA_VERSION:-$OLLAMA_VERSION}"
 CACHE="${DUET_CACHE:-$HOME/.cache/duet}"
 DEST="$CACHE/ollama-$OLLAMA_VERSION"
 

