@@ -236,31 +236,49 @@ def test_served_a_200_mb_message_is_refused_before_it_is_sent(app: FastAPI) -> N
         assert "200,000,000" in json.loads(response.body)["error"]
 
 
-def test_every_event_stream_route_is_known_by_its_path(tmp_path: Path) -> None:
-    """LimitStreams counts a request as a stream by its path (duet.security.is_event_stream):
-    a route that answered with a stream at another path would not be counted. Streams are found
-    two ways: routes declared to return an event stream, and every GET route asked for id 1,
-    where a finished answer is stored (its stream is a short event-stream response)."""
+@pytest.fixture
+def unchecked_client(tmp_path: Path) -> Iterator[TestClient]:
+    """The app as create_app builds it, installed protections or not, with a finished answer
+    stored as message 1 (its stream is a short event-stream response)."""
     app = build_app(tmp_path / "duet.sqlite3")
-    streams = set()
-    for route in route_table(app.router.routes):
-        endpoint = getattr(route, "endpoint", None)
-        returns = None if endpoint is None else typing.get_type_hints(endpoint).get("return")
-        if isinstance(returns, type) and issubclass(returns, STREAMS):
-            streams.add(example_path(route.path))  # type: ignore[attr-defined]
-    with TestClient(app, base_url=BASE_URL, raise_server_exceptions=False) as client:
-        db = client.app.state.db  # type: ignore[attr-defined]
+    with TestClient(app, base_url=BASE_URL, raise_server_exceptions=False) as test_client:
+        db = test_client.app.state.db  # type: ignore[attr-defined]
         conversation = conversations.create_conversation(db, LOCAL_USER_ID, "streams")
         answer = messages.start_assistant_message(
             db, conversation.id, engine="vllm", model="m", thinking=False, parameters={}
         )
         messages.save_assistant(db, answer.id, messages.AnswerRecord("complete", content="hi"))
+        messages.add_user_message(db, conversation.id, "and then?")
         assert answer.id == 1
-        for method, path, _ in every_request():
-            if method == "GET":
-                response = client.get(path)
-                if response.headers.get("content-type", "").startswith("text/event-stream"):
-                    streams.add(path)
+        yield test_client
+
+
+def test_safe_methods_change_nothing_on_any_route(unchecked_client: TestClient) -> None:
+    """CheckCrossSite lets GET, HEAD and OPTIONS through from anywhere: that is safe only while
+    no route changes anything on them."""
+    db = unchecked_client.app.state.db  # type: ignore[attr-defined]
+    before = snapshot(db)
+    for method, path, _ in every_request():
+        if method in ("GET", "HEAD", "OPTIONS"):
+            response = unchecked_client.request(method, path, headers=FORGERIES["no-cors fetch"])
+            assert response.status_code < 500, f"{method} {path}: {response.status_code}"
+    assert snapshot(db) == before
+
+
+def test_every_event_stream_route_is_known_by_its_path(unchecked_client: TestClient) -> None:
+    """LimitStreams counts a request as a stream by its path (duet.security.is_event_stream):
+    a route that answered with a stream at another path would not be counted. Streams are found
+    two ways: routes declared to return an event stream, and every GET route asked for id 1."""
+    streams = set()
+    for method, path, route in every_request():
+        endpoint = getattr(route, "endpoint", None)
+        returns = None if endpoint is None else typing.get_type_hints(endpoint).get("return")
+        if isinstance(returns, type) and issubclass(returns, STREAMS):
+            streams.add(path)
+        if method == "GET":
+            response = unchecked_client.get(path)
+            if response.headers.get("content-type", "").startswith("text/event-stream"):
+                streams.add(path)
     assert {"/messages/1/stream", "/compare/answers/1/stream"} <= streams
     for path in streams:
         assert is_event_stream({"type": "http", "path": path}), f"{path} is not counted"
