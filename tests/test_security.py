@@ -165,6 +165,18 @@ def body_from(
     return receive
 
 
+class EndlessBody:
+    """A body that never ends, in chunks of `size` bytes, counting how many were read."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.reads = 0
+
+    async def receive(self) -> Message:
+        self.reads += 1
+        return {"type": "http.request", "body": b"x" * self.size, "more_body": True}
+
+
 async def no_body() -> Message:
     return {"type": "http.request", "body": b"", "more_body": False}
 
@@ -344,19 +356,13 @@ def test_default_ports_are_the_same_origin() -> None:
 
 
 async def test_a_forged_request_is_refused_before_its_body_is_read(calls: Calls) -> None:
-    reads = 0
-
-    async def receive() -> Message:
-        nonlocal reads
-        reads += 1
-        return {"type": "http.request", "body": b"x" * 1000, "more_body": True}
-
+    body = EndlessBody(1000)
     reply = Reply()
     scope = http_scope("POST", "/echo", {"sec-fetch-site": "cross-site", "hx-request": "true"})
-    await CheckCrossSite(tiny_app(calls))(scope, receive, reply.send)
+    await CheckCrossSite(tiny_app(calls))(scope, body.receive, reply.send)
     assert reply.status == 403
     assert b"Sec-Fetch-Site: cross-site" in reply.body
-    assert reads == 0
+    assert body.reads == 0
     assert calls.requests == []
 
 
@@ -457,20 +463,14 @@ async def test_a_content_length_that_is_no_number_is_refused(calls: Calls, decla
 
 
 async def test_a_chunked_body_stops_being_read_at_the_limit(calls: Calls) -> None:
-    given = 0
-
-    async def receive() -> Message:
-        nonlocal given
-        given += 1
-        return {"type": "http.request", "body": b"x" * 300, "more_body": True}
-
+    body = EndlessBody(300)
     reply = Reply()
     scope = http_scope("POST", "/echo", {"transfer-encoding": "chunked"})
-    await LimitBody(tiny_app(calls), LIMIT, timeout=5)(scope, receive, reply.send)
+    await LimitBody(tiny_app(calls), LIMIT, timeout=5)(scope, body.receive, reply.send)
     assert reply.status == 413
     assert reply.headers["connection"] == "close"
     # 300 + 300 + 300 reached the app; the fourth chunk passed the limit and went no further.
-    assert given == 4
+    assert body.reads == 4
     assert calls.body_bytes == 900
 
 

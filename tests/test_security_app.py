@@ -38,6 +38,7 @@ from raw_http import connect, read_response
 from starlette.responses import StreamingResponse
 from starlette.routing import Mount, Route
 from test_request_path import example_path, route_table
+from test_views import VALID_FORM
 
 STREAMS = (StreamingResponse, EventStreamResponse)
 PROTECTIONS = (SecurityHeaders, CheckHost, CheckCrossSite, LimitBody, LimitStreams)
@@ -46,16 +47,6 @@ BASE_URL = "http://127.0.0.1:8080"
 SAME_ORIGIN = {"Sec-Fetch-Site": "same-origin", "Origin": BASE_URL}
 HX = {"HX-Request": "true", **SAME_ORIGIN}
 
-SEND_FORM = {
-    "content": "Hello there",
-    "engine": "vllm",
-    "thinking": "on",
-    "temperature": "0.6",
-    "top_p": "0.95",
-    "top_k": "20",
-    "max_tokens": "64",
-    "system_prompt": "",
-}
 
 # How a page on another origin gets the browser to send a request, as Chromium sends it.
 FORGERIES = {
@@ -145,7 +136,7 @@ def state_changing_requests() -> list[tuple[str, str]]:
 
 
 # A form each state-changing route would take, so that only the check stands in its way.
-FORM = {**SEND_FORM, "title": "renamed by another site", "conversation_id": "1"}
+FORM = {**VALID_FORM, "title": "renamed by another site", "conversation_id": "1"}
 
 
 @pytest.mark.parametrize("host", ["evil.example:8091", "evil.example", "127.0.0.1.evil.example"])
@@ -180,7 +171,7 @@ def test_the_same_origin_page_and_htmx_keep_working(
     renamed = client.post("/conversations/1/rename", data={"title": "Cats"}, headers=HX)
     assert renamed.status_code == 200
     assert conversations.get_conversation(db, LOCAL_USER_ID, 1).title == "Cats"  # type: ignore[union-attr]
-    sent = client.post("/chat/send", data=SEND_FORM, headers=HX)
+    sent = client.post("/chat/send", data=VALID_FORM, headers=HX)
     assert sent.status_code == 200
     # A script (no browser headers) is no forgery.
     assert client.post("/conversations/1/rename", data={"title": "Dogs"}).status_code == 200
@@ -215,7 +206,7 @@ def test_a_body_over_the_limit_is_refused_and_stores_nothing(
     client: TestClient, db: sqlite3.Connection
 ) -> None:
     before = snapshot(db)
-    form = {**SEND_FORM, "content": "x" * (BODY_LIMIT + 1)}
+    form = {**VALID_FORM, "content": "x" * (BODY_LIMIT + 1)}
     response = client.post("/chat/send", data=form, headers=HX)
     assert response.status_code == 413
     assert response.headers["HX-Retarget"] == "#flash"
