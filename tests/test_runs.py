@@ -19,13 +19,15 @@ from duet.exports.run import runs_csv, runs_json
 from duet.metrics.answers import ArrivalsError, answer_metrics, parse_browser_arrivals
 from duet.metrics.timeline import build_timeline, scale_for
 from duet.settings import Settings
-from duet.store import conversations, messages, runs
-from duet.store import open_database
+from duet.store import conversations, messages, open_database, runs
 from duet.store.db import now_iso
 from duet.store.messages import AnswerRecord
 from duet.store.runs import CompareRun
 from duet.store.users import LOCAL_USER_ID
 from fastapi.testclient import TestClient
+
+# Where a local Duet is reached: a loopback name, which the host check lets through.
+LOCAL = "http://127.0.0.1:8080"
 
 # A steady server stream: 6 answer chunks 20 ms apart, first at 100 ms; chunk 0 is role-only.
 SERVER = [[0.0, 0, "a", 0], *[[100.0 + 20 * i, i + 1, "a", 3] for i in range(6)]]
@@ -302,7 +304,7 @@ def client(tmp_path: Path) -> Iterator[TestClient]:
         "ollama": DownEngine("ollama", "Ollama", port),
     }
     app = create_app(Settings(max_message_chars=100), engines=engines, database=tmp_path / "d.db")
-    with TestClient(app) as test_client:
+    with TestClient(app, base_url=LOCAL) as test_client:
         yield test_client
 
 

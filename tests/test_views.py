@@ -19,6 +19,9 @@ from duet.store.users import LOCAL_USER_ID
 from duet.views import chat as chat_views
 from fastapi.testclient import TestClient
 
+# Where a local Duet is reached: a loopback name, which the host check lets through.
+LOCAL = "http://127.0.0.1:8080"
+
 HX = {"HX-Request": "true"}
 
 VALID_FORM = {
@@ -50,7 +53,7 @@ def down_engines() -> dict[str, DownEngine]:
 @pytest.fixture
 def client(database: Path, down_engines: dict[str, DownEngine]) -> Iterator[TestClient]:
     app = create_app(Settings(max_message_chars=100), engines=down_engines, database=database)
-    with TestClient(app) as test_client:
+    with TestClient(app, base_url=LOCAL) as test_client:
         yield test_client
 
 
@@ -143,7 +146,7 @@ def test_an_answer_view_answers_bad_input_and_bugs_as_every_route_does(
 
     monkeypatch.setattr(chat_views, "parse_content", broken_parse)
     # Without `with`: the app is already running (the `client` fixture started it).
-    raw = TestClient(client.app, raise_server_exceptions=False)
+    raw = TestClient(client.app, base_url=LOCAL, raise_server_exceptions=False)
     failed = raw.post("/chat/send", data=VALID_FORM)
     assert called and failed.status_code == 500
     assert failed.text == "Internal Server Error"
@@ -412,7 +415,9 @@ def test_startup_marks_leftover_streaming_answers_interrupted(
     )
     messages.save_assistant(db, answer.id, AnswerRecord("streaming", content="half an"))
     db.close()
-    with TestClient(create_app(Settings(), engines=down_engines, database=database)) as client:
+    with TestClient(
+        create_app(Settings(), engines=down_engines, database=database), base_url=LOCAL
+    ) as client:
         page = client.get(f"/c/{conversation.id}").text
         assert "half an" in page
         assert "status-interrupted" in page
@@ -425,7 +430,9 @@ def test_the_running_app_keeps_its_startup_heap_out_of_the_collectors_way(
     """What exists once the app has started lives as long as the server: it is frozen
     (`gc.freeze`), so the garbage collector's full passes, during which every stream stands
     still, skip it. Stopping the app hands it back."""
-    with TestClient(create_app(Settings(), engines=down_engines, database=database)) as client:
+    with TestClient(
+        create_app(Settings(), engines=down_engines, database=database), base_url=LOCAL
+    ) as client:
         assert client.get("/").status_code == 200
         assert gc.get_freeze_count() > 10_000
     assert gc.get_freeze_count() == 0

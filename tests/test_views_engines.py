@@ -134,7 +134,11 @@ def test_stop_keeps_the_partial_answer(app_url: str, engine_name: str, tmp_path:
                     assert stop.status_code == 200
                     assert "status-stopped" in stop.text
     name, end = received[-1]
-    assert name == "end" and (end["status"], end["error"], end["unsaved"]) == ("stopped", None, None)
+    assert name == "end" and (end["status"], end["error"], end["unsaved"]) == (
+        "stopped",
+        None,
+        None,
+    )
     stored = require_message(connect(tmp_path / "duet.sqlite3"), answer_id)
     assert stored.status == "stopped"
     streamed = "".join(d["text"] for n, d in received if n == "answer")
@@ -157,7 +161,8 @@ def test_engine_that_is_down_fails_the_answer_not_the_page(tmp_path: Path) -> No
     down = build_engines(settings)
     from fastapi.testclient import TestClient
 
-    with TestClient(create_app(settings, engines=down, database=tmp_path / "d.sqlite3")) as client:
+    app = create_app(settings, engines=down, database=tmp_path / "d.sqlite3")
+    with TestClient(app, base_url="http://127.0.0.1:8080") as client:
         for name in down:
             response = client.post("/chat/send", data={**FORM, "engine": name})
             assert response.status_code == 200

@@ -17,8 +17,9 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from starlette.middleware import Middleware
 
-from duet import filters
+from duet import filters, security
 from duet.compare import CompareRuns
 from duet.engines.base import Engine
 from duet.engines.events import EngineName
@@ -94,7 +95,18 @@ def create_app(
 
     # No OpenAPI schema or docs pages: the HTML routes are not an API, and a schema served to
     # anyone who asks maps every route for them.
-    app = FastAPI(title="Duet", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    # One middleware stack for every request, outermost first: the receipt stamp, which starts
+    # Duet's own clock for a request before any other work on it; then the checks and limits of
+    # `duet.security`, in the order that module gives.
+    stack = [Middleware(StampReceipt), *security.middleware(settings)]
+    app = FastAPI(
+        title="Duet",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        middleware=stack,
+    )
     app.state.settings = settings
     app.state.database_path = database_path
     app.state.engines = instrumented_engines
@@ -103,9 +115,6 @@ def create_app(
     app.add_exception_handler(UserError, handle_user_error)
     app.add_exception_handler(RequestValidationError, handle_validation_error)
     app.add_exception_handler(sqlite3.Error, handle_storage_error)
-    # One middleware stack for every request. Added last, so outermost: the receipt stamp,
-    # which starts Duet's own clock for a request before any other work on it.
-    app.add_middleware(StampReceipt)
     app.mount("/static", StaticFiles(directory=PACKAGE_DIR / "static"), name="static")
     for area in (chat, history, health, compare_views, runs_views):
         app.include_router(area.router)
