@@ -50,7 +50,7 @@ class EngineHealth:
     engine: EngineName
     up: bool
     models: tuple[str, ...] = ()
-    detail: str = ""  # for a person: why it is down, or the version when up
+    detail: str = ""  # for a person: why it is down, or what is known of it when up
     extra: dict[str, str] = field(default_factory=dict)
 
 
