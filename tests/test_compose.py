@@ -1,74 +1,27 @@
 """docker-compose.yml and its variants, checked by a real Compose implementation.
 
-`compose config` resolves the files the way `docker compose up` would (merging, interpolation,
-`!override`/`!reset`, profiles) without needing a Docker engine, so this runs in CI. Install
-Compose with services/dev/install-compose.sh, or point DUET_COMPOSE at a binary.
+`compose config` resolves the files the way `docker compose up` would (tests/compose_config.py),
+without needing a Docker engine, so this runs in CI. tests/test_compose_engines.py checks what
+the resolved files ask of the engines against the engines' own code.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import pytest
-from duet.composefile import compose_binary
+from compose_config import ROOT, VARIANTS, find_compose, resolved, run_config
 from duet.settings import Settings, env_name
 
-ROOT = Path(__file__).resolve().parents[1]
-
-# Variant name → override files stacked on docker-compose.yml, and the services it runs.
-VARIANTS: dict[str, tuple[list[str], set[str]]] = {
-    "gpu": ([], {"vllm", "ollama", "ollama-init", "webui"}),
-    "vllm-only": (["compose/vllm-only.yml"], {"vllm", "webui"}),
-    "ollama-only": (["compose/ollama-only.yml"], {"ollama", "ollama-init", "webui"}),
-    "cpu": (["compose/cpu.yml"], {"vllm", "ollama", "ollama-init", "webui"}),
-    "cpu-vllm-only": (["compose/cpu.yml", "compose/vllm-only.yml"], {"vllm", "webui"}),
-    "cpu-ollama-only": (
-        ["compose/cpu.yml", "compose/ollama-only.yml"],
-        {"ollama", "ollama-init", "webui"},
-    ),
-}
 ENGINES = {"vllm", "ollama"}
 ONE_SHOT_JOBS = {"ollama-init"}
 
 
 @pytest.fixture(scope="module")
 def compose() -> Path:
-    binary = compose_binary()
-    if binary is None or not binary.is_file():
-        message = "no Compose binary: run services/dev/install-compose.sh or set DUET_COMPOSE"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return binary
-
-
-def run_config(
-    compose: Path, overrides: list[str], tmp_path: Path, **knobs: str
-) -> subprocess.CompletedProcess[str]:
-    # An empty env file and a bare environment: the defaults in the files are what is tested,
-    # not a developer's .env or shell.
-    empty_env = tmp_path / "empty.env"
-    empty_env.write_text("")
-    files = [arg for path in ["docker-compose.yml", *overrides] for arg in ("-f", path)]
-    return subprocess.run(
-        [str(compose), *files, "--env-file", str(empty_env), "config", "--format", "json"],
-        cwd=ROOT,
-        env={"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), **knobs},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
-def resolved(compose: Path, overrides: list[str], tmp_path: Path, **knobs: str) -> dict[str, Any]:
-    done = run_config(compose, overrides, tmp_path, **knobs)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+    return find_compose()
 
 
 def gpu_devices(service: dict[str, Any]) -> list[dict[str, Any]]:
