@@ -131,8 +131,21 @@ def add_doctor(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--cpu", action="store_true", help="the CPU demo: skip the NVIDIA and GPU memory checks"
     )
+    parser.add_argument(
+        "--stack",
+        action="store_true",
+        help="check the running engines instead (DUET_* settings): models, prompt-token parity, "
+        "thinking, streaming, decode speed",
+    )
+    parser.add_argument(
+        "--gpu", help="with --stack: the card's name, where nvidia-smi cannot see it"
+    )
 
     def run(args: argparse.Namespace) -> int:
+        if args.stack:
+            from duet.stackcheck import run_stack_check
+
+            return run_stack_check(gpu_name=args.gpu)
         from duet.doctor import run_doctor
 
         return run_doctor(
