@@ -17,7 +17,7 @@ from typing import Any
 from duet.engines.base import ChatMessage, ChatRequest, Engine, Sampling
 from duet.engines.events import EngineName
 from duet.generation import Generation, Generations
-from duet.store.conversations import set_system_prompt, touch_conversation
+from duet.store.conversations import answered_with
 from duet.store.messages import Message, start_assistant_message
 
 
@@ -75,8 +75,8 @@ def store_answer_row(
 ) -> Message:
     """The answer's row (status `streaming`), with the conversation's system prompt and its
     place in the sidebar updated. Call it in the caller's transaction, beside its own writes."""
-    set_system_prompt(db, conversation_id, options.system_prompt)
-    answer = start_assistant_message(
+    answered_with(db, conversation_id, options.system_prompt)
+    return start_assistant_message(
         db,
         conversation_id,
         engine=engine.name,
@@ -84,8 +84,6 @@ def store_answer_row(
         thinking=options.thinking,
         parameters=options.parameters(),
     )
-    touch_conversation(db, conversation_id)
-    return answer
 
 
 async def start_answer(

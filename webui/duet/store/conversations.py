@@ -54,14 +54,12 @@ def create_conversation(
     db: sqlite3.Connection, user_id: int, title: str, system_prompt: str = ""
 ) -> Conversation:
     stamp = now_iso()
-    cursor = db.execute(
+    row = db.execute(
         "INSERT INTO conversations (user_id, title, system_prompt, created_at, updated_at)"
-        " VALUES (?, ?, ?, ?, ?)",
+        " VALUES (?, ?, ?, ?, ?) RETURNING *",
         (user_id, title, system_prompt, stamp, stamp),
-    )
-    conversation = get_conversation(db, user_id, int(cursor.lastrowid or 0))
-    assert conversation is not None
-    return conversation
+    ).fetchone()
+    return from_row(row)
 
 
 def get_conversation(
@@ -102,6 +100,15 @@ def set_system_prompt(db: sqlite3.Connection, conversation_id: int, system_promp
 def touch_conversation(db: sqlite3.Connection, conversation_id: int) -> None:
     """Move a conversation to the top of the sidebar."""
     db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (now_iso(), conversation_id))
+
+
+def answered_with(db: sqlite3.Connection, conversation_id: int, system_prompt: str) -> None:
+    """A new answer was started with this system prompt: keep it, and move the conversation to
+    the top of the sidebar."""
+    db.execute(
+        "UPDATE conversations SET system_prompt = ?, updated_at = ? WHERE id = ?",
+        (system_prompt, now_iso(), conversation_id),
+    )
 
 
 def delete_conversation(db: sqlite3.Connection, user_id: int, conversation_id: int) -> bool:

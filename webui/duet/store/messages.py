@@ -139,12 +139,12 @@ def from_row(row: sqlite3.Row) -> Message:
 
 def add_user_message(db: sqlite3.Connection, conversation_id: int, content: str) -> Message:
     stamp = now_iso()
-    cursor = db.execute(
+    row = db.execute(
         "INSERT INTO messages (conversation_id, role, content, status, created_at, updated_at)"
-        " VALUES (?, 'user', ?, 'complete', ?, ?)",
+        " VALUES (?, 'user', ?, 'complete', ?, ?) RETURNING *",
         (conversation_id, content, stamp, stamp),
-    )
-    return require_message(db, int(cursor.lastrowid or 0))
+    ).fetchone()
+    return from_row(row)
 
 
 def start_assistant_message(
@@ -157,16 +157,17 @@ def start_assistant_message(
     parameters: dict[str, Any],
 ) -> Message:
     stamp = now_iso()
-    cursor = db.execute(
+    row = db.execute(
         """
         INSERT INTO messages (
             conversation_id, role, engine, model, thinking, parameters, status,
             created_at, updated_at
         ) VALUES (?, 'assistant', ?, ?, ?, ?, 'streaming', ?, ?)
+        RETURNING *
         """,
         (conversation_id, engine, model, int(thinking), json.dumps(parameters), stamp, stamp),
-    )
-    return require_message(db, int(cursor.lastrowid or 0))
+    ).fetchone()
+    return from_row(row)
 
 
 def save_assistant(db: sqlite3.Connection, message_id: int, outcome: AnswerRecord) -> None:
