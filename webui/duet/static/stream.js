@@ -21,9 +21,10 @@
 //   done          {t, finish_reason, s}         the engine finished the answer
 //   engine_error  {t, message, status, s}       the engine failed: `message` is for a person,
 //                 `status` the engine's HTTP status if it answered with one
-//   end           {status, error, s}            the last event: the answer is stored with this
-//                 status. An answer that ended before the page connected gets only this
-//                 event, without an id or `s`.
+//   end           {t, status, error, unsaved, s}   the last event: the answer ended with this
+//                 status; `unsaved` says why it could not be saved (and what Duet does about
+//                 it), else null. An answer that ended before the page connected gets only
+//                 this event, with {status, error} and no id.
 
 const EVENT_NAMES = [
   "start",
