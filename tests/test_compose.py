@@ -85,8 +85,8 @@ def test_gpu_stack_starts_vllm_before_ollama(compose: Path, tmp_path: Path) -> N
     command = services["vllm"]["command"]
     assert "--reasoning-parser=qwen3" in command
     assert "--model=Qwen/Qwen3-14B-AWQ" in command
-    assert "--gpu-memory-utilization=0.55" in command
-    assert "--max-model-len=8192" in command
+    assert "--gpu-memory-utilization=0.52" in command
+    assert "--max-model-len=6144" in command
     assert services["vllm"]["shm_size"]
     volumes = {volume["target"] for volume in services["vllm"]["volumes"]}
     assert "/root/.cache/huggingface" in volumes

@@ -122,7 +122,7 @@ def test_vllm_accepts_the_variants_command_line(
 @pytest.mark.parametrize(
     ("case", "refusal"),
     [
-        ("misspelled flag", "unrecognized arguments: --max-model-length=8192"),
+        ("misspelled flag", "unrecognized arguments: --max-model-length="),
         ("removed flag", "unrecognized arguments: --use-cuda-graph"),
         ("unknown reasoning parser", "--reasoning-parser qwen-3: not one of"),
     ],

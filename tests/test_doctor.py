@@ -21,6 +21,7 @@ from duet.doctor import (
     kv_bytes_per_token,
     largest_vllm_fraction,
     load_knobs,
+    ollama_free_reserve,
     ollama_need,
     parse_nvidia_smi,
     report,
@@ -102,7 +103,8 @@ def test_ollama_need_adds_weights_kv_per_slot_and_overhead() -> None:
 
 def test_vllm_budget_and_largest_fraction() -> None:
     assert vllm_kv_budget(24 * GIB, 0.5, 10 * GIB, overhead=1 * GIB) == 1 * GIB
-    assert largest_vllm_fraction(24 * GIB, 12 * GIB) == 0.5
+    # Ollama's 12 GiB and vLLM's CUDA context (0.5 GiB, outside its share) leave 11.5 of 24.
+    assert largest_vllm_fraction(24 * GIB, 12 * GIB) == 0.47
     assert largest_vllm_fraction(10 * GIB, 11 * GIB) == 0.0
 
 
@@ -126,6 +128,24 @@ def test_default_split_fits_a_24_gb_card(tmp_path: Path) -> None:
         vllm_running=False,
     )
     assert [f.status for f in findings] == ["ok", "ok"], report(findings)
+
+
+def test_the_split_leaves_what_ollama_keeps_free(tmp_path: Path) -> None:
+    """The old 24 GB default (0.55 for vLLM, 8,192-token contexts) left Ollama its estimated
+    need but not the 457 MiB Ollama 0.24 keeps free, nor the 1 GiB that 0.30's fit logic keeps."""
+    card = Gpu("0", "RTX 4090", 24564 * MIB, 300 * MIB)
+    models = (VLLM_MODELS["Qwen/Qwen3-14B-AWQ"], OLLAMA_SOURCES["hf.co/Qwen/Qwen3-14B-GGUF:Q4_K_M"])
+    old = {"VLLM_GPU_MEMORY_UTILIZATION": "0.55", "VLLM_MAX_MODEL_LEN": "8192"}
+    old["OLLAMA_CONTEXT_LENGTH"] = "8192"
+    findings = check_memory_split(card, compose_knobs(tmp_path, **old), *models, False)
+    ollama = next(f for f in findings if f.check == "Ollama share")
+    assert ollama.status == "problem" and "layers on the CPU" in ollama.message
+    assert ollama_free_reserve("ollama/ollama:0.24.0") == 457 * MIB
+    assert ollama_free_reserve("ollama/ollama:0.30.0") == 1 * GIB
+    assert ollama_free_reserve("ollama/ollama:latest") == 1 * GIB
+    newer = compose_knobs(tmp_path, OLLAMA_IMAGE="ollama/ollama:0.34.0")
+    spare = [f.message for f in check_memory_split(card, newer, *models, False)]
+    assert "keeps 1.00 GiB free" in spare[1]
 
 
 def test_split_on_a_16_gb_card_names_the_knobs_to_change(tmp_path: Path) -> None:
@@ -158,7 +178,7 @@ def test_load_knobs_precedence(tmp_path: Path) -> None:
     assert knobs["VLLM_MAX_MODEL_LEN"] == "4096"  # .env over the Compose default
     assert knobs["OLLAMA_CONTEXT_LENGTH"] == "2048"  # the shell over .env, as Compose does
     assert knobs["WEBUI_PORT"] == "8080"  # a commented line changes nothing
-    assert knobs["VLLM_GPU_MEMORY_UTILIZATION"] == "0.55"
+    assert knobs["VLLM_GPU_MEMORY_UTILIZATION"] == "0.52"
 
 
 def test_nvidia_runtime_check() -> None:

@@ -4,8 +4,8 @@ Checks, each reported with what to fix:
 - the Docker engine answers (through the `docker` SDK, as Compose would reach it);
 - Docker has the NVIDIA runtime (nvidia-container-toolkit), which GPU reservations need;
 - GPU memory holds the configured split: vLLM's share (VLLM_GPU_MEMORY_UTILIZATION x total)
-  must fit its weights and one full-length sequence of KV cache, and Ollama's estimated need
-  must fit in what is left;
+  must fit its weights and one full-length sequence of KV cache, and Ollama's estimated need,
+  with the memory Ollama keeps free, must fit in what the share and vLLM's CUDA context leave;
 - the Compose services' containers are running and healthy.
 
 The memory arithmetic is plain functions over numbers, so it is tested directly and the sizing
@@ -15,6 +15,7 @@ table in docs/gpu.md comes from the same formulas.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Mapping
@@ -76,10 +77,22 @@ OLLAMA_SOURCES = {
     "hf.co/Qwen/Qwen3-14B-GGUF:Q4_K_M": KnownModel(QWEN3_14B, 9.0e9),
     "hf.co/Qwen/Qwen3-0.6B-GGUF:Q8_0": KnownModel(QWEN3_0_6B, 0.64e9),
 }
-# Assumed, not measured here (no GPU): vLLM's CUDA context, profiled activations and CUDA graphs
-# at 16 sequences; Ollama's CUDA context and compute graph. docs/gpu.md says how to measure them.
+# Assumed, not measured here (no GPU): vLLM's profiled activations and CUDA graphs at 16
+# sequences, inside its share; Ollama's CUDA context and compute graph. docs/gpu.md says how to
+# measure them.
 VLLM_RUNTIME_OVERHEAD = 2.0 * GIB
 OLLAMA_RUNTIME_OVERHEAD = 1.0 * GIB
+# vLLM's CUDA context (and NCCL's) exists before vLLM takes the snapshot its share is reckoned
+# from (vllm/v1/worker/gpu_worker.py), so it comes on top of VLLM_GPU_MEMORY_UTILIZATION x total.
+# Assumed too.
+VLLM_CUDA_CONTEXT = 0.5 * GIB
+# What Ollama keeps free on the card when it places a model: a model that does not fit with this
+# much to spare loses layers to the CPU. Up to 0.29 its scheduler sets aside 457 MiB per CUDA
+# card (ml/device.go, MinimumMemory); from 0.30 on llama-server's fit logic keeps 1 GiB free by
+# default (LLAMA_ARG_FIT_TARGET, in MiB).
+OLLAMA_FREE_RESERVE_SCHEDULER = 457 * MIB
+OLLAMA_FREE_RESERVE_FIT = 1.0 * GIB
+OLLAMA_FIT_SINCE = (0, 30)
 
 
 def kv_bytes_per_token(shape: ModelShape, bytes_per_element: float = 2.0) -> float:
@@ -109,8 +122,19 @@ def ollama_need(
 
 
 def largest_vllm_fraction(total_bytes: float, ollama_bytes: float) -> float:
-    """The biggest VLLM_GPU_MEMORY_UTILIZATION that leaves Ollama its need, rounded down."""
-    return max(0.0, int((total_bytes - ollama_bytes) / total_bytes * 100) / 100)
+    """The biggest VLLM_GPU_MEMORY_UTILIZATION that leaves Ollama `ollama_bytes` (its need and
+    the memory it keeps free) beside vLLM's CUDA context, rounded down."""
+    left = total_bytes - ollama_bytes - VLLM_CUDA_CONTEXT
+    return max(0.0, int(left / total_bytes * 100) / 100)
+
+
+def ollama_free_reserve(image: str) -> float:
+    """What the Ollama of `image` (ollama/ollama:TAG) keeps free on the card; a tag that is no
+    version is taken as a recent one."""
+    version = re.match(r"v?(\d+)\.(\d+)", image.rpartition(":")[2])
+    if version and (int(version[1]), int(version[2])) < OLLAMA_FIT_SINCE:
+        return OLLAMA_FREE_RESERVE_SCHEDULER
+    return OLLAMA_FREE_RESERVE_FIT
 
 
 # --- the knobs ---------------------------------------------------------------------------------
@@ -215,16 +239,19 @@ def check_memory_split(
             int(knobs["OLLAMA_NUM_PARALLEL"]),
             knobs["OLLAMA_KV_CACHE_TYPE"],
         )
-        left = gpu.total_bytes - vllm_share
-        if need > left:
+        reserve = ollama_free_reserve(knobs["OLLAMA_IMAGE"])
+        left = gpu.total_bytes - vllm_share - VLLM_CUDA_CONTEXT
+        spare = left - need - reserve
+        if spare < 0:
             findings.append(
                 Finding(
                     "Ollama share",
                     "problem",
-                    f"Ollama needs about {need / GIB:.1f} GiB but vLLM's share leaves "
-                    f"{left / GIB:.1f} GiB of {card}",
+                    f"Ollama needs about {need / GIB:.1f} GiB and keeps {reserve / GIB:.2f} GiB "
+                    f"free, but vLLM's share and CUDA context leave {left / GIB:.1f} GiB of "
+                    f"{card}: Ollama would put layers on the CPU",
                     "set VLLM_GPU_MEMORY_UTILIZATION to at most "
-                    f"{largest_vllm_fraction(gpu.total_bytes, need):.2f}, or lower "
+                    f"{largest_vllm_fraction(gpu.total_bytes, need + reserve):.2f}, or lower "
                     "OLLAMA_CONTEXT_LENGTH / use OLLAMA_KV_CACHE_TYPE=q8_0",
                 )
             )
@@ -233,16 +260,18 @@ def check_memory_split(
                 Finding(
                     "Ollama share",
                     "ok",
-                    f"needs about {need / GIB:.1f} GiB of the {left / GIB:.1f} GiB vLLM leaves",
+                    f"needs about {need / GIB:.1f} GiB of the {left / GIB:.1f} GiB vLLM leaves, "
+                    f"keeps {reserve / GIB:.2f} GiB free, {spare / GIB:.2f} GiB to spare",
                 )
             )
-    if not vllm_running and gpu.total_bytes - gpu.used_bytes < vllm_share:
+    vllm_start = vllm_share + VLLM_CUDA_CONTEXT
+    if not vllm_running and gpu.total_bytes - gpu.used_bytes < vllm_start:
         findings.append(
             Finding(
                 "free memory",
                 "problem",
                 f"{gpu.used_bytes / GIB:.1f} GiB of {card} is already in use, so vLLM cannot "
-                f"claim {vllm_share / GIB:.1f} GiB at start",
+                f"claim {vllm_start / GIB:.1f} GiB (its share and CUDA context) at start",
                 "stop what uses the card (see nvidia-smi), or lower VLLM_GPU_MEMORY_UTILIZATION",
             )
         )
