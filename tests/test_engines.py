@@ -26,6 +26,7 @@ from duet.engines.base import ChatMessage, ChatRequest, Engine, Sampling
 from duet.engines.events import AnswerDelta, Done, ReasoningDelta, StreamError, Usage
 from duet.engines.http import EngineError
 from duet.engines.ollama import OllamaEngine
+from duet.stackcheck import TOOL_TURNS, WEATHER_TOOL
 from vllm_metrics import VllmMetrics
 
 pytestmark = [pytest.mark.engines, pytest.mark.asyncio(loop_scope="function")]
@@ -145,45 +146,11 @@ async def test_engine_streams_and_splits_reasoning(
     assert raw.prompt_tokens > 0 and raw.completion_tokens > 0
 
 
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "weather",
-        "description": "Current weather in a city",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string", "description": "City name"}},
-            "required": ["city"],
-        },
-    },
-}
+# The tool and its round trip in each wire format, as `duet doctor --stack` sends them.
+WEATHER_QUESTION = {"role": "user", "content": "What is the weather in Paris?"}
 TOOL_ROUND_TRIP = {
-    "vllm": [
-        {"role": "user", "content": "What is the weather in Paris?"},
-        {
-            "role": "assistant",
-            "content": "",
-            "tool_calls": [
-                {
-                    "id": "call_1",
-                    "type": "function",
-                    # OpenAI clients send arguments as a JSON string; Duet sends it compact and
-                    # key-sorted, which is how Ollama's template prints an arguments object.
-                    "function": {"name": "weather", "arguments": '{"city":"Paris"}'},
-                }
-            ],
-        },
-        {"role": "tool", "tool_call_id": "call_1", "content": "Sunny, 21 °C"},
-    ],
-    "ollama": [
-        {"role": "user", "content": "What is the weather in Paris?"},
-        {
-            "role": "assistant",
-            "content": "",
-            "tool_calls": [{"function": {"name": "weather", "arguments": {"city": "Paris"}}}],
-        },
-        {"role": "tool", "content": "Sunny, 21 °C"},
-    ],
+    "vllm": [WEATHER_QUESTION, *TOOL_TURNS["openai"]],
+    "ollama": [WEATHER_QUESTION, *TOOL_TURNS["ollama"]],
 }
 EARLIER_REASONING = [
     {"role": "user", "content": "What is the capital of France?"},
