@@ -56,7 +56,9 @@ async def handle_validation_error(request: Request, error: Exception) -> Respons
         where = ".".join(
             str(part) for part in problem.get("loc", ()) if part not in {"path", "query"}
         )
-        problems.append(f"{where}: {problem.get('msg', 'invalid')}" if where else problem["msg"])
+        # A check of Duet's own (a BeforeValidator) reads "Value error, <its message>".
+        text = str(problem.get("msg", "invalid")).removeprefix("Value error, ")
+        problems.append(f"{where}: {text}" if where else text)
     message = "Bad request: " + "; ".join(problems) + "."
     return await handle_user_error(request, UserError(422, message))
 

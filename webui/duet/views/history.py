@@ -18,6 +18,7 @@ from duet.views.deps import (
 from duet.views.downloads import download
 from duet.views.errors import UserError
 from duet.views.forms import read_form
+from duet.views.params import ConversationId
 
 router = APIRouter()
 
@@ -43,7 +44,7 @@ async def conversation_list(
 
 @router.get("/conversations/{conversation_id}/rename", response_class=HTMLResponse)
 async def rename_form(
-    conversation_id: int, request: Request, db: Db, user_id: UserId
+    conversation_id: ConversationId, request: Request, db: Db, user_id: UserId
 ) -> HTMLResponse:
     conversation = owned_conversation(db, user_id, conversation_id)
     return render(request, "_rename.html", {"conversation": conversation})
@@ -51,14 +52,16 @@ async def rename_form(
 
 @router.get("/conversations/{conversation_id}/item", response_class=HTMLResponse)
 async def conversation_item(
-    conversation_id: int, request: Request, db: Db, user_id: UserId
+    conversation_id: ConversationId, request: Request, db: Db, user_id: UserId
 ) -> HTMLResponse:
     conversation = owned_conversation(db, user_id, conversation_id)
     return render(request, "_conversation_item.html", {"conversation": conversation})
 
 
 @router.post("/conversations/{conversation_id}/rename", response_class=HTMLResponse)
-async def rename(conversation_id: int, request: Request, db: Db, user_id: UserId) -> HTMLResponse:
+async def rename(
+    conversation_id: ConversationId, request: Request, db: Db, user_id: UserId
+) -> HTMLResponse:
     owned_conversation(db, user_id, conversation_id)
     title = str((await read_form(request)).get("title") or "").strip()
     if not title:
@@ -72,7 +75,7 @@ async def rename(conversation_id: int, request: Request, db: Db, user_id: UserId
 
 @router.delete("/conversations/{conversation_id}")
 async def delete(
-    conversation_id: int,
+    conversation_id: ConversationId,
     request: Request,
     db: Db,
     user_id: UserId,
@@ -91,7 +94,7 @@ async def delete(
 
 @router.get("/conversations/{conversation_id}/export.{extension}")
 async def export(
-    conversation_id: int,
+    conversation_id: ConversationId,
     extension: str,
     db: Db,
     user_id: UserId,

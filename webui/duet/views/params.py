@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Annotated, Any
 
 from fastapi import Path, Query
+from pydantic import BeforeValidator
 
 from duet.views.errors import UserError
 
@@ -22,12 +23,27 @@ MAX_PAGE = 1_000_000
 
 ASCII_DIGITS = re.compile(r"[0-9]{1,19}")
 
+
+def written_in_ascii_digits(value: object) -> object:
+    """Checked before pydantic reads a path or query value as an int: pydantic alone would also
+    take `1_0` (as 10), ` 1`, `+1` and `1.0` (as 1)."""
+    if isinstance(value, str) and not re.fullmatch(r"[0-9]+", value):
+        raise ValueError("expected a whole number in the digits 0-9")
+    return value
+
+
+AsciiDigits = BeforeValidator(written_in_ascii_digits)
+
 # Path parameters of routes: `conversation_id: ConversationId` and so on.
-ConversationId = Annotated[int, Path(ge=1, le=MAX_ID, description="a conversation's id")]
-MessageId = Annotated[int, Path(ge=1, le=MAX_ID, description="a message's id")]
-RunId = Annotated[int, Path(ge=1, le=MAX_ID, description="a compare run's id")]
-AnswerId = Annotated[int, Path(ge=1, le=MAX_ID, description="a compare answer's id")]
-PageNumber = Annotated[int, Query(ge=1, le=MAX_PAGE, description="the page of a listing")]
+ConversationId = Annotated[
+    int, AsciiDigits, Path(ge=1, le=MAX_ID, description="a conversation's id")
+]
+MessageId = Annotated[int, AsciiDigits, Path(ge=1, le=MAX_ID, description="a message's id")]
+RunId = Annotated[int, AsciiDigits, Path(ge=1, le=MAX_ID, description="a compare run's id")]
+AnswerId = Annotated[int, AsciiDigits, Path(ge=1, le=MAX_ID, description="a compare answer's id")]
+PageNumber = Annotated[
+    int, AsciiDigits, Query(ge=1, le=MAX_PAGE, description="the page of a listing")
+]
 
 
 def parse_id(raw: str, what: str) -> int:

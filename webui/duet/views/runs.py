@@ -17,6 +17,7 @@ from duet.views.compare import engine_labels, run_view
 from duet.views.deps import Db, Engines, UserId, render
 from duet.views.downloads import download
 from duet.views.errors import not_found
+from duet.views.params import PageNumber, RunId
 
 router = APIRouter()
 
@@ -42,9 +43,8 @@ def summary_rows(run: CompareRun, labels: Mapping[str, str]) -> list[dict[str, A
 
 @router.get("/runs", response_class=HTMLResponse)
 async def runs_page(
-    request: Request, db: Db, user_id: UserId, engines: Engines, page: int = 1
+    request: Request, db: Db, user_id: UserId, engines: Engines, page: PageNumber = 1
 ) -> HTMLResponse:
-    page = max(page, 1)
     labels = engine_labels(engines)
     listed = runs.list_runs(db, user_id, RUNS_PER_PAGE, (page - 1) * RUNS_PER_PAGE)
     total = runs.count_runs(db, user_id)
@@ -80,7 +80,7 @@ def owned_run(db: sqlite3.Connection, user_id: int, run_id: int) -> CompareRun:
 
 
 @router.get("/runs/{run_id}.json")
-async def export_run_json(run_id: int, db: Db, user_id: UserId) -> Response:
+async def export_run_json(run_id: RunId, db: Db, user_id: UserId) -> Response:
     run = owned_run(db, user_id, run_id)
     return download(runs_json([run]), "application/json", f"duet-run-{run_id}.json")
 
@@ -88,7 +88,7 @@ async def export_run_json(run_id: int, db: Db, user_id: UserId) -> Response:
 # After the .json route: `{run_id}` alone would also take "5.json" and refuse it.
 @router.get("/runs/{run_id}", response_class=HTMLResponse)
 async def run_page(
-    run_id: int, request: Request, db: Db, user_id: UserId, engines: Engines
+    run_id: RunId, request: Request, db: Db, user_id: UserId, engines: Engines
 ) -> HTMLResponse:
     run = owned_run(db, user_id, run_id)
     return render(request, "run.html", run_view(db, run, engine_labels(engines)))
