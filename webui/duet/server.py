@@ -19,6 +19,7 @@ against DUET_MAX_CONNECTIONS and, for streams, DUET_MAX_STREAMS_PER_CLIENT.
 from __future__ import annotations
 
 import asyncio
+import sys
 from typing import Any
 
 import uvicorn
@@ -26,6 +27,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from duet.app import create_app
 from duet.settings import Settings
+from duet.store import StorageError, open_database
 
 
 class BoundedHeaders(HttpToolsProtocol):
@@ -132,6 +134,13 @@ def server_options(settings: Settings) -> dict[str, Any]:
 
 def serve(host: str | None = None, port: int | None = None) -> int:
     settings = Settings.from_env()
+    # Before uvicorn starts: a database it cannot use is then one line naming it, not the
+    # traceback of a failed start-up.
+    try:
+        open_database(settings.database).close()
+    except StorageError as error:
+        print(f"duet serve: {error}", file=sys.stderr)
+        return 1
     app = create_app(settings)
     # No gzip, HTTP/1.1 keep-alive: streams go out as they are written.
     uvicorn.run(
