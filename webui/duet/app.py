@@ -20,19 +20,24 @@ from fastapi.templating import Jinja2Templates
 from starlette.middleware import Middleware
 
 from duet import filters, security
+from duet.auth.mode import check_mode
+from duet.auth.throttle import Throttle
 from duet.compare import CompareRuns
 from duet.engines.base import Engine
 from duet.engines.events import EngineName
 from duet.generation import Generations
 from duet.metrics.prometheus import Telemetry, instrument
 from duet.settings import Settings
-from duet.store import StorageError, open_database
+from duet.store import StorageError, open_database, users
+from duet.views import auth as auth_views
 from duet.views import chat, health, history
 from duet.views import compare as compare_views
 from duet.views import runs as runs_views
 from duet.views.deps import StampReceipt
 from duet.views.errors import (
+    NotAllowed,
     UserError,
+    handle_not_allowed,
     handle_storage_error,
     handle_user_error,
     handle_validation_error,
@@ -51,6 +56,7 @@ def create_app(
     """Build the app. `engines` defaults to those the settings describe (`build_engines`),
     `database` to `settings.database`. The database is opened and migrated when the app starts."""
     settings = settings or Settings.from_env()
+    check_mode(settings)
     if engines is None:
         from duet.engines import build_engines
 
@@ -71,6 +77,8 @@ def create_app(
         app.state.db = db
         app.state.generations = Generations(db)
         app.state.compare_runs = CompareRuns(db, app.state.generations)
+        if settings.mode == "accounts" and not users.accounts_exist(db):
+            announce_setup(db, settings)
         # Everything alive now (modules, the app, templates: tens of thousands of objects) lives
         # as long as the server, so the garbage collector's full passes need not walk it again
         # and again: while such a pass runs, every stream stands still.
@@ -112,12 +120,17 @@ def create_app(
     app.state.engines = instrumented_engines
     app.state.telemetry = telemetry
     app.state.templates = build_templates()
+    app.state.signin_throttle = Throttle(settings.signin_attempts, settings.signin_window_seconds)
     app.add_exception_handler(UserError, handle_user_error)
+    app.add_exception_handler(NotAllowed, handle_not_allowed)
     app.add_exception_handler(RequestValidationError, handle_validation_error)
     app.add_exception_handler(sqlite3.Error, handle_storage_error)
     app.mount("/static", StaticFiles(directory=PACKAGE_DIR / "static"), name="static")
+    # Pages for members (each router has MEMBERS_ONLY), then what is reached without a session.
     for area in (chat, history, health, compare_views, runs_views):
         app.include_router(area.router)
+    app.include_router(auth_views.router)
+    app.include_router(health.metrics_router)
     return app
 
 
@@ -125,3 +138,17 @@ def build_templates() -> Jinja2Templates:
     templates = Jinja2Templates(directory=PACKAGE_DIR / "templates")
     filters.register(templates.env)
     return templates
+
+
+def announce_setup(db: sqlite3.Connection, settings: Settings) -> None:
+    """No one can sign in yet: print a one-time link that makes the first admin (never "the
+    first to sign up wins" on an open network)."""
+    token = auth_views.new_setup_token(db)
+    host = settings.host if settings.host not in {"0.0.0.0", "::", ""} else "<this machine>"
+    log.warning(
+        "No accounts yet. Create the first admin at http://%s:%s/setup?token=%s "
+        "(one use), or with: duet users create NAME --admin",
+        host,
+        settings.port,
+        token,
+    )

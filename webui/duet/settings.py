@@ -59,6 +59,28 @@ class Settings:
     # Event streams one client address may hold open at once (429 past it). A browser opens
     # at most 6 connections to one server; addresses behind one NAT share the limit.
     max_streams_per_client: int = 16
+    # `local`: one private user, no sign-in, allowed only while the UI can be reached from its
+    # own machine alone. `accounts`: team mode, everyone signs in (docs/team.md).
+    mode: str = "local"
+    # Inside the web UI container, which listens on all interfaces, the host address the
+    # compose file publishes its port on (the compose file sets it): a loopback address keeps
+    # `local` mode allowed there.
+    published_host: str = ""
+    # Session cookies marked Secure: `auto` when the request came over HTTPS, `on` always (a
+    # TLS proxy in front that speaks plain HTTP to Duet), `off` never.
+    secure_cookies: str = "auto"
+    # A session ends after this many hours without a request, and this many days after sign-in.
+    session_idle_hours: float = 72.0
+    session_max_days: float = 30.0
+    # Shortest password accepted.
+    min_password_length: int = 10
+    # Wrong passwords allowed per account, and per client address, in a window of this many
+    # seconds; past it, sign-in waits until the window has passed.
+    signin_attempts: int = 5
+    signin_window_seconds: int = 300
+    # In accounts mode /metrics answers admins, and a scraper sending this as a Bearer token
+    # (empty: no scraper token; choose a long random one, e.g. `openssl rand -hex 32`).
+    metrics_token: str = ""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:

@@ -211,3 +211,40 @@ def m005_compare_runs(db: sqlite3.Connection) -> None:
         )
         """
     )
+
+
+@migration
+def m006_accounts(db: sqlite3.Connection) -> None:
+    # Team mode. A user signs in with a name and a password (an Argon2id hash); `role` is
+    # admin, user or pending (signed up, waiting for an admin's approval). The local user of
+    # a single-user database has no password: the first admin made becomes that row, so every
+    # conversation and run it holds belongs to them (`users.claim_local_user`).
+    for column in (
+        "password_hash TEXT",
+        "role TEXT NOT NULL DEFAULT 'user' CHECK (role IN ('admin', 'user', 'pending'))",
+        "disabled INTEGER NOT NULL DEFAULT 0",
+        "must_change_password INTEGER NOT NULL DEFAULT 0",
+    ):
+        db.execute(f"ALTER TABLE users ADD COLUMN {column}")
+    db.execute("UPDATE users SET role = 'admin' WHERE id = ?", (LOCAL_USER_ID,))
+    # Sessions live here, not in a signed cookie, so that signing out, a password change or a
+    # disabled account ends them at once. Only the token's SHA-256 is kept: the database
+    # alone cannot be used to sign in.
+    db.execute(
+        """
+        CREATE TABLE sessions (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            token_hash TEXT NOT NULL UNIQUE,
+            created_at TEXT NOT NULL,
+            last_seen_at TEXT NOT NULL,
+            expires_at TEXT NOT NULL,
+            user_agent TEXT NOT NULL DEFAULT '',
+            address TEXT NOT NULL DEFAULT ''
+        )
+        """
+    )
+    db.execute("CREATE INDEX sessions_by_user ON sessions (user_id)")
+    # Settings an admin changes at run time (the signup policy), and secrets made on first
+    # start (kept hashed where a hash is enough).
+    db.execute("CREATE TABLE instance (key TEXT PRIMARY KEY, value TEXT NOT NULL)")

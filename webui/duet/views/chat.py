@@ -20,6 +20,7 @@ from duet.store.db import transaction
 from duet.store.messages import Message
 from duet.turns import chat_messages, start_answer, store_answer_row
 from duet.views.deps import (
+    MEMBERS_ONLY,
     AppSettings,
     Db,
     Engines,
@@ -35,7 +36,7 @@ from duet.views.errors import UserError
 from duet.views.forms import parse_content, parse_options, read_form
 from duet.views.params import ConversationId, MessageId, parse_last_event_id, parse_optional_id
 
-router = APIRouter()
+router = APIRouter(dependencies=MEMBERS_ONLY)
 
 
 def refuse_while_streaming(generations: Generations, conversation_id: int) -> None:

@@ -35,6 +35,7 @@ from duet.store import messages, runs
 from duet.store.runs import MODES, CompareAnswer, CompareRun, Mode
 from duet.turns import TurnOptions
 from duet.views.deps import (
+    MEMBERS_ONLY,
     AppSettings,
     Db,
     Engines,
@@ -53,7 +54,7 @@ from duet.views.forms import (
 )
 from duet.views.params import AnswerId, parse_last_event_id
 
-router = APIRouter()
+router = APIRouter(dependencies=MEMBERS_ONLY)
 
 
 # The engines a new compare starts with ticked: the two this project is about.

@@ -15,6 +15,8 @@ from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
+from duet.auth.actors import ANONYMOUS, LOCAL, Actor, may
+from duet.auth.sessions import COOKIE, session_of
 from duet.engines.base import Engine
 from duet.engines.events import EngineName
 from duet.generation import Generations
@@ -22,8 +24,7 @@ from duet.settings import Settings
 from duet.store import conversations, messages
 from duet.store.conversations import Conversation
 from duet.store.messages import Message
-from duet.store.users import LOCAL_USER_ID
-from duet.views.errors import not_found
+from duet.views.errors import NotAllowed, UserError, not_found
 
 
 async def get_db(request: Request) -> sqlite3.Connection:
@@ -66,19 +67,57 @@ async def received_at(request: Request) -> float:
     return stamped if isinstance(stamped, float) else time.perf_counter()
 
 
-def user_id_of(request: Request) -> int:
-    """Whose request this is. Until accounts exist, everyone using this instance is the local
-    user."""
-    return LOCAL_USER_ID
+async def current_actor(request: Request) -> Actor:
+    """Who is asking. In local mode, the local user; in accounts mode, the user of the
+    request's session cookie, or no one."""
+    settings: Settings = request.app.state.settings
+    if settings.mode == "local":
+        return LOCAL
+    token = request.cookies.get(COOKIE)
+    if not token:
+        return ANONYMOUS
+    found = session_of(request.app.state.db, token, settings)
+    if found is None:
+        return ANONYMOUS
+    user = found.user
+    return Actor(
+        user_id=user.id,
+        name=user.name,
+        role=user.role,
+        session_id=found.session.id,
+        must_change_password=user.must_change_password,
+    )
 
 
-async def current_user_id(request: Request) -> int:
-    return user_id_of(request)
+CurrentActor = Annotated[Actor, Depends(current_actor)]
+
+
+async def member(request: Request, actor: CurrentActor) -> int:
+    """The id of the signed-in, approved user asking; anyone else is sent where they can go on
+    (signing in, waiting for approval, changing a reset password)."""
+    if not actor.signed_in:
+        raise NotAllowed(401, "/signin", "Sign in to use Duet.")
+    if actor.role == "pending":
+        raise NotAllowed(403, "/waiting", "Your account is waiting for an admin's approval.")
+    if actor.must_change_password:
+        raise NotAllowed(403, "/account/password", "Choose a new password to go on.")
+    assert actor.user_id is not None
+    return actor.user_id
+
+
+async def admin(actor: CurrentActor, user_id: Annotated[int, Depends(member)]) -> Actor:
+    """The actor, if they may administer this instance; else 403."""
+    if not may(actor, "administer"):
+        raise UserError(403, "Only an admin can do that.")
+    return actor
 
 
 # What views declare in their signatures.
 Db = Annotated[sqlite3.Connection, Depends(get_db)]
-UserId = Annotated[int, Depends(current_user_id)]
+UserId = Annotated[int, Depends(member)]
+Admin = Annotated[Actor, Depends(admin)]
+# Every router of pages for members has this: no route of theirs is reached without it.
+MEMBERS_ONLY = [Depends(member)]
 Engines = Annotated[Mapping[EngineName, Engine], Depends(get_engines)]
 Running = Annotated[Generations, Depends(get_generations)]
 AppSettings = Annotated[Settings, Depends(get_settings)]

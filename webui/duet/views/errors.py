@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from urllib.parse import urlencode, urlsplit
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from duet.store import describe_storage_error, display_path
 
@@ -23,6 +24,18 @@ class UserError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
+        self.message = message
+
+
+class NotAllowed(Exception):
+    """The actor may not be here yet: `go_to` is where they can go on (sign in, wait for
+    approval). A page load is redirected there and comes back after; htmx is told to go there;
+    any other client gets the status and the message."""
+
+    def __init__(self, status: int, go_to: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.go_to = go_to
         self.message = message
 
 
@@ -74,3 +87,31 @@ async def handle_storage_error(request: Request, error: Exception) -> Response:
         f"{describe_storage_error(error)}. Nothing was changed; try again once it is fixed."
     )
     return await handle_user_error(request, UserError(503, message))
+
+
+async def handle_not_allowed(request: Request, error: Exception) -> Response:
+    assert isinstance(error, NotAllowed)
+    if request.headers.get("HX-Request") == "true":
+        current = urlsplit(request.headers.get("HX-Current-URL", ""))
+        back = current.path + (f"?{current.query}" if current.query else "")
+        target = with_next(error.go_to, back or "/")
+        return Response(status_code=error.status, headers={"HX-Redirect": target})
+    wants_page = "text/html" in request.headers.get("accept", "")
+    if request.method in {"GET", "HEAD"} and wants_page:
+        back = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse(with_next(error.go_to, back), status_code=303)
+    return JSONResponse({"error": error.message}, status_code=error.status)
+
+
+def with_next(go_to: str, back: str) -> str:
+    """`go_to`, told where to come back to (a path on this site only)."""
+    if not back.startswith("/") or back.startswith("//") or back == go_to:
+        return go_to
+    return f"{go_to}?{urlencode({'next': back})}"
+
+
+def safe_next(raw: str | None) -> str:
+    """Where to go after signing in: a path on this site, never another site."""
+    if not raw or not raw.startswith("/") or raw.startswith("//") or "\\" in raw:
+        return "/"
+    return raw

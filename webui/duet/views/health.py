@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
@@ -11,13 +12,15 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from duet.auth.actors import may
 from duet.engines.base import Engine, EngineHealth
 from duet.engines.events import EngineName
 from duet.metrics.prometheus import Telemetry
 from duet.tasks import describe_exception
-from duet.views.deps import Engines, render
+from duet.views.deps import MEMBERS_ONLY, CurrentActor, Engines, render
+from duet.views.errors import UserError
 
-router = APIRouter()
+router = APIRouter(dependencies=MEMBERS_ONLY)
 
 
 # A health check that takes longer than this counts as down: the badge must not hang the page.
@@ -55,8 +58,22 @@ async def health_badges(request: Request, engines: Engines) -> HTMLResponse:
     return render(request, "_health.html", {"checks": await check_all(engines)})
 
 
-@router.get("/metrics")
-async def metrics(request: Request) -> Response:
+# /metrics is scraped by Prometheus, which has no session: in accounts mode it answers admins
+# and a scraper that brings DUET_METRICS_TOKEN, under a router of its own.
+metrics_router = APIRouter()
+
+
+@metrics_router.get("/metrics")
+async def metrics(request: Request, actor: CurrentActor) -> Response:
     """The text exposition format, for a Prometheus scrape."""
+    if not may(actor, "read metrics") and not scrape_token_matches(request):
+        raise UserError(403, "Metrics are for admins, or a scraper with DUET_METRICS_TOKEN.")
     telemetry: Telemetry = request.app.state.telemetry
     return Response(generate_latest(telemetry.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def scrape_token_matches(request: Request) -> bool:
+    """A Prometheus scrape with `Authorization: Bearer <DUET_METRICS_TOKEN>`, when one is set."""
+    expected = request.app.state.settings.metrics_token
+    given = request.headers.get("authorization", "")
+    return bool(expected) and hmac.compare_digest(given, f"Bearer {expected}")

@@ -8,6 +8,7 @@ from fastapi.responses import HTMLResponse, Response
 from duet.exports.conversation import conversation_json, conversation_markdown, export_filename
 from duet.store import conversations, messages
 from duet.views.deps import (
+    MEMBERS_ONLY,
     Db,
     Engines,
     Running,
@@ -20,7 +21,7 @@ from duet.views.errors import UserError
 from duet.views.forms import read_form
 from duet.views.params import ConversationId
 
-router = APIRouter()
+router = APIRouter(dependencies=MEMBERS_ONLY)
 
 
 SEARCH_MAX_CHARS = 200

@@ -14,12 +14,12 @@ from duet.metrics.answers import answer_metrics
 from duet.store import runs
 from duet.store.runs import CompareRun
 from duet.views.compare import engine_labels, run_view
-from duet.views.deps import Db, Engines, UserId, render
+from duet.views.deps import MEMBERS_ONLY, Db, Engines, UserId, render
 from duet.views.downloads import download
 from duet.views.errors import not_found
 from duet.views.params import PageNumber, RunId
 
-router = APIRouter()
+router = APIRouter(dependencies=MEMBERS_ONLY)
 
 
 RUNS_PER_PAGE = 50

@@ -1,0 +1,8 @@
+"""Who is asking, and what they may do: team mode's accounts, sessions and permissions.
+
+mode.py         local or accounts, and when local is allowed at all
+passwords.py    Argon2id hashes, computed off the event loop
+sessions.py     server-side sessions behind an HttpOnly cookie
+throttle.py     how many wrong passwords an account and an address may try
+actors.py       the actor of a request, and `may`: the one answer to "may they do this"
+"""
