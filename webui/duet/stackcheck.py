@@ -458,7 +458,7 @@ def speed_finding(name: str, stream: Stream, gpu: str | None, weights: float | N
     ceiling = bandwidth / weights
     share = stream.decode_rate / ceiling
     measured = (
-        f"{rate}, {share:.0%} of the {ceiling:.0f} tokens/s that {gpu}'s "
+        f"{rate}, {share:.0%} of the {ceiling:,.0f} tokens/s that {gpu}'s "
         f"{bandwidth / 1e9:,.0f} GB/s allow for {weights / 1e9:.1f} GB of weights"
     )
     if share < MIN_SHARE_OF_CEILING:
