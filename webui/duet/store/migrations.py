@@ -248,3 +248,40 @@ def m006_accounts(db: sqlite3.Connection) -> None:
     # Settings an admin changes at run time (the signup policy), and secrets made on first
     # start (kept hashed where a hash is enough).
     db.execute("CREATE TABLE instance (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+
+
+@migration
+def m007_invites_and_shares(db: sqlite3.Connection) -> None:
+    # An invite is a link an admin sends to one person: it makes an account with `role` once,
+    # until `expires_at`. Only the token's SHA-256 is kept, as for sessions.
+    db.execute(
+        """
+        CREATE TABLE invites (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            token_hash TEXT NOT NULL UNIQUE,
+            created_by INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            role TEXT NOT NULL DEFAULT 'user' CHECK (role IN ('admin', 'user')),
+            created_at TEXT NOT NULL,
+            expires_at TEXT NOT NULL,
+            used_at TEXT,
+            used_by INTEGER REFERENCES users(id) ON DELETE SET NULL
+        )
+        """
+    )
+    # A share shows one conversation or compare run, read-only, to signed-in teammates who
+    # have its link, until its owner revokes it. The token is the link, shown to the owner
+    # again whenever they look, so it is kept as it is.
+    db.execute(
+        """
+        CREATE TABLE shares (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            token TEXT NOT NULL UNIQUE,
+            user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            kind TEXT NOT NULL CHECK (kind IN ('conversation', 'run')),
+            object_id INTEGER NOT NULL,
+            created_at TEXT NOT NULL,
+            revoked_at TEXT
+        )
+        """
+    )
+    db.execute("CREATE INDEX shares_by_object ON shares (kind, object_id)")
