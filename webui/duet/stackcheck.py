@@ -32,7 +32,14 @@ from typing import Any
 from duet.doctor import VLLM_MODELS, Finding, Gpu, query_gpus, report
 from duet.engines import build_engines
 from duet.engines.base import ChatMessage, ChatRequest, Engine, Sampling
-from duet.engines.events import AnswerDelta, Done, ReasoningDelta, StreamError, Usage
+from duet.engines.events import (
+    AnswerDelta,
+    Done,
+    EngineName,
+    ReasoningDelta,
+    StreamError,
+    Usage,
+)
 from duet.engines.http import EngineError, HTTPEngine, post_lines
 from duet.engines.ollama import MANAGEMENT_ERRORS, OllamaEngine, events_from_line
 from duet.engines.openai import OpenAICompatibleEngine, events_from_chunk, parse_sse_line
@@ -40,8 +47,8 @@ from duet.sampling import recommended_sampling
 from duet.settings import Settings
 from duet.versions import OLLAMA_VERSION, VLLM_VERSION
 
-# The engines compared: vLLM, and Ollama through its native API.
-CHECKED = {"vllm": VLLM_VERSION, "ollama": OLLAMA_VERSION}
+# The engines compared, with the release Duet's tests ran: vLLM, and Ollama's native API.
+CHECKED: dict[EngineName, str] = {"vllm": VLLM_VERSION, "ollama": OLLAMA_VERSION}
 LABELS = {"vllm": "vLLM", "ollama": "Ollama"}
 
 # --- the conversations ---------------------------------------------------------------------------
@@ -493,6 +500,32 @@ def not_checked(check: str, down: list[str]) -> Finding:
     return Finding(check, "note", f"not checked: {' and '.join(down)} did not answer")
 
 
+async def behaviour_findings(name: str, engine: HTTPEngine, gpu_name: str | None) -> list[Finding]:
+    """The thinking, streaming and decode speed lines of one engine that answers."""
+    label = LABELS[name]
+    thinking = await thinking_finding(name, engine)
+    try:
+        stream = await measure_stream(engine)
+    except EngineError as error:
+        return [
+            thinking,
+            Finding(f"streaming, {label}", "problem", f"the request failed: {error}"),
+            Finding(f"decode speed, {label}", "note", "not checked: the stream failed"),
+        ]
+    weights = await weights_bytes(name, engine)
+    return [
+        thinking,
+        streaming_finding(name, stream),
+        speed_finding(name, stream, gpu_name, weights),
+    ]
+
+
+def adapter(engines: dict[EngineName, Engine], name: EngineName) -> HTTPEngine:
+    engine = engines[name]
+    assert isinstance(engine, HTTPEngine), f"{name}: not an HTTP adapter"
+    return engine
+
+
 async def check_stack(settings: Settings, gpu_name: str | None = None) -> list[Finding]:
     """Every line of the report, in order. `gpu_name` names the card where nvidia-smi cannot
     see it (inside the web UI's container); by default the first card nvidia-smi lists."""
@@ -500,36 +533,27 @@ async def check_stack(settings: Settings, gpu_name: str | None = None) -> list[F
         gpus: list[Gpu] = query_gpus() or []
         gpu_name = gpus[0].name if gpus else None
     engines = build_engines(settings)
-    checked: dict[str, HTTPEngine] = {name: engines[name] for name in CHECKED}  # type: ignore[misc]
+    checked = {name: adapter(engines, name) for name in CHECKED}
     try:
         findings = [
             await engine_finding(name, engine, CHECKED[name]) for name, engine in checked.items()
         ]
-        up = [name for name, f in zip(checked, findings, strict=True) if f.status != "problem"]
-        down = [LABELS[name] for name in checked if name not in up]
+        down = [
+            LABELS[name] for name, f in zip(checked, findings, strict=True) if f.status == "problem"
+        ]
         for conversation in CONVERSATIONS:
-            check = f"prompt tokens, {conversation.name}"
             if down:
-                findings.append(not_checked(check, down))
+                findings.append(not_checked(f"prompt tokens, {conversation.name}", down))
             else:
                 findings.append(
                     await parity_finding(conversation, checked["vllm"], checked["ollama"])
                 )
         for name, engine in checked.items():
-            if name not in up:
+            if LABELS[name] in down:
                 for kind in ("thinking", "streaming", "decode speed"):
                     findings.append(not_checked(f"{kind}, {LABELS[name]}", [LABELS[name]]))
-                continue
-            findings.append(await thinking_finding(name, engine))
-            try:
-                stream = await measure_stream(engine)
-            except EngineError as error:
-                failed = f"the request failed: {error}"
-                findings.append(Finding(f"streaming, {LABELS[name]}", "problem", failed))
-                continue
-            findings.append(streaming_finding(name, stream))
-            weights = await weights_bytes(name, engine)
-            findings.append(speed_finding(name, stream, gpu_name, weights))
+            else:
+                findings += await behaviour_findings(name, engine, gpu_name)
     finally:
         for engine in engines.values():
             await engine.aclose()
