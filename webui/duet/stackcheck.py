@@ -497,7 +497,8 @@ async def weights_bytes(name: str, engine: HTTPEngine) -> float | None:
 
 
 def not_checked(check: str, down: list[str]) -> Finding:
-    return Finding(check, "note", f"not checked: {' and '.join(down)} did not answer")
+    lines = f"the {' and '.join(down)} line{'s' if len(down) > 1 else ''} above"
+    return Finding(check, "note", f"not checked: see {lines}")
 
 
 async def behaviour_findings(name: str, engine: HTTPEngine, gpu_name: str | None) -> list[Finding]:
