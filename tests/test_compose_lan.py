@@ -1,14 +1,19 @@
-"""The compose file's LAN switch (compose/lan.yml): the default stack is a private local chat,
-the switch shares the UI on every interface with accounts on, and Duet's own mode check is run
-on the settings the web UI's container would get, as `docker compose config` resolves them."""
+"""Duet on a LAN. The compose file's switch (compose/lan.yml): the default stack is a private
+local chat, the switch shares the UI on every interface with accounts on, and Duet's own mode
+check is run on the settings the web UI's container would get, as `docker compose config`
+resolves them. And `duet serve` itself refuses local mode on an address others can reach."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from compose_config import VARIANTS, find_compose, resolved, run_config
+from down_engine import closed_port
 from duet.auth.mode import ModeError, check_mode
 from duet.security import allowed_hosts
 from duet.settings import Settings
@@ -94,3 +99,30 @@ def test_a_lan_bind_without_accounts_is_refused(compose: Path, tmp_path: Path) -
     # The same bind with accounts on starts.
     accounts = webui(compose, [], tmp_path, WEBUI_BIND="0.0.0.0", DUET_MODE="accounts")
     check_mode(container_settings(accounts))
+
+
+@pytest.mark.parametrize(
+    ("environment", "arguments"),
+    [({"DUET_HOST": "0.0.0.0"}, []), ({}, ["--host", "0.0.0.0"])],
+    ids=["DUET_HOST", "--host"],
+)
+def test_serve_refuses_local_mode_on_all_interfaces(
+    environment: dict[str, str], arguments: list[str], tmp_path: Path
+) -> None:
+    database = tmp_path / "duet.sqlite3"
+    # Only what the test sets: no DUET_MODE, no DUET_PUBLISHED_HOST from the developer's shell.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DUET_")}
+    env |= {"DUET_DATABASE": str(database), "DUET_PORT": str(closed_port()), **environment}
+    done = subprocess.run(
+        [sys.executable, "-m", "duet.cli", "serve", *arguments],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,  # had it started, uvicorn would serve until killed
+    )
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("duet serve: Duet would be reachable from other machines on all")
+    assert "set DUET_MODE=accounts" in lines[0]
+    assert not database.exists()  # refused before anything was written

@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from dataclasses import replace
 from typing import Any
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from duet.app import create_app
+from duet.auth.mode import ModeError
 from duet.settings import Settings
 from duet.store import StorageError, open_database
 
@@ -134,19 +136,21 @@ def server_options(settings: Settings) -> dict[str, Any]:
 
 def serve(host: str | None = None, port: int | None = None) -> int:
     settings = Settings.from_env()
-    # Before uvicorn starts: a database it cannot use is then one line naming it, not the
-    # traceback of a failed start-up.
+    # The address given on the command line is the one the mode check must judge.
+    settings = replace(settings, host=host or settings.host, port=port or settings.port)
+    # Before uvicorn starts: a mode this address may not run in, or a database it cannot use,
+    # is then one line saying what to do, not the traceback of a failed start-up.
     try:
+        app = create_app(settings)
         open_database(settings.database).close()
-    except StorageError as error:
+    except (ModeError, StorageError) as error:
         print(f"duet serve: {error}", file=sys.stderr)
         return 1
-    app = create_app(settings)
     # No gzip, HTTP/1.1 keep-alive: streams go out as they are written.
     uvicorn.run(
         app,
-        host=host or settings.host,
-        port=port or settings.port,
+        host=settings.host,
+        port=settings.port,
         log_level="info",
         **server_options(settings),
     )
