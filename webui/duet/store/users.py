@@ -115,6 +115,13 @@ def set_disabled(db: sqlite3.Connection, user_id: int, disabled: bool) -> None:
     db.execute("UPDATE users SET disabled = ? WHERE id = ?", (int(disabled), user_id))
 
 
+def delete_pending_user(db: sqlite3.Connection, user_id: int) -> bool:
+    """Remove an account that was never approved (an admin rejected it); its sessions go with
+    it. A pending account can own nothing else: it could never use the app."""
+    cursor = db.execute("DELETE FROM users WHERE id = ? AND role = 'pending'", (user_id,))
+    return cursor.rowcount > 0
+
+
 def instance_value(db: sqlite3.Connection, key: str) -> str | None:
     row = db.execute("SELECT value FROM instance WHERE key = ?", (key,)).fetchone()
     return None if row is None else str(row[0])

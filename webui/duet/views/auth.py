@@ -18,6 +18,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from duet.auth.accounts import make_first_admin
 from duet.auth.passwords import hash_password, password_problem, verify_password
 from duet.auth.sessions import clear_cookie, set_cookie, start_session
 from duet.auth.throttle import Throttle
@@ -207,13 +208,6 @@ async def setup(request: Request, db: Db, settings: AppSettings) -> Response:
     response = RedirectResponse("/", status_code=303)
     set_cookie(response, start_session(db, user, settings, request), request, settings)
     return response
-
-
-def make_first_admin(db: sqlite3.Connection, name: str, password_hash: str) -> users.User:
-    """The first admin takes over the local user, and with it every conversation and run of a
-    database that was used in local mode."""
-    claimed = users.claim_local_user(db, name, password_hash)
-    return claimed or users.create_user(db, name, password_hash, "admin")
 
 
 def password_fields() -> list[Field]:
