@@ -222,6 +222,8 @@ def password_fields() -> list[Field]:
 async def password_page(request: Request, actor: CurrentActor) -> Response:
     if not actor.signed_in or actor.session_id is None:
         raise NotAllowed(401, "/signin", "Sign in to change your password.")
+    if actor.role == "pending":
+        raise NotAllowed(403, "/waiting", "Your account is waiting for an admin's approval.")
     intro = (
         "An admin reset your password: choose your own to go on."
         if (actor.must_change_password)
@@ -240,6 +242,8 @@ async def change_password(
     """A new password ends every other session of the account (a stolen one among them)."""
     if not actor.signed_in or actor.session_id is None or actor.user_id is None:
         raise NotAllowed(401, "/signin", "Sign in to change your password.")
+    if actor.role == "pending":
+        raise NotAllowed(403, "/waiting", "Your account is waiting for an admin's approval.")
     form = await read_form(request)
     current = text_field(form, "current")
     password, repeat = text_field(form, "password"), text_field(form, "repeat")
