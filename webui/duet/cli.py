@@ -185,12 +185,38 @@ def add_bench(commands: argparse._SubParsersAction) -> None:
     relay.set_defaults(handler=run)
 
 
+def add_users(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "users", help="team accounts, from the shell (DUET_DATABASE): the first admin, recovery"
+    )
+    actions = parser.add_subparsers(dest="users", required=True)
+    create = actions.add_parser("create", help="make an account (asks for its password)")
+    create.add_argument("name")
+    create.add_argument("--admin", action="store_true", help="an admin (the first must be one)")
+    actions.add_parser("list", help="every account, its role and state")
+    reset = actions.add_parser(
+        "reset-password", help="set a new password, to be changed at next sign-in"
+    )
+    reset.add_argument("name")
+
+    def run(args: argparse.Namespace) -> int:
+        from duet.auth import users_command
+
+        if args.users == "create":
+            return users_command.create_user(args.name, admin=args.admin)
+        if args.users == "reset-password":
+            return users_command.reset_password(args.name)
+        return users_command.list_users()
+
+    parser.set_defaults(handler=run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="duet", description="Qwen3 on vLLM and Ollama, side by side, with honest numbers."
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    for add in (add_serve, add_dev, add_modelfile, add_doctor, add_bench):
+    for add in (add_serve, add_dev, add_modelfile, add_doctor, add_bench, add_users):
         add(commands)
     return parser
 

@@ -48,14 +48,16 @@ def name_problem(name: str) -> str | None:
     return None
 
 
-def new_account_problem(name: str, password: str, repeat: str, min_length: int) -> str | None:
-    """What is wrong with a name and a new password typed twice, or None."""
-    problem = name_problem(name)
-    if problem:
-        return problem
+def new_password_problem(password: str, repeat: str, min_length: int) -> str | None:
+    """What is wrong with a new password typed twice, or None."""
     if password != repeat:
         return "The two passwords differ."
     return password_problem(password, min_length)
+
+
+def new_account_problem(name: str, password: str, repeat: str, min_length: int) -> str | None:
+    """What is wrong with a name and a new password typed twice, or None."""
+    return name_problem(name) or new_password_problem(password, repeat, min_length)
 
 
 def make_first_admin(db: sqlite3.Connection, name: str, password_hash: str) -> User:
