@@ -190,6 +190,7 @@ def test_an_answer_that_cannot_be_saved_is_kept_and_saved_later(
             assert row.fetchone() == ("streaming", ""), "the trigger let a save through"
         shown = client.get(f"/messages/{answer_id}")
         assert shown.status_code == 200 and "status-complete" in shown.text
+        assert "Not saved yet" in shown.text and "disk is full" in shown.text
         with sqlite3.connect(app.database) as db:
             db.execute("DELETE FROM refusing")
         deadline = time.monotonic() + 10

@@ -71,6 +71,16 @@ def as_known(generations: Generations, message: Message) -> Message:
     return messages.with_record(message, generation.state.record())
 
 
+def unsaved_reasons(generations: Generations, history: list[Message]) -> dict[int, str]:
+    """Why each answer held only in memory could not be saved, by message id."""
+    reasons = {}
+    for message in history:
+        generation = generations.get(message.id)
+        if generation is not None and generation.unsaved is not None:
+            reasons[message.id] = generation.unsaved
+    return reasons
+
+
 def conversation_context(
     db: sqlite3.Connection,
     generations: Generations,
@@ -84,6 +94,7 @@ def conversation_context(
         "last_message_id": history[-1].id if history else None,
         "last_user_message_id": next((m.id for m in reversed(history) if m.role == "user"), None),
         "streaming": generations.streaming_in(conversation.id) is not None,
+        "unsaved": unsaved_reasons(generations, history),
         "engine_labels": engine_labels(engines),
     }
 
