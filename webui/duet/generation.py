@@ -26,7 +26,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from duet.engines.base import ChatRequest, Engine
 from duet.engines.events import AnswerDelta, Done, ReasoningDelta, StreamError, StreamEvent, Usage
@@ -68,20 +68,11 @@ class AnswerState:
     arrivals: list[Arrival] = field(default_factory=list)
 
     def record(self) -> AnswerRecord:
-        return AnswerRecord(
-            status=self.status,
-            content=self.content,
-            reasoning=self.reasoning,
-            error=self.error,
-            finish_reason=self.finish_reason,
-            prompt_tokens=self.prompt_tokens,
-            completion_tokens=self.completion_tokens,
-            ttft_ms=self.ttft_ms,
-            ttfa_ms=self.ttfa_ms,
-            total_ms=self.total_ms,
-            engine_timings=dict(self.engine_timings),
-            arrivals=tuple(self.arrivals),
-        )
+        """A frozen copy of the answer as it stands (the same fields, by name)."""
+        values = {f.name: getattr(self, f.name) for f in fields(AnswerRecord)}
+        values["engine_timings"] = dict(self.engine_timings)
+        values["arrivals"] = tuple(self.arrivals)
+        return AnswerRecord(**values)
 
 
 # Called with published events, in order (see `Generation.watch`).
