@@ -41,6 +41,7 @@ ConversationId = Annotated[
 MessageId = Annotated[int, AsciiDigits, Path(ge=1, le=MAX_ID, description="a message's id")]
 RunId = Annotated[int, AsciiDigits, Path(ge=1, le=MAX_ID, description="a compare run's id")]
 AnswerId = Annotated[int, AsciiDigits, Path(ge=1, le=MAX_ID, description="a compare answer's id")]
+ShareId = Annotated[int, AsciiDigits, Path(ge=1, le=MAX_ID, description="a share's id")]
 PageNumber = Annotated[
     int, AsciiDigits, Query(ge=1, le=MAX_PAGE, description="the page of a listing")
 ]
