@@ -19,7 +19,14 @@ import pytest
 from app_server import serve_asgi
 from duet.bench.measured import EngineResult, Measured, Run, added_ttft_ms, mark_stalls
 from duet.bench.reference_relay import create_relay
-from duet.bench.relay import DuetStream, bench_request, stream_through_reference
+from duet.bench.relay import (
+    CLIENT_KEEP_ALIVE_SECONDS,
+    DuetStream,
+    bench_request,
+    duet_environment,
+    reference_relay_command,
+    stream_through_reference,
+)
 from duet.bench.report import raw_document, report_lines, summary_document
 from duet.bench.sse_client import ServerSentEvent, parse_events, stamped_events
 from duet.bench.stall_watch import Stall, StallWatch, overlap_ms, watch
@@ -264,6 +271,15 @@ async def test_duets_stream_gives_the_first_chunks_time_in_and_out_of_duet() -> 
     assert round(stream.first_chunk_held_ms or 0, 3) == 0.3
     assert round(stream.first_chunk_out_ms or 0, 3) == 0.5
     assert [a.chunk for a in stream.arrivals] == [0, 1]
+
+
+def test_the_relays_under_test_keep_idle_connections_longer_than_the_benchs_clients() -> None:
+    """Else a client now and then sends a POST on a connection the relay is closing at that
+    moment, and the request fails (aiohttp retries only idempotent ones)."""
+    served = Settings.from_env(duet_environment(Settings(), Path("/tmp/bench.sqlite3")))
+    assert served.keep_alive_timeout > CLIENT_KEEP_ALIVE_SECONDS
+    command = reference_relay_command(Settings(), 18601)
+    assert float(command[command.index("--keep-alive") + 1]) > CLIENT_KEEP_ALIVE_SECONDS
 
 
 def test_the_watcher_notes_only_wake_ups_that_came_far_too_late() -> None:

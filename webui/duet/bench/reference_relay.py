@@ -95,9 +95,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--upstream", action="append", default=[], help="name=url")
+    parser.add_argument(
+        "--keep-alive", type=float, default=5.0, help="seconds an idle connection is kept open"
+    )
     args = parser.parse_args()
     upstreams = dict(entry.split("=", 1) for entry in args.upstream)
-    uvicorn.run(create_relay(upstreams), host="127.0.0.1", port=args.port, log_level="warning")
+    uvicorn.run(
+        create_relay(upstreams),
+        host="127.0.0.1",
+        port=args.port,
+        log_level="warning",
+        timeout_keep_alive=args.keep_alive,
+    )
 
 
 if __name__ == "__main__":

@@ -45,6 +45,14 @@ process (`duet.bench.stall_watch`) runs beside the requests and notes every mome
 run for 100 ms or more; each request carries how much of its time to first token such a stall
 covered. The added TTFT is given over all requests, and beside it over the requests no stall
 touched.
+
+Every request goes over a kept-open connection, on every path, as in a steady exchange: the
+relays under test keep an idle connection for `RELAY_KEEP_ALIVE_SECONDS`, longer than the
+benchmark's clients keep one (`CLIENT_KEEP_ALIVE_SECONDS`, aiohttp's own default, which the
+engine adapters use). The other way round, a client now and then sends its next request on a
+connection the server is closing at that very moment, and fails it: aiohttp retries such a
+request only when its method is idempotent, and POST /chat/send is not. Duet's stream is read
+to its end (nothing follows its `end` event), so its connection goes back to the pool too.
 """
 
 from __future__ import annotations
@@ -87,6 +95,10 @@ from duet.settings import Settings
 PROMPT = "Tell me a story that never ends."
 WARMUP_REQUESTS = 2
 START_SECONDS = 30.0
+# How long the benchmark's clients, and the relays under test, keep an idle connection open
+# (the module's docstring says why the relays' must be the longer).
+CLIENT_KEEP_ALIVE_SECONDS = 15.0
+RELAY_KEEP_ALIVE_SECONDS = 60.0
 
 
 def bench_request(max_tokens: int) -> ChatRequest:
@@ -212,11 +224,10 @@ async def stream_through_duet(
     stream = DuetStream()
     async with client.get(duet_url + stream_url) as response:
         # Read as the adapters read the engines (`read_lines`), so every path's client does the
-        # same work per chunk.
+        # same work per chunk, and to the end, which follows the `end` event: a response left
+        # unread closes its connection instead of handing it to the next request.
         async for arrived, event in stamped_events(read_lines(response)):
             stream.read(arrived, event)
-            if stream.status:
-                break
     if stream.status != "complete":
         raise RuntimeError(f"the answer through Duet ended {stream.status or 'without an end'}")
     return measure(
@@ -262,17 +273,25 @@ async def stream_through_reference(
     )
 
 
-def start_reference_relay(settings: Settings, port: int, log_path: Path) -> subprocess.Popen:
-    command = [
+def reference_relay_command(settings: Settings, port: int) -> list[str]:
+    return [
         sys.executable, "-m", "duet.bench.reference_relay", "--port", str(port),
         "--upstream", f"vllm={settings.vllm_url}", "--upstream", f"ollama={settings.ollama_url}",
+        "--keep-alive", str(RELAY_KEEP_ALIVE_SECONDS),
     ]  # fmt: skip
+
+
+def start_reference_relay(settings: Settings, port: int, log_path: Path) -> subprocess.Popen:
     with open(log_path, "wb") as log:
-        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            reference_relay_command(settings, port), stdout=log, stderr=subprocess.STDOUT
+        )
 
 
-def start_duet(settings: Settings, port: int, log_path: Path, database: Path) -> subprocess.Popen:
-    env = {
+def duet_environment(settings: Settings, database: Path) -> dict[str, str]:
+    """The environment of the `duet serve` under test: this one's, with the engines and
+    models the benchmark uses, its own database, and the relays' keep-alive (docstring)."""
+    return {
         **os.environ,
         "DUET_VLLM_URL": settings.vllm_url,
         "DUET_OLLAMA_URL": settings.ollama_url,
@@ -280,7 +299,11 @@ def start_duet(settings: Settings, port: int, log_path: Path, database: Path) ->
         "DUET_OLLAMA_MODEL": settings.ollama_model,
         "DUET_VLLM_API_KEY": settings.vllm_api_key,
         "DUET_DATABASE": str(database),
+        "DUET_KEEP_ALIVE_TIMEOUT": str(RELAY_KEEP_ALIVE_SECONDS),
     }
+
+
+def start_duet(settings: Settings, port: int, log_path: Path, database: Path) -> subprocess.Popen:
     command = [
         sys.executable,
         "-m",
@@ -291,6 +314,7 @@ def start_duet(settings: Settings, port: int, log_path: Path, database: Path) ->
         "--port",
         str(port),
     ]
+    env = duet_environment(settings, database)
     with open(log_path, "wb") as log:
         return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
 
@@ -341,7 +365,10 @@ async def run_relay(
     timeout = aiohttp.ClientTimeout(total=300.0, connect=10.0)
     tracing = aiohttp.TraceConfig()
     tracing.on_request_chunk_sent.append(report_body_sent)
-    async with aiohttp.ClientSession(timeout=timeout, trace_configs=[tracing]) as client:
+    connector = aiohttp.TCPConnector(keepalive_timeout=CLIENT_KEEP_ALIVE_SECONDS)
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=timeout, trace_configs=[tracing]
+    ) as client:
         urls = (duet_url, reference_url)
         try:
             for engine in paths:
