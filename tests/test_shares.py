@@ -23,7 +23,6 @@ from duet.settings import Settings
 from duet.store import conversations, messages, open_database, runs, shares, users
 from duet.store.messages import AnswerRecord
 from duet.store.runs import CompareRun
-from duet.views import shares as share_views
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from test_request_path import route_table
@@ -56,10 +55,7 @@ def build_app(database: Path) -> FastAPI:
         "vllm": DownEngine("vllm", "vLLM", port),
         "ollama": DownEngine("ollama", "Ollama", port),
     }
-    app = create_app(Settings(mode="accounts"), engines=engines, database=database)  # type: ignore[arg-type]
-    if not serves_shares(app):  # until app.py includes the router (see the xfail below)
-        app.include_router(share_views.router)
-    return app
+    return create_app(Settings(mode="accounts"), engines=engines, database=database)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -347,7 +343,6 @@ def test_the_store_names_the_owner_in_every_query_but_the_links(tmp_path: Path) 
     db.close()
 
 
-@pytest.mark.xfail(strict=True, reason="app.py does not include views/shares.py's router yet")
 def test_the_app_serves_the_share_routes(tmp_path: Path) -> None:
     port = closed_port()
     engines = {"vllm": DownEngine("vllm", "vLLM", port)}

@@ -33,6 +33,7 @@ from duet.views import auth as auth_views
 from duet.views import chat, health, history
 from duet.views import compare as compare_views
 from duet.views import runs as runs_views
+from duet.views import shares as share_views
 from duet.views.deps import StampReceipt
 from duet.views.errors import (
     NotAllowed,
@@ -127,7 +128,7 @@ def create_app(
     app.add_exception_handler(sqlite3.Error, handle_storage_error)
     app.mount("/static", StaticFiles(directory=PACKAGE_DIR / "static"), name="static")
     # Pages for members (each router has MEMBERS_ONLY), then what is reached without a session.
-    for area in (chat, history, health, compare_views, runs_views):
+    for area in (chat, history, health, compare_views, runs_views, share_views):
         app.include_router(area.router)
     app.include_router(auth_views.router)
     app.include_router(health.metrics_router)
