@@ -24,6 +24,7 @@ engines: venv
 
 browser: venv
 	bash services/dev/install-browser.sh
+	bash services/dev/install-nginx.sh >/dev/null
 
 compose:
 	bash services/dev/install-compose.sh >/dev/null
