@@ -28,7 +28,15 @@ from down_engine import DownEngine, closed_port
 from duet.app import create_app
 from duet.engines.openai import VllmEngine
 from duet.settings import Settings
-from duet.store import StorageError, conversations, display_path, messages, open_database, runs
+from duet.store import (
+    StorageError,
+    conversations,
+    display_path,
+    messages,
+    open_database,
+    runs,
+    shares,
+)
 from duet.store.messages import AnswerRecord
 from duet.store.users import LOCAL_USER_ID
 from duet.views.params import MAX_PAGE
@@ -64,8 +72,8 @@ TABLES = ("conversations", "messages", "compare_runs", "compare_answers")
 
 
 def seed(db: sqlite3.Connection, n: int = SEEDED) -> None:
-    """n conversations of a question and a finished answer (messages 2k-1 and 2k), and n
-    finished compare runs of two answers each."""
+    """n conversations of a question and a finished answer (messages 2k-1 and 2k), each shared
+    once, and n finished compare runs of two answers each."""
     for index in range(1, n + 1):
         conversation = conversations.create_conversation(db, LOCAL_USER_ID, f"Chat {index}")
         messages.add_user_message(db, conversation.id, "Tell me about cats")
@@ -73,6 +81,7 @@ def seed(db: sqlite3.Connection, n: int = SEEDED) -> None:
             db, conversation.id, engine="vllm", model="qwen3-test", thinking=False, parameters={}
         )
         messages.save_assistant(db, answer.id, AnswerRecord("complete", content="Cats purr."))
+        shares.create_share(db, LOCAL_USER_ID, "conversation", conversation.id)
         run = runs.create_run(
             db,
             LOCAL_USER_ID,
