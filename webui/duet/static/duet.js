@@ -1,7 +1,10 @@
 // Every page's script: what the templates would otherwise ask of inline handlers, which the
 // Content-Security-Policy forbids (script-src 'self': no inline script, and htmx may not eval).
 //  - A textarea with data-send-shortcut submits its form on Ctrl+Enter (⌘+Enter on a Mac).
-//  - A textarea with data-clear-after-send is emptied when its form's request succeeds.
+//  - A textarea with data-clear-after-send is emptied when its form's request succeeds. Until
+//    then what is typed in it is kept for the tab (sessionStorage, per page): a send that meets
+//    an expired session goes to sign in and back, and finds the text in the box again.
+//    Signing out forgets every such draft, so the next person at that tab does not see them.
 //  - Copy buttons on code blocks.
 
 document.addEventListener("keydown", (event) => {
@@ -13,11 +16,72 @@ document.addEventListener("keydown", (event) => {
   box.form.requestSubmit(); // a submit event, as the Send button gives: htmx sends the form
 });
 
+const DRAFTS = "duet:draft:";
+const KEPT_BOXES = "textarea[data-clear-after-send]";
+const draftKey = (box) => DRAFTS + location.pathname + "#" + box.name;
+const sentDrafts = new WeakMap(); // a request → the draft keys of the boxes it sends
+
+function keepDraft(key, text) {
+  try {
+    if (text) sessionStorage.setItem(key, text);
+    else sessionStorage.removeItem(key);
+  } catch {
+    // Storage full or turned off: the box still works, only without the draft.
+  }
+}
+
+function restoreDrafts() {
+  document.querySelectorAll(KEPT_BOXES).forEach((box) => {
+    let draft = null;
+    try {
+      draft = sessionStorage.getItem(draftKey(box));
+    } catch {
+      return;
+    }
+    if (draft && !box.value) box.value = draft;
+  });
+}
+
+function forgetDrafts() {
+  try {
+    Object.keys(sessionStorage)
+      .filter((key) => key.startsWith(DRAFTS))
+      .forEach((key) => sessionStorage.removeItem(key));
+  } catch {
+    // Nothing could be kept either.
+  }
+}
+
+document.addEventListener("input", (event) => {
+  const box = event.target;
+  if (box instanceof HTMLTextAreaElement && box.matches(KEPT_BOXES)) {
+    keepDraft(draftKey(box), box.value);
+  }
+});
+
+// The page's URL when the send starts: a new chat's first answer moves it to the conversation's.
+document.addEventListener("htmx:beforeRequest", (event) => {
+  const form = event.detail.elt;
+  if (!(form instanceof HTMLFormElement)) return;
+  const keys = [...form.querySelectorAll(KEPT_BOXES)].map(draftKey);
+  if (keys.length) sentDrafts.set(event.detail.xhr, keys);
+});
+
 document.addEventListener("htmx:afterRequest", (event) => {
   const form = event.detail.elt;
   if (!event.detail.successful || !(form instanceof HTMLFormElement)) return;
-  form.querySelectorAll("textarea[data-clear-after-send]").forEach((box) => (box.value = ""));
+  form.querySelectorAll(KEPT_BOXES).forEach((box) => (box.value = ""));
+  (sentDrafts.get(event.detail.xhr) || []).forEach((key) => keepDraft(key, ""));
 });
+
+document.addEventListener("submit", (event) => {
+  const form = event.target;
+  const to = form.getAttribute("hx-post") || form.getAttribute("action") || "";
+  if (new URL(to, location.href).pathname === "/signout") forgetDrafts();
+});
+
+restoreDrafts();
+document.addEventListener("htmx:historyRestore", restoreDrafts);
 
 async function copyText(text) {
   if (navigator.clipboard && window.isSecureContext) {
