@@ -313,6 +313,21 @@ def test_a_form_that_is_not_utf8_is_refused_and_nothing_is_stored(
     assert good.status_code < 400, good.text
 
 
+@pytest.mark.parametrize("content_type", ["multipart/form-data", "multipart/form-data; boundary=x"])
+def test_a_multipart_form_that_cannot_be_read_is_refused_like_any_bad_input(
+    client: TestClient, db: sqlite3.Connection, content_type: str
+) -> None:
+    """Told as Duet tells bad input (in the page's flash region for htmx), not as Starlette's
+    bare {"detail": ...}."""
+    before = list(db.iterdump())
+    headers = {"Content-Type": content_type, "HX-Request": "true"}
+    response = client.post("/chat/send", content=b"content=Hello", headers=headers)
+    assert response.status_code == 400
+    assert response.headers["HX-Retarget"] == "#flash"
+    assert "The form could not be read" in response.text
+    assert list(db.iterdump()) == before
+
+
 @pytest.mark.parametrize("path", ["/openapi.json", "/docs", "/redoc", "/docs/oauth2-redirect"])
 def test_no_schema_or_api_docs_are_served(client: TestClient, path: str) -> None:
     assert client.get(path).status_code == 404

@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.datastructures import FormData as StarletteFormData
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from duet.engines.base import Engine, Sampling
@@ -38,7 +39,10 @@ async def read_form(request: Request) -> StarletteFormData:
     bytes would be stored as U+FFFD in place of what was typed."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != URLENCODED:
-        return await request.form()
+        try:
+            return await request.form()
+        except HTTPException as error:  # a multipart body Starlette cannot parse
+            raise UserError(400, f"The form could not be read: {error.detail}") from None
     try:
         body = (await request.body()).decode("utf-8")
         fields = parse_qsl(body, keep_blank_values=True, errors="strict")
