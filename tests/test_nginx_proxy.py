@@ -48,10 +48,9 @@ from duet.metrics.stream import ChunkArrival, HopComparison, compare_hops, perce
 from duet.store.db import connect
 from duet.store.messages import require_message
 
-pytestmark = [pytest.mark.engines, pytest.mark.asyncio(loop_scope="function")]
-
 ROOT = Path(__file__).resolve().parents[1]
 SITE = ROOT / "services" / "nginx" / "duet.conf"
+DOCS = ROOT / "docs" / "team.md"
 INSTALL_HINT = "run services/dev/install-nginx.sh (`make test` does), or set DUET_NGINX"
 MAX_TOKENS = 150
 START_SECONDS = 10.0
@@ -321,6 +320,12 @@ def assert_every_event_apart(measured: Measured) -> None:
     assert measured.proxied.itl_kept() >= ITL_FLOOR * measured.direct.itl_kept(), summary
 
 
+def test_the_docs_show_the_site_this_test_runs() -> None:
+    blocks = re.findall(r"```nginx\n(.*?)```", DOCS.read_text(), flags=re.DOTALL)
+    assert blocks == [SITE.read_text()], f"docs/team.md's nginx block differs from {SITE}"
+
+
+@pytest.mark.engines
 @pytest.mark.parametrize("engine", ["vllm", "ollama"])
 async def test_the_shipped_site_passes_every_event_apart(
     app: RunningApp, box: Box, engine: EngineName, tmp_path: Path
@@ -330,6 +335,7 @@ async def test_the_shipped_site_passes_every_event_apart(
     assert_every_event_apart(measured)
 
 
+@pytest.mark.engines
 async def test_duets_header_alone_keeps_events_apart(
     app: RunningApp, box: Box, tmp_path: Path
 ) -> None:
@@ -340,6 +346,7 @@ async def test_duets_header_alone_keeps_events_apart(
     assert_every_event_apart(measured)
 
 
+@pytest.mark.engines
 async def test_a_buffering_proxy_is_caught(app: RunningApp, box: Box, tmp_path: Path) -> None:
     # Buffering on and Duet's header ignored: nginx holds events until a buffer fills.
     buffering = "proxy_buffering on;\n        proxy_ignore_headers X-Accel-Buffering;"
