@@ -69,7 +69,7 @@ BAD_IDS = [
 ]
 
 # The ids of what `seed` makes.
-SEEDED_KINDS = {"conversation_id", "message_id", "run_id", "answer_id"}
+SEEDED_KINDS = {"conversation_id", "message_id", "run_id", "answer_id", "share_id"}
 
 TABLES = ("conversations", "messages", "compare_runs", "compare_answers")
 
