@@ -351,15 +351,8 @@ def on_proc(tmp_path: Path) -> Path:
     return Path("/proc/duet.sqlite3")
 
 
-# open_database passes check_location's StorageError on as it is, so its message names the
-# file in the way or the folder, not the database; the fix belongs in duet.store.open_database
-# (wrap a StorageError like the other causes). Strict: the marks must go when it is fixed.
-NAMES_ONLY_THE_FOLDER = pytest.mark.xfail(
-    strict=True, reason="open_database does not name the database for check_location's causes"
-)
-
 UNUSABLE = [
-    pytest.param(under_a_file, id="under-a-file", marks=NAMES_ONLY_THE_FOLDER),
+    pytest.param(under_a_file, id="under-a-file"),
     pytest.param(a_folder, id="a-folder"),
     pytest.param(on_proc, id="on-proc"),
 ]
@@ -442,7 +435,7 @@ def read_only_mounts(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "existing",
     [
-        pytest.param(False, id="new-file", marks=NAMES_ONLY_THE_FOLDER),
+        pytest.param(False, id="new-file"),
         pytest.param(True, id="read-only-file"),
     ],
 )

@@ -33,7 +33,7 @@ def open_database(path: str | Path) -> sqlite3.Connection:
         migrate(db)
         messages.mark_interrupted(db)
         runs.mark_interrupted(db)
-    except (sqlite3.Error, OSError) as error:
+    except (StorageError, sqlite3.Error, OSError) as error:
         raise StorageError(
             f"Duet cannot use its database {display_path(path)}: {describe_storage_error(error)}"
         ) from error

@@ -26,7 +26,7 @@ from duet.settings import Settings
 from duet.store import sessions, users
 from duet.store.db import transaction
 from duet.views.deps import AppSettings, CurrentActor, Db, render
-from duet.views.errors import NotAllowed, safe_next
+from duet.views.errors import NotAllowed, UserError, safe_next
 from duet.views.forms import read_form, text_field
 
 router = APIRouter()
@@ -163,7 +163,7 @@ def setup_fields(name: str = "") -> list[Field]:
 async def setup_page(request: Request, db: Db) -> Response:
     token = request.query_params.get("token", "")
     if users.accounts_exist(db) or not setup_token_valid(db, token):
-        raise NotAllowed(404, "/signin", "This setup link has been used, or it is not one.")
+        raise UserError(404, "This setup link has been used, or it is not one.")
     return form_page(
         request,
         "Set up Duet",
@@ -190,7 +190,7 @@ async def setup(request: Request, db: Db, settings: AppSettings) -> Response:
     name = text_field(form, "name").strip()
     password, repeat = text_field(form, "password"), text_field(form, "repeat")
     if users.accounts_exist(db) or not setup_token_valid(db, token):
-        raise NotAllowed(404, "/signin", "This setup link has been used, or it is not one.")
+        raise UserError(404, "This setup link has been used, or it is not one.")
     problem = check_new_account(name, password, repeat, settings)
     if problem:
         return form_page(
@@ -201,7 +201,7 @@ async def setup(request: Request, db: Db, settings: AppSettings) -> Response:
     with transaction(db):
         # Checked again inside the transaction: two setups at once make one admin.
         if users.accounts_exist(db):
-            raise NotAllowed(404, "/signin", "This setup link has been used.")
+            raise UserError(404, "This setup link has been used.")
         user = make_first_admin(db, name, password_hash)
         users.set_instance_value(db, SETUP_KEY, None)
     log.info("the first admin, %s, was created through the setup link", user.name)
