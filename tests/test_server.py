@@ -98,6 +98,27 @@ def test_headers_over_the_size_are_refused(served: str) -> None:
         assert response.status == 431
 
 
+def test_a_later_request_on_a_kept_open_connection_has_the_same_bounds(served: str) -> None:
+    """Its first read counts toward the size limit too, and headers that trickle in are
+    answered 408 (not closed as if the connection had sent nothing)."""
+    with connect(served) as sock:
+        sock.sendall(REQUEST % b"")
+        assert answered_ok(sock)
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 7000)
+        time.sleep(0.1)  # two reads: the limit (8192 bytes) is passed in the second
+        sock.sendall(b"a" * 3000)
+        response = read_response(sock)
+        assert response is not None
+        assert response.status == 431
+    with connect(served) as sock:
+        sock.sendall(REQUEST % b"")
+        assert answered_ok(sock)
+        sock.sendall(b"GET / HTTP/1.1\r\nHo")
+        response = read_response(sock)
+        assert response is not None
+        assert response.status == 408
+
+
 def test_kept_open_connections_and_long_answers_are_not_cut(served: str) -> None:
     with connect(served) as sock:
         sock.sendall(REQUEST % b"")

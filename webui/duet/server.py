@@ -54,24 +54,29 @@ class BoundedHeaders(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self.header_bytes = 0
+        self.bytes_being_read = 0
         self.header_deadline: asyncio.TimerHandle | None = None
         self.await_headers()
 
     def data_received(self, data: bytes) -> None:
-        awaiting = self.header_deadline is not None
-        if awaiting:
+        if self.header_deadline is not None:
             self.header_bytes += len(data)
+        self.bytes_being_read = len(data)
         super().data_received(data)
         # Counted before parsing, so body bytes that came with the headers' end count too:
-        # the check is made only if the headers are still incomplete after this data.
-        still_awaiting = awaiting and self.header_deadline is not None
-        if still_awaiting and self.header_bytes > self.max_header_bytes:
+        # the check is made only if the headers are still incomplete after this data (also
+        # when they are those of a later request that began in it).
+        if self.header_deadline is not None and self.header_bytes > self.max_header_bytes:
             self.refuse(431, "The request's headers are too large (DUET_MAX_HEADER_BYTES).")
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         if self.header_deadline is None:  # a later request on a kept-open connection
-            self.header_bytes = 0
+            # It began in the data being parsed, all of which counts: where in it the request
+            # starts is not known here, and leaving it out would let the first read of every
+            # later request past the size limit (and make a slow one look like one that sent
+            # nothing, closed without its 408).
+            self.header_bytes = self.bytes_being_read
             self.await_headers()
 
     def on_headers_complete(self) -> None:
