@@ -17,20 +17,49 @@ from pathlib import Path
 import aiohttp
 import pytest
 from app_server import serve_asgi
-from duet.bench.measured import EngineResult, Measured, Run, added_ttft_ms, mark_stalls
+from down_engine import DownEngine, closed_port
+from duet.app import create_app
+from duet.bench.measured import (
+    ACCOUNTS_PATHS,
+    PATHS,
+    EngineResult,
+    Measured,
+    PathName,
+    Run,
+    added_ttft_ms,
+    mark_stalls,
+)
 from duet.bench.reference_relay import create_relay
 from duet.bench.relay import (
     CLIENT_KEEP_ALIVE_SECONDS,
+    COOKIE,
     DuetStream,
+    DuetUnderTest,
+    bench_client,
     bench_request,
+    create_account,
     duet_environment,
     reference_relay_command,
+    run_paths,
+    send_message,
+    sign_in,
+    stream_through_duet,
     stream_through_reference,
 )
 from duet.bench.report import raw_document, report_lines, summary_document
 from duet.bench.sse_client import ServerSentEvent, parse_events, stamped_events
 from duet.bench.stall_watch import Stall, StallWatch, overlap_ms, watch
-from duet.bench.summary import ROWS, describe_verdict, format_table, missed, summarize, verdicts
+from duet.bench.summary import (
+    LOCAL,
+    SIGNED_IN,
+    describe_verdict,
+    duet_rows,
+    format_table,
+    missed,
+    rows_of,
+    summarize,
+    verdicts,
+)
 from duet.engines import build_engines
 from duet.settings import Settings
 from duet.sse import format_event
@@ -41,10 +70,14 @@ def direct(ttft: float, pre_wire: float, chunks: int = 3) -> Measured:
 
 
 def through_duet(
-    ttft: float, server_ttft: float, chunks: int = 3, pre_wire: float = 1.0
+    ttft: float,
+    server_ttft: float,
+    chunks: int = 3,
+    pre_wire: float = 1.0,
+    path: PathName = "duet",
 ) -> Measured:
     return Measured(
-        "duet",
+        path,
         ttft,
         chunks,
         (10.0, 10.5),
@@ -76,6 +109,17 @@ def engine_result(
         result.duet.append(through_duet(31.0 + added, 30.0, chunks=chunks))
     result.reference.extend(through_reference(added) for added in reference_added)
     return result
+
+
+def with_accounts(
+    result: EngineResult, signed_in_added: list[float], chunks: int = 3
+) -> EngineResult:
+    """The same run with accounts on: the path through Duet signed in added these."""
+    signed_in = [
+        through_duet(31.0 + added, 30.0, chunks=chunks, path="signed_in")
+        for added in signed_in_added
+    ]
+    return replace(result, signed_in=signed_in, paths=ACCOUNTS_PATHS)
 
 
 def test_added_ttft_takes_out_the_engine_and_the_clients_own_pre_wire_time() -> None:
@@ -161,22 +205,71 @@ def test_the_printed_verdict_says_each_target_and_what_was_measured() -> None:
     )
 
 
-def test_every_number_is_one_row_of_the_table_and_one_key_of_the_summary() -> None:
-    summary = summarize(engine_result([1.5] * 3, [1.0] * 3))
-    keys = [row.key for row in ROWS]
+@pytest.mark.parametrize("paths", [PATHS, ACCOUNTS_PATHS])
+def test_every_number_is_one_row_of_the_table_and_one_key_of_the_summary(
+    paths: tuple[PathName, ...],
+) -> None:
+    result = engine_result([1.5] * 3, [1.0] * 3)
+    if paths == ACCOUNTS_PATHS:
+        result = with_accounts(result, [2.5] * 3)
+    summary = summarize(result)
+    rows = rows_of(paths)
+    keys = [row.key for row in rows]
     assert len(set(keys)) == len(keys), "two rows share a key: one would hide the other"
+    labels = [row.label for row in rows]
+    assert len(set(labels)) == len(labels), "two rows share a label"
     assert list(summary) == ["engine", *keys]
     table = format_table([summary, {**summary, "engine": "ollama"}]).splitlines()
-    assert len(table) == 2 + len(ROWS)
+    assert len(table) == 2 + len(rows)
     assert table[0].split() == ["vllm", "ollama"]
     assert table[2 + keys.index("added_ttft_p50_ms")].split()[-2:] == ["1.50", "1.50"]
 
 
-def a_run(requests: int) -> Run:
+def test_a_run_without_accounts_has_no_signed_in_numbers() -> None:
+    summary = summarize(engine_result([1.5] * 3, [1.0] * 3))
+    assert not [key for key in summary if key.startswith("signed_in")]
+    assert "signed in" not in format_table([summary]).replace("[,signed in]", "")
+    assert summary["stalled_requests"] == [0, 0, 0]
+
+
+def test_with_accounts_the_signed_in_path_has_every_number_of_duets_and_its_own_verdict() -> None:
+    # Duet in local mode adds 1.5 ms, signed in 2.5 ms, the reference relay 1.0 ms: the target
+    # (the reference's p50 + 1 ms) is met by the one and missed by the other.
+    summary = summarize(with_accounts(engine_result([1.5] * 5, [1.0] * 5), [2.5] * 5))
+    for row in duet_rows(LOCAL):
+        assert SIGNED_IN.key(row.key) in summary, row.key
+    assert summary["added_ttft_p50_ms"] == 1.5
+    assert summary["signed_in_added_ttft_p50_ms"] == 2.5
+    assert summary["signed_in_over_local_added_ttft_p50_ms"] == 1.0
+    assert summary["stalled_requests"] == [0, 0, 0, 0]
+    assert missed(verdicts(summary)) == []
+    checks = verdicts(summary, SIGNED_IN)
+    assert missed(checks) == ["added TTFT p50"]
+    assert checks[0].describe() == (
+        "added TTFT p50: 2.50 ms; target <= 2.00 ms (the reference relay's 1.00 ms + 1.0 ms)"
+        ": MISSED"
+    )
+    assert checks[3].describe().startswith("ITL p50 ratio: Duet signed in 10.25 ms / direct")
+    table = format_table([summary])
+    assert "added TTFT p50, signed in (ms) [<= ref + 1.0]" in table
+    assert "chunk counts identical, signed in" in table
+
+
+def test_the_signed_in_paths_chunk_counts_are_paired_with_the_direct_requests() -> None:
+    summary = summarize(with_accounts(engine_result([1.5] * 4, [1.0] * 4), [1.5] * 4, chunks=5))
+    checks = verdicts(summary, SIGNED_IN)
+    assert missed(checks) == ["chunk counts"]
+    assert checks[2].measured == "direct 3, Duet signed in 5; 4 of 4 pairs differ"
+    assert missed(verdicts(summary)) == []
+
+
+def a_run(requests: int, accounts: bool = False) -> Run:
     results = tuple(
         replace(engine_result([1.5] * requests, [1.0] * requests), engine=engine)
         for engine in ("vllm", "ollama")
     )
+    if accounts:
+        results = tuple(with_accounts(result, [1.8] * requests) for result in results)
     return Run(
         command="duet bench relay",
         date="2026-12-01T08:00:00+0000",
@@ -190,6 +283,7 @@ def a_run(requests: int) -> Run:
         stalls=(Stall(1.0, 1.5),),
         results=results,
         workdir=Path("/tmp"),
+        paths=ACCOUNTS_PATHS if accounts else PATHS,
     )
 
 
@@ -209,6 +303,79 @@ def test_the_summary_document_stays_small_and_the_raw_one_holds_every_request() 
     report = "\n".join(report_lines(run, summaries))
     assert "machine stalls (the watcher woke 100+ ms late): 1, of 500 ms" in report
     assert "vllm: all targets met" in report and "ollama: all targets met" in report
+    assert "accounts: off" in report and "signed in:" not in report
+    assert document["accounts"] is False and list(document["paths"]) == list(PATHS)
+
+
+def test_with_accounts_the_report_and_both_documents_say_so() -> None:
+    run = a_run(requests=4, accounts=True)
+    # A machine stall caught one request through Duet signed in.
+    stalled = replace(run.results[0].signed_in[2], stalled_ms=300.0)
+    run.results[0].signed_in[2] = stalled
+    summaries = [summarize(result) for result in run.results]
+    report = report_lines(run, summaries)
+    assert any(line.startswith("accounts: on, the path 'signed in': ") for line in report)
+    assert "vllm: all targets met" in report
+    assert "vllm, signed in: all targets met" in report
+    assert (
+        "vllm, signed in, the 3 requests through Duet signed in clear of machine stalls:"
+        " all targets met"
+    ) in report
+    assert "ollama, signed in: all targets met" in report
+    document = json.loads(json.dumps(summary_document(run, summaries)))
+    assert document["accounts"] is True
+    assert "DUET_MODE=accounts" in document["paths"]["signed_in"]
+    vllm = document["engines"][0]
+    assert vllm["signed_in_added_ttft_p50_ms"] == 1.8
+    assert list(vllm["verdicts"]) == [
+        "all_requests",
+        "signed_in_all_requests",
+        "signed_in_clear_of_stalls",
+    ]
+    raw = raw_document(run)
+    assert len(raw["requests"]["vllm"]) == 4 * 4
+    assert raw["requests"]["vllm"][-1]["path"] == "signed_in"
+
+
+def test_each_round_rotates_over_every_path_of_the_run() -> None:
+    local = DuetUnderTest("duet", "http://127.0.0.1:1")
+    signed_in = DuetUnderTest("signed_in", "http://127.0.0.1:2", {"Cookie": "duet_session=x"})
+    assert run_paths([local]) == PATHS
+    assert run_paths([local, signed_in]) == ACCOUNTS_PATHS
+
+
+def test_the_signed_in_duet_runs_in_accounts_mode_on_a_database_of_its_own() -> None:
+    database = Path("/tmp/bench-signed_in.sqlite3")
+    served = Settings.from_env(duet_environment(Settings(), database, "accounts"))
+    assert served.mode == "accounts"
+    assert served.database == str(database)
+    assert Settings.from_env(duet_environment(Settings(), database)).mode == "local"
+
+
+async def test_the_benchmarks_account_signs_in_and_its_cookie_carries_the_whole_path(
+    tmp_path: Path,
+) -> None:
+    """The account made in the database before Duet starts signs in through the form, and
+    with its cookie both requests of the path pass: the answer's stream is read to its end
+    (the engine is down here, so the answer failed). Without it Duet refuses the send."""
+    database = tmp_path / "duet.sqlite3"
+    create_account(database, "bench", "a password long enough")
+    port = closed_port()
+    engines = {
+        "vllm": DownEngine("vllm", "vLLM", port),
+        "ollama": DownEngine("ollama", "Ollama", port),
+    }
+    app = create_app(Settings(mode="accounts"), engines=engines, database=database)  # type: ignore[arg-type]
+    with serve_asgi(app) as url:
+        token = sign_in(url, "bench", "a password long enough")
+        with pytest.raises(RuntimeError, match="failed"):
+            sign_in(url, "bench", "not the password at all")
+        signed_in = DuetUnderTest("signed_in", url, {"Cookie": f"{COOKIE}={token}"})
+        async with bench_client() as client:
+            with pytest.raises(RuntimeError, match=r"ended failed"):
+                await stream_through_duet(client, signed_in, "vllm", 8)
+            with pytest.raises(RuntimeError, match=r"refused the request \(401\)"):
+                await send_message(client, replace(signed_in, headers={}), "vllm", 8)
 
 
 async def stamped(lines: list[tuple[float, str]]) -> AsyncIterator[tuple[float, str]]:
@@ -371,6 +538,28 @@ def test_a_watcher_stopped_at_once_has_watched_and_one_closed_is_gone() -> None:
     stall_watch.close()
     assert process is not None and process.poll() is not None
     assert stall_watch.stop() == []
+
+
+@pytest.mark.engines
+async def test_a_signed_in_answer_streams_through_duet_in_accounts_mode(
+    engine_settings: Settings, tmp_path: Path
+) -> None:
+    """Against the real engines: the path the benchmark measures with accounts on, through an
+    accounts-mode app, gives Duet's stamps and every chunk for both engines."""
+    database = tmp_path / "duet.sqlite3"
+    create_account(database, "bench", "a password long enough")
+    settings = replace(engine_settings, mode="accounts")
+    app = create_app(settings, database=database)
+    with serve_asgi(app) as url:
+        token = sign_in(url, "bench", "a password long enough")
+        signed_in = DuetUnderTest("signed_in", url, {"Cookie": f"{COOKIE}={token}"})
+        async with bench_client() as client:
+            for name in ("vllm", "ollama"):
+                measured = await stream_through_duet(client, signed_in, name, 8)  # type: ignore[arg-type]
+                assert measured.path == "signed_in"
+                assert measured.chunks > 0, name
+                assert measured.server_ttft_ms is not None and measured.before_engine_ms is not None
+                assert added_ttft_ms(measured) is not None, name
 
 
 @pytest.mark.engines

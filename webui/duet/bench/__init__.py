@@ -1,7 +1,8 @@
 """Benchmarks: tools that measure Duet against the engines it serves, not parts of the app.
 
 relay.py            `duet bench relay`: the same requests straight to each engine, through Duet
-                    and through the reference relay, in one run
+                    and through the reference relay (with --accounts, through Duet signed in
+                    too), in one run
 measured.py         what the run measures of each request, and what a relay added to it
 summary.py          every number of a run, declared once (table row, summary key), and the
                     verdicts against the targets

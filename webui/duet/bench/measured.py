@@ -14,8 +14,19 @@ from typing import Literal
 
 from duet.bench.stall_watch import Stall, overlap_ms
 
-PathName = Literal["direct", "duet", "reference"]
+PathName = Literal["direct", "duet", "reference", "signed_in"]
+# Every run's paths, and with accounts on (`--accounts`) the path through a second Duet in
+# accounts mode with a signed-in session, interleaved with the others in the same rounds.
 PATHS: tuple[PathName, ...] = ("direct", "duet", "reference")
+ACCOUNTS_PATHS: tuple[PathName, ...] = (*PATHS, "signed_in")
+# What each path is, as the report and the summary say it.
+PATH_DESCRIPTIONS: dict[PathName, str] = {
+    "direct": "Duet's engine adapter in the benchmark process, straight to the engine",
+    "duet": "duet serve (DUET_MODE=local): POST /chat/send, then the answer's event stream",
+    "reference": "the reference relay (duet.bench.reference_relay), the floor for a Python relay",
+    "signed_in": "duet serve (DUET_MODE=accounts), every request with a signed-in session's"
+    " cookie: POST /chat/send, then the answer's event stream",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,16 +93,24 @@ def mark_stalls(measured: Measured, stalls: Sequence[Stall]) -> Measured:
 
 @dataclass
 class EngineResult:
-    """One engine's requests on each path, in the order they ran."""
+    """One engine's requests on each path of the run (`paths`), in the order they ran."""
 
     engine: str
     direct: list[Measured] = field(default_factory=list)
     duet: list[Measured] = field(default_factory=list)
     # Through the reference relay (duet.bench.reference_relay): the floor for a Python relay.
     reference: list[Measured] = field(default_factory=list)
+    # Through Duet in accounts mode, signed in (only in a run with accounts on).
+    signed_in: list[Measured] = field(default_factory=list)
+    paths: tuple[PathName, ...] = PATHS
 
     def requests_on(self, path: PathName) -> list[Measured]:
-        return {"direct": self.direct, "duet": self.duet, "reference": self.reference}[path]
+        return {
+            "direct": self.direct,
+            "duet": self.duet,
+            "reference": self.reference,
+            "signed_in": self.signed_in,
+        }[path]
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,4 +129,5 @@ class Run:
     warmup_rounds: int
     stalls: tuple[Stall, ...]
     results: tuple[EngineResult, ...]
-    workdir: Path  # the run's temporary folder: the servers' logs and database
+    workdir: Path  # the run's temporary folder: the servers' logs and databases
+    paths: tuple[PathName, ...] = PATHS

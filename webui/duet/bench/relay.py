@@ -10,6 +10,12 @@ times on each of three paths, in rotating order, with Duet running as a separate
 - through the reference relay (`duet.bench.reference_relay`): the same adapter pointed at the
   least a Python relay on Duet's server stack and HTTP client can do; the floor for Duet's
   number here.
+- with `--accounts`, a fourth path, through Duet signed in: a second `duet serve`, in accounts
+  mode (DUET_MODE=accounts), with an account made in its database before it starts; the
+  benchmark signs in once (POST /signin, as the sign-in form does) and sends every request of
+  this path with that session's cookie, so each one is checked as a teammate's would be. It
+  runs in the same rounds as the others, so what accounts add is measured against the same
+  engine and machine, and it is held to the same targets on its own.
 
 What a relay adds to TTFT is taken per request, so the engine's own variation cancels out
 (`duet.bench.measured.added_ttft_ms`):
@@ -60,6 +66,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -74,7 +81,17 @@ from urllib.parse import urlencode
 import aiohttp
 import httpx
 
-from duet.bench.measured import PATHS, EngineResult, Measured, PathName, Run, mark_stalls
+from duet.auth.passwords import HASHER
+from duet.auth.sessions import COOKIE
+from duet.bench.measured import (
+    ACCOUNTS_PATHS,
+    PATHS,
+    EngineResult,
+    Measured,
+    PathName,
+    Run,
+    mark_stalls,
+)
 from duet.bench.report import (
     machine_description,
     raw_document,
@@ -91,6 +108,7 @@ from duet.engines.events import EngineName
 from duet.engines.http import read_lines
 from duet.metrics.stream import ChunkArrival, arrivals_from_events, stream_metrics
 from duet.settings import Settings
+from duet.store import open_database, users
 
 PROMPT = "Tell me a story that never ends."
 WARMUP_REQUESTS = 2
@@ -99,6 +117,11 @@ START_SECONDS = 30.0
 # (the module's docstring says why the relays' must be the longer).
 CLIENT_KEEP_ALIVE_SECONDS = 15.0
 RELAY_KEEP_ALIVE_SECONDS = 60.0
+# The mode of the `duet serve` behind each path through Duet, and the page that answers 200
+# once it is up (in accounts mode, the one page open to a client that has not signed in).
+DUET_MODES: dict[PathName, str] = {"duet": "local", "signed_in": "accounts"}
+UP_PAGES = {"local": "/compare", "accounts": "/signin"}
+BENCH_ACCOUNT = "bench"
 
 
 def bench_request(max_tokens: int) -> ChatRequest:
@@ -149,8 +172,18 @@ async def report_body_sent(session: Any, context: Any, params: Any) -> None:
         callback(time.perf_counter())
 
 
+@dataclass(frozen=True, slots=True)
+class DuetUnderTest:
+    """A `duet serve` the benchmark streams through: the path it is, where it listens, and the
+    headers every request to it carries (in accounts mode, the signed-in session's cookie)."""
+
+    path: PathName
+    url: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
 async def send_message(
-    client: aiohttp.ClientSession, duet_url: str, engine: EngineName, max_tokens: int
+    client: aiohttp.ClientSession, duet: DuetUnderTest, engine: EngineName, max_tokens: int
 ) -> tuple[float, float | None, str]:
     """POST the prompt to Duet as the page does: (when this client started the request, its
     own time to put it on the wire in ms, the answer's event stream URL)."""
@@ -168,9 +201,9 @@ async def send_message(
     on_wire: list[float] = []
     sent_at = time.perf_counter()
     async with client.post(
-        duet_url + "/chat/send",
+        duet.url + "/chat/send",
         data=body,
-        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        headers={"Content-Type": "application/x-www-form-urlencoded", **duet.headers},
         trace_request_ctx={"on_sent": on_wire.append},
     ) as response:
         page = await response.text()
@@ -218,20 +251,21 @@ class DuetStream:
 
 
 async def stream_through_duet(
-    client: aiohttp.ClientSession, duet_url: str, engine: EngineName, max_tokens: int
+    client: aiohttp.ClientSession, duet: DuetUnderTest, engine: EngineName, max_tokens: int
 ) -> Measured:
-    sent_at, pre_wire_ms, stream_url = await send_message(client, duet_url, engine, max_tokens)
+    sent_at, pre_wire_ms, stream_url = await send_message(client, duet, engine, max_tokens)
     stream = DuetStream()
-    async with client.get(duet_url + stream_url) as response:
+    async with client.get(duet.url + stream_url, headers=duet.headers) as response:
         # Read as the adapters read the engines (`read_lines`), so every path's client does the
         # same work per chunk, and to the end, which follows the `end` event: a response left
         # unread closes its connection instead of handing it to the next request.
         async for arrived, event in stamped_events(read_lines(response)):
             stream.read(arrived, event)
     if stream.status != "complete":
-        raise RuntimeError(f"the answer through Duet ended {stream.status or 'without an end'}")
+        ended = stream.status or "without an end"
+        raise RuntimeError(f"the answer through Duet ({duet.path}) ended {ended}")
     return measure(
-        "duet",
+        duet.path,
         sent_at,
         stream.arrivals,
         server_ttft_ms=stream.server_ts[0] if stream.server_ts else None,
@@ -288,9 +322,9 @@ def start_reference_relay(settings: Settings, port: int, log_path: Path) -> subp
         )
 
 
-def duet_environment(settings: Settings, database: Path) -> dict[str, str]:
-    """The environment of the `duet serve` under test: this one's, with the engines and
-    models the benchmark uses, its own database, and the relays' keep-alive (docstring)."""
+def duet_environment(settings: Settings, database: Path, mode: str = "local") -> dict[str, str]:
+    """The environment of a `duet serve` under test: this one's, with the engines and models
+    the benchmark uses, its own database, its mode, and the relays' keep-alive (docstring)."""
     return {
         **os.environ,
         "DUET_VLLM_URL": settings.vllm_url,
@@ -300,10 +334,13 @@ def duet_environment(settings: Settings, database: Path) -> dict[str, str]:
         "DUET_VLLM_API_KEY": settings.vllm_api_key,
         "DUET_DATABASE": str(database),
         "DUET_KEEP_ALIVE_TIMEOUT": str(RELAY_KEEP_ALIVE_SECONDS),
+        "DUET_MODE": mode,
     }
 
 
-def start_duet(settings: Settings, port: int, log_path: Path, database: Path) -> subprocess.Popen:
+def start_duet(
+    settings: Settings, port: int, log_path: Path, database: Path, mode: str
+) -> subprocess.Popen:
     command = [
         sys.executable,
         "-m",
@@ -314,7 +351,7 @@ def start_duet(settings: Settings, port: int, log_path: Path, database: Path) ->
         "--port",
         str(port),
     ]
-    env = duet_environment(settings, database)
+    env = duet_environment(settings, database, mode)
     with open(log_path, "wb") as log:
         return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
 
@@ -343,89 +380,151 @@ def free_port() -> int:
 
 @dataclass(frozen=True, slots=True)
 class EngineAdapters:
-    """The three ways to one engine: its adapter straight to it, Duet, and the same adapter
-    through the reference relay."""
+    """One engine's adapters: straight to it, and through the reference relay (the paths
+    through Duet are `DuetUnderTest`s)."""
 
     name: EngineName
     direct: Engine
     via_reference: Engine
 
 
+def bench_client() -> aiohttp.ClientSession:
+    """The benchmark's own client, to Duet and to the reference relay's stamps: the same HTTP
+    client as the adapters on the direct path, with the same on-the-wire hook, so this client's
+    own cost of sending each request is measured and paired out (docstring)."""
+    tracing = aiohttp.TraceConfig()
+    tracing.on_request_chunk_sent.append(report_body_sent)
+    # No cookie jar: the session cookie goes where `DuetUnderTest.headers` says, and nowhere
+    # else (a jar would send it to both Duets, which share the host and differ by port).
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(keepalive_timeout=CLIENT_KEEP_ALIVE_SECONDS),
+        timeout=aiohttp.ClientTimeout(total=300.0, connect=10.0),
+        trace_configs=[tracing],
+        cookie_jar=aiohttp.DummyCookieJar(),
+    )
+
+
 async def run_relay(
-    paths: Sequence[EngineAdapters],
-    duet_url: str,
+    adapters: Sequence[EngineAdapters],
+    duets: Sequence[DuetUnderTest],
     reference_url: str,
     requests: int,
     max_tokens: int,
 ) -> list[EngineResult]:
     request = bench_request(max_tokens)
     results = []
-    # The same HTTP client as the adapters on the direct path, with the same on-the-wire hook:
-    # this client's own cost of sending each request is measured and paired out (docstring).
-    timeout = aiohttp.ClientTimeout(total=300.0, connect=10.0)
-    tracing = aiohttp.TraceConfig()
-    tracing.on_request_chunk_sent.append(report_body_sent)
-    connector = aiohttp.TCPConnector(keepalive_timeout=CLIENT_KEEP_ALIVE_SECONDS)
-    async with aiohttp.ClientSession(
-        connector=connector, timeout=timeout, trace_configs=[tracing]
-    ) as client:
-        urls = (duet_url, reference_url)
+    async with bench_client() as client:
         try:
-            for engine in paths:
-                results.append(await relay_one_engine(engine, client, urls, request, requests))
+            for engine in adapters:
+                results.append(
+                    await relay_one_engine(engine, client, duets, reference_url, request, requests)
+                )
         finally:
             # The adapters' clients belong to this event loop: close them in it.
-            for engine in paths:
+            for engine in adapters:
                 await engine.direct.aclose()
                 await engine.via_reference.aclose()
     return results
 
 
+def run_paths(duets: Sequence[DuetUnderTest]) -> tuple[PathName, ...]:
+    """The run's paths, in the order of each round before it is rotated."""
+    through = {duet.path for duet in duets}
+    return tuple(path for path in ACCOUNTS_PATHS if path not in DUET_MODES or path in through)
+
+
 async def relay_one_engine(
     engine: EngineAdapters,
     client: aiohttp.ClientSession,
-    urls: tuple[str, str],
+    duets: Sequence[DuetUnderTest],
+    reference_url: str,
     request: ChatRequest,
     requests: int,
 ) -> EngineResult:
-    result = EngineResult(engine.name)
+    paths = run_paths(duets)
+    result = EngineResult(engine.name, paths=paths)
     max_tokens = request.sampling.max_tokens
+    duet_of = {duet.path: duet for duet in duets}
 
     async def one(path: PathName) -> Measured:
         if path == "direct":
             return await stream_direct(engine.direct, request)
-        if path == "duet":
-            return await stream_through_duet(client, urls[0], engine.name, max_tokens)
-        return await stream_through_reference(engine.via_reference, request, client, urls[1])
+        if path == "reference":
+            return await stream_through_reference(
+                engine.via_reference, request, client, reference_url
+            )
+        return await stream_through_duet(client, duet_of[path], engine.name, max_tokens)
 
     for _ in range(WARMUP_REQUESTS):
-        for path in PATHS:
+        for path in paths:
             await one(path)
     for index in range(requests):
-        # Rotate which path goes first, so a drift in the engine's speed hits all three.
-        turn = index % len(PATHS)
-        for path in PATHS[turn:] + PATHS[:turn]:
+        # Rotate which path goes first, so a drift in the engine's speed hits all of them.
+        turn = index % len(paths)
+        for path in paths[turn:] + paths[:turn]:
             result.requests_on(path).append(await one(path))
         print(f"  {engine.name}: {index + 1}/{requests}", file=sys.stderr, end="\r")
     print(file=sys.stderr)
     return result
 
 
-def start_relays(
-    settings: Settings, workdir: Path, duet_port: int, reference_port: int
-) -> list[subprocess.Popen]:
-    """`duet serve` and the reference relay, each in its own process, up and answering."""
-    duet_log, reference_log = workdir / "duet-serve.log", workdir / "reference-relay.log"
-    duet = start_duet(settings, duet_port, duet_log, workdir / "bench.sqlite3")
-    reference = start_reference_relay(settings, reference_port, reference_log)
-    processes = [duet, reference]
+def create_account(database: Path, name: str, password: str) -> None:
+    """An approved account in a new database, made before `duet serve` opens it."""
+    db = open_database(database)
     try:
-        wait_until_up(f"http://127.0.0.1:{duet_port}/compare", duet, duet_log)
-        wait_until_up(f"http://127.0.0.1:{reference_port}/stamps", reference, reference_log)
+        users.create_user(db, name, HASHER.hash(password), "user")
+    finally:
+        db.close()
+
+
+def sign_in(url: str, name: str, password: str) -> str:
+    """Sign in as the sign-in form does; the session cookie's value. (With neither Origin nor
+    Sec-Fetch-Site sent, the cross-site check lets a plain client through, as for every POST
+    the benchmark makes.)"""
+    response = httpx.post(f"{url}/signin", data={"name": name, "password": password}, timeout=60)
+    token = response.cookies.get(COOKIE)
+    if response.status_code != 303 or not token:
+        raise RuntimeError(f"signing in to {url} failed ({response.status_code})")
+    return token
+
+
+def start_relays(
+    settings: Settings, workdir: Path, reference_port: int, paths: Sequence[PathName]
+) -> tuple[list[subprocess.Popen], list[DuetUnderTest]]:
+    """The reference relay and a `duet serve` for each path through Duet, each in its own
+    process with a database of its own, up and answering (and signed in, in accounts mode)."""
+    password = secrets.token_urlsafe(18)
+    reference_log = workdir / "reference-relay.log"
+    processes = [start_reference_relay(settings, reference_port, reference_log)]
+    waits = [(f"http://127.0.0.1:{reference_port}/stamps", processes[0], reference_log)]
+    duets = []
+    try:
+        for path in paths:
+            mode = DUET_MODES.get(path)
+            if mode is None:
+                continue
+            database, log = workdir / f"{path}.sqlite3", workdir / f"duet-serve-{path}.log"
+            if mode == "accounts":
+                create_account(database, BENCH_ACCOUNT, password)
+            port = free_port()
+            process = start_duet(settings, port, log, database, mode)
+            processes.append(process)
+            duets.append(DuetUnderTest(path, f"http://127.0.0.1:{port}"))
+            waits.append((duets[-1].url + UP_PAGES[mode], process, log))
+            print(
+                f"Duet under test: duet serve ({mode}) on {duets[-1].url} (pid {process.pid})",
+                file=sys.stderr,
+            )
+        for url, process, log in waits:
+            wait_until_up(url, process, log)
+        for index, duet in enumerate(duets):
+            if DUET_MODES[duet.path] == "accounts":
+                token = sign_in(duet.url, BENCH_ACCOUNT, password)
+                duets[index] = replace(duet, headers={"Cookie": f"{COOKIE}={token}"})
     except BaseException:
         stop_processes(processes)
         raise
-    return processes
+    return processes, duets
 
 
 def stop_processes(processes: Sequence[subprocess.Popen]) -> None:
@@ -443,29 +542,31 @@ def measure_run(
     engine_names: Sequence[EngineName],
     requests: int,
     max_tokens: int,
+    accounts: bool = False,
 ) -> Run:
-    """Start Duet and the reference relay, stream every engine's requests on the three paths
-    with the stall watcher beside them, and stop them again. RuntimeError if that fails."""
+    """Start Duet (with `accounts`, a second Duet in accounts mode too) and the reference
+    relay, stream every engine's requests on each path with the stall watcher beside them, and
+    stop them again. RuntimeError if that fails."""
     workdir = Path(tempfile.mkdtemp(prefix="duet-bench-"))
-    port, reference_port = free_port(), free_port()
-    url, reference_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{reference_port}"
+    reference_port = free_port()
+    reference_url = f"http://127.0.0.1:{reference_port}"
     via_reference = build_engines(
         replace(settings, vllm_url=f"{reference_url}/vllm", ollama_url=f"{reference_url}/ollama")
     )
     adapters = [EngineAdapters(name, direct[name], via_reference[name]) for name in engine_names]
+    paths = ACCOUNTS_PATHS if accounts else PATHS
     load_before = os.getloadavg()
-    processes = start_relays(settings, workdir, port, reference_port)
-    print(f"Duet under test: duet serve on {url} (pid {processes[0].pid})", file=sys.stderr)
+    processes, duets = start_relays(settings, workdir, reference_port, paths)
     stall_watch = StallWatch()
     try:
         stall_watch.start()
-        results = asyncio.run(run_relay(adapters, url, reference_url, requests, max_tokens))
+        results = asyncio.run(run_relay(adapters, duets, reference_url, requests, max_tokens))
         stalls = stall_watch.stop()
     finally:
         stall_watch.close()
         stop_processes(processes)
     for result in results:
-        for path in PATHS:
+        for path in result.paths:
             measured = result.requests_on(path)
             measured[:] = [mark_stalls(m, stalls) for m in measured]
     return Run(
@@ -481,6 +582,7 @@ def measure_run(
         stalls=tuple(stalls),
         results=tuple(results),
         workdir=workdir,
+        paths=paths,
     )
 
 
@@ -490,9 +592,11 @@ def run_bench_relay(
     max_tokens: int,
     json_path: str | None = None,
     raw_path: str | None = None,
+    accounts: bool = False,
 ) -> int:
-    """`duet bench relay`: measure, print the report, write every request's numbers (to
-    `raw_path`, else into the run's temporary folder) and, with `json_path`, the summary."""
+    """`duet bench relay`: measure (with `accounts`, through Duet signed in too), print the
+    report, write every request's numbers (to `raw_path`, else into the run's temporary
+    folder) and, with `json_path`, the summary."""
     settings = Settings.from_env()
     engines = build_engines(settings)
     unknown = [name for name in engine_names if name not in engines]
@@ -504,7 +608,7 @@ def run_bench_relay(
         return 2
     names = [engines[name].name for name in engine_names]
     try:
-        run = measure_run(settings, engines, names, requests, max_tokens)
+        run = measure_run(settings, engines, names, requests, max_tokens, accounts)
     except RuntimeError as error:
         print(f"duet bench relay: {error}", file=sys.stderr)
         return 1

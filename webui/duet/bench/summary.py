@@ -4,13 +4,17 @@ verdicts against the targets.
 Each number is declared once, in `ROWS`: its key in the summary (the JSON kept beside
 docs/benchmarks/relay.md), its label in the printed table, how it is computed from the engine's
 requests and how it is printed. Percentiles are taken over requests (TTFT, the added TTFT and
-its parts: one value per request) or over the gaps of every request pooled (ITL).
+its parts: one value per request) or over the gaps of every request pooled (ITL). Each path
+through Duet has the same rows (`duet_rows`): Duet in local mode under the keys runs have always
+had, and, in a run with accounts on, Duet in accounts mode with a signed-in session under the
+same keys prefixed `signed_in_`; a run has only the rows of the paths it measured.
 
 The targets (issue 10) hold Duet against the reference relay measured in the same run, which is
 what a Python relay on Duet's server stack can do on that machine at that moment: Duet's added
 TTFT p50 at most the reference relay's p50 plus `ADDED_P50_OVER_REFERENCE_MS`, its p95 at most
 `ADDED_P95_MAX_MS`, the same chunk count as the direct request in every pair, and the ITL p50
-through Duet within `ITL_P50_RATIO_TOLERANCE` of the direct one.
+through Duet within `ITL_P50_RATIO_TOLERANCE` of the direct one. Each path through Duet is
+held to them on its own.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any
 
-from duet.bench.measured import PATHS, EngineResult, Measured, PathName, added_ttft_ms
+from duet.bench.measured import ACCOUNTS_PATHS, EngineResult, Measured, PathName, added_ttft_ms
 from duet.metrics.stream import percentile
 
 ADDED_P50_OVER_REFERENCE_MS = 1.0
@@ -103,29 +107,35 @@ def request_in_ms(measured: Measured) -> float | None:
     return measured.request_in_ms - measured.pre_wire_ms
 
 
-def paired(result: EngineResult) -> list[tuple[Measured, Measured]]:
-    """Each direct request with the request through Duet of the same round."""
-    return list(zip(result.direct, result.duet, strict=False))
+def paired(result: EngineResult, path: PathName) -> list[tuple[Measured, Measured]]:
+    """Each direct request with the request on `path` of the same round."""
+    return list(zip(result.direct, result.requests_on(path), strict=False))
 
 
 def pairs(result: EngineResult) -> int:
-    return len(paired(result))
+    return len(paired(result, "duet"))
 
 
 def stalled_requests(result: EngineResult) -> list[int]:
-    return [sum(1 for m in result.requests_on(path) if m.stalled_ms) for path in PATHS]
+    return [sum(1 for m in result.requests_on(path) if m.stalled_ms) for path in result.paths]
 
 
 def chunk_counts(path: PathName) -> Computed:
     return lambda result: sorted({m.chunks for m in result.requests_on(path)})
 
 
-def chunk_counts_differing(result: EngineResult) -> int:
-    return sum(1 for direct, duet in paired(result) if direct.chunks != duet.chunks)
+def chunk_counts_differing(path: PathName) -> Computed:
+    def computed(result: EngineResult) -> int:
+        return sum(1 for direct, other in paired(result, path) if direct.chunks != other.chunks)
+
+    return computed
 
 
-def chunk_counts_identical(result: EngineResult) -> bool:
-    return bool(paired(result)) and chunk_counts_differing(result) == 0
+def chunk_counts_identical(path: PathName) -> Computed:
+    def computed(result: EngineResult) -> bool:
+        return bool(paired(result, path)) and chunk_counts_differing(path)(result) == 0
+
+    return computed
 
 
 def shown_ms(value: float) -> str:
@@ -146,16 +156,38 @@ def shown_yes_no(value: bool) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Row:
-    """One number of the summary: its key, its label in the table, how it is computed."""
+    """One number of the summary: its key, its label in the table, how it is computed, and
+    the path it is about when only some runs have it (None: every run's)."""
 
     key: str
     label: str
     value: Computed
     shown: Callable[[Any], str] = shown_ms
+    path: PathName | None = None
 
     def cell(self, value: Any) -> str:
         return "n/a" if value is None else self.shown(value)
 
+
+@dataclass(frozen=True, slots=True)
+class DuetPath:
+    """A path through Duet as the summary names it: its requests, the prefix of its keys, what
+    its labels add, and its name in the verdicts."""
+
+    path: PathName
+    key_prefix: str
+    label_suffix: str
+    name: str
+
+    def key(self, key: str) -> str:
+        return self.key_prefix + key
+
+
+# Duet as it serves one private user (its keys are those of runs before accounts existed),
+# and Duet in accounts mode with a signed-in session on every request (`--accounts`).
+LOCAL = DuetPath("duet", "", "", "Duet")
+SIGNED_IN = DuetPath("signed_in", "signed_in_", ", signed in", "Duet signed in")
+DUET_PATHS = (LOCAL, SIGNED_IN)
 
 TTFT = attrgetter("ttft_ms")
 PRE_WIRE = attrgetter("pre_wire_ms")
@@ -165,85 +197,156 @@ FIRST_CHUNK_OUT = attrgetter("first_chunk_out_ms")
 ITL = attrgetter("itl_ms")
 SERVER_ITL = attrgetter("server_itl_ms")
 
-ADDED = per_request("duet", added_ttft_ms)
 REFERENCE_ADDED = per_request("reference", added_ttft_ms)
-ADDED_CLEAR = per_request("duet", added_ttft_ms, clear_of_stalls=True)
 REFERENCE_ADDED_CLEAR = per_request("reference", added_ttft_ms, clear_of_stalls=True)
 ITL_P50_DIRECT = p50(pooled_gaps("direct", ITL))
-ITL_P50_DUET = p50(pooled_gaps("duet", ITL))
 RATIO_RANGE = f"{1 - ITL_P50_RATIO_TOLERANCE:.2f}-{1 + ITL_P50_RATIO_TOLERANCE:.2f}"
+
+
+def duet_rows(duet: DuetPath) -> tuple[Row, ...]:
+    """Every number of one path through Duet, the same for each."""
+    path, suffix = duet.path, duet.label_suffix
+    added = per_request(path, added_ttft_ms)
+    added_clear = per_request(path, added_ttft_ms, clear_of_stalls=True)
+    ttft_p50 = p50(per_request(path, TTFT))
+    itl_p50 = p50(pooled_gaps(path, ITL))
+    server_itl_p50 = p50(pooled_gaps(path, SERVER_ITL))
+
+    def row(key: str, label: str, value: Computed, shown: Callable[[Any], str] = shown_ms) -> Row:
+        return Row(duet.key(key), label, value, shown, path)
+
+    return (
+        row("duet_ttft_p50_ms", f"TTFT p50 through Duet{suffix} (ms)", ttft_p50),
+        row(
+            "duet_ttft_p95_ms",
+            f"TTFT p95 through Duet{suffix} (ms)",
+            p95(per_request(path, TTFT)),
+        ),
+        row(
+            "unpaired_difference_p50_ms",
+            f"TTFT p50 through Duet{suffix} - direct (ms)",
+            difference(ttft_p50, p50(per_request("direct", TTFT))),
+        ),
+        row(
+            "added_ttft_p50_ms",
+            f"added TTFT p50{suffix} (ms) [<= ref + {ADDED_P50_OVER_REFERENCE_MS:.1f}]",
+            p50(added),
+        ),
+        row(
+            "added_ttft_p95_ms",
+            f"added TTFT p95{suffix} (ms) [<= {ADDED_P95_MAX_MS:g}]",
+            p95(added),
+        ),
+        row("added_ttft_max_ms", f"added TTFT max{suffix} (ms)", largest(added)),
+        row(
+            "added_ttft_p50_clear_ms",
+            f"  added TTFT p50{suffix}, requests clear of stalls",
+            p50(added_clear),
+        ),
+        row(
+            "added_ttft_p95_clear_ms",
+            f"  added TTFT p95{suffix}, requests clear of stalls",
+            p95(added_clear),
+        ),
+        row(
+            "request_in_p50_ms",
+            f"  client -> Duet, request in p50{suffix}",
+            p50(per_request(path, request_in_ms)),
+        ),
+        row(
+            "before_engine_p50_ms",
+            f"  Duet receipt to engine wire p50{suffix}",
+            p50(per_request(path, BEFORE_ENGINE)),
+        ),
+        row(
+            "before_engine_p95_ms",
+            f"  Duet receipt to engine wire p95{suffix}",
+            p95(per_request(path, BEFORE_ENGINE)),
+        ),
+        row(
+            "first_chunk_held_p50_ms",
+            f"  first chunk held in Duet p50{suffix}",
+            p50(per_request(path, FIRST_CHUNK_HELD)),
+        ),
+        row(
+            "first_chunk_held_p95_ms",
+            f"  first chunk held in Duet p95{suffix}",
+            p95(per_request(path, FIRST_CHUNK_HELD)),
+        ),
+        row(
+            "first_chunk_out_p50_ms",
+            f"  Duet -> client, first chunk out p50{suffix}",
+            p50(per_request(path, FIRST_CHUNK_OUT)),
+        ),
+        row(
+            "duet_client_pre_wire_p50_ms",
+            f"client's own pre-wire p50, to Duet{suffix}",
+            p50(per_request(path, PRE_WIRE)),
+        ),
+        row(
+            "duet_beyond_reference_p50_ms",
+            f"Duet added beyond the reference p50{suffix}",
+            difference(p50(added), p50(REFERENCE_ADDED)),
+        ),
+        row("duet_chunks", f"chunks through Duet{suffix}", chunk_counts(path), shown_list),
+        row(
+            "chunk_counts_differing",
+            f"pairs whose chunk counts differ{suffix}",
+            chunk_counts_differing(path),
+            str,
+        ),
+        row(
+            "chunk_counts_identical",
+            f"chunk counts identical{suffix}",
+            chunk_counts_identical(path),
+            shown_yes_no,
+        ),
+        row("duet_itl_p50_ms", f"ITL p50 through Duet{suffix} (ms)", itl_p50),
+        row(
+            "duet_itl_p95_ms",
+            f"ITL p95 through Duet{suffix} (ms)",
+            p95(pooled_gaps(path, ITL)),
+        ),
+        row(
+            "itl_p50_ratio",
+            f"ITL p50 ratio{suffix} [{RATIO_RANGE}]",
+            ratio(itl_p50, ITL_P50_DIRECT),
+            shown_ratio,
+        ),
+        row(
+            "duet_server_itl_p50_ms",
+            f"  ITL p50 engine -> Duet's server{suffix} (ms)",
+            server_itl_p50,
+        ),
+        # The same requests on both sides of Duet: what the relay itself does to the gaps,
+        # apart from the engine running at another speed while Duet shares its cores.
+        row(
+            "itl_p50_ratio_across_duet",
+            f"  ITL p50 ratio, client side / server side of Duet{suffix}",
+            ratio(itl_p50, server_itl_p50),
+            shown_ratio,
+        ),
+    )
+
 
 ROWS: tuple[Row, ...] = (
     Row("requests", "requests per path", pairs, str),
-    Row("direct_ttft_p50_ms", "TTFT p50 direct (ms)", p50(per_request("direct", TTFT))),
-    Row("duet_ttft_p50_ms", "TTFT p50 through Duet (ms)", p50(per_request("duet", TTFT))),
-    Row("direct_ttft_p95_ms", "TTFT p95 direct (ms)", p95(per_request("direct", TTFT))),
-    Row("duet_ttft_p95_ms", "TTFT p95 through Duet (ms)", p95(per_request("duet", TTFT))),
-    Row(
-        "unpaired_difference_p50_ms",
-        "TTFT p50 through Duet - direct (ms)",
-        difference(p50(per_request("duet", TTFT)), p50(per_request("direct", TTFT))),
-    ),
-    Row(
-        "added_ttft_p50_ms",
-        f"added TTFT p50 (ms) [<= ref + {ADDED_P50_OVER_REFERENCE_MS:.1f}]",
-        p50(ADDED),
-    ),
-    Row("added_ttft_p95_ms", f"added TTFT p95 (ms) [<= {ADDED_P95_MAX_MS:g}]", p95(ADDED)),
-    Row("added_ttft_max_ms", "added TTFT max (ms)", largest(ADDED)),
     Row(
         "stalled_requests",
-        "requests in a machine stall (direct,Duet,ref)",
+        "requests in a machine stall (direct,Duet,ref[,signed in])",
         stalled_requests,
         shown_list,
     ),
-    Row("added_ttft_p50_clear_ms", "  added TTFT p50, requests clear of stalls", p50(ADDED_CLEAR)),
-    Row("added_ttft_p95_clear_ms", "  added TTFT p95, requests clear of stalls", p95(ADDED_CLEAR)),
-    Row(
-        "request_in_p50_ms",
-        "  client -> Duet, request in p50",
-        p50(per_request("duet", request_in_ms)),
-    ),
-    Row(
-        "before_engine_p50_ms",
-        "  Duet receipt to engine wire p50",
-        p50(per_request("duet", BEFORE_ENGINE)),
-    ),
-    Row(
-        "before_engine_p95_ms",
-        "  Duet receipt to engine wire p95",
-        p95(per_request("duet", BEFORE_ENGINE)),
-    ),
-    Row(
-        "first_chunk_held_p50_ms",
-        "  first chunk held in Duet p50",
-        p50(per_request("duet", FIRST_CHUNK_HELD)),
-    ),
-    Row(
-        "first_chunk_held_p95_ms",
-        "  first chunk held in Duet p95",
-        p95(per_request("duet", FIRST_CHUNK_HELD)),
-    ),
-    Row(
-        "first_chunk_out_p50_ms",
-        "  Duet -> client, first chunk out p50",
-        p50(per_request("duet", FIRST_CHUNK_OUT)),
-    ),
+    Row("direct_ttft_p50_ms", "TTFT p50 direct (ms)", p50(per_request("direct", TTFT))),
+    Row("direct_ttft_p95_ms", "TTFT p95 direct (ms)", p95(per_request("direct", TTFT))),
     Row(
         "client_pre_wire_p50_ms",
         "client's own pre-wire p50, direct",
         p50(per_request("direct", PRE_WIRE)),
     ),
-    Row(
-        "duet_client_pre_wire_p50_ms",
-        "client's own pre-wire p50, to Duet",
-        p50(per_request("duet", PRE_WIRE)),
-    ),
-    Row(
-        "reference_client_pre_wire_p50_ms",
-        "client's own pre-wire p50, to the reference",
-        p50(per_request("reference", PRE_WIRE)),
-    ),
+    Row("direct_chunks", "chunks direct", chunk_counts("direct"), shown_list),
+    Row("direct_itl_p50_ms", "ITL p50 direct (ms)", ITL_P50_DIRECT),
+    Row("direct_itl_p95_ms", "ITL p95 direct (ms)", p95(pooled_gaps("direct", ITL))),
     Row("reference_added_ttft_p50_ms", "reference relay added TTFT p50", p50(REFERENCE_ADDED)),
     Row("reference_added_ttft_p95_ms", "reference relay added TTFT p95", p95(REFERENCE_ADDED)),
     Row(
@@ -272,9 +375,9 @@ ROWS: tuple[Row, ...] = (
         p50(per_request("reference", FIRST_CHUNK_OUT)),
     ),
     Row(
-        "duet_beyond_reference_p50_ms",
-        "Duet added beyond the reference p50",
-        difference(p50(ADDED), p50(REFERENCE_ADDED)),
+        "reference_client_pre_wire_p50_ms",
+        "client's own pre-wire p50, to the reference",
+        p50(per_request("reference", PRE_WIRE)),
     ),
     Row(
         "reference_chunks",
@@ -282,60 +385,46 @@ ROWS: tuple[Row, ...] = (
         chunk_counts("reference"),
         shown_list,
     ),
-    Row("direct_chunks", "chunks direct", chunk_counts("direct"), shown_list),
-    Row("duet_chunks", "chunks through Duet", chunk_counts("duet"), shown_list),
-    Row(
-        "chunk_counts_differing",
-        "pairs whose chunk counts differ",
-        chunk_counts_differing,
-        str,
-    ),
-    Row(
-        "chunk_counts_identical",
-        "chunk counts identical",
-        chunk_counts_identical,
-        shown_yes_no,
-    ),
-    Row("direct_itl_p50_ms", "ITL p50 direct (ms)", ITL_P50_DIRECT),
-    Row("duet_itl_p50_ms", "ITL p50 through Duet (ms)", ITL_P50_DUET),
-    Row("direct_itl_p95_ms", "ITL p95 direct (ms)", p95(pooled_gaps("direct", ITL))),
-    Row("duet_itl_p95_ms", "ITL p95 through Duet (ms)", p95(pooled_gaps("duet", ITL))),
-    Row(
-        "itl_p50_ratio",
-        f"ITL p50 ratio [{RATIO_RANGE}]",
-        ratio(ITL_P50_DUET, ITL_P50_DIRECT),
-        shown_ratio,
-    ),
-    Row(
-        "duet_server_itl_p50_ms",
-        "  ITL p50 engine -> Duet's server (ms)",
-        p50(pooled_gaps("duet", SERVER_ITL)),
-    ),
-    # The same requests on both sides of Duet: what the relay itself does to the gaps, apart
-    # from the engine running at another speed while Duet shares its cores.
-    Row(
-        "itl_p50_ratio_across_duet",
-        "  ITL p50 ratio, client side / server side of Duet",
-        ratio(ITL_P50_DUET, p50(pooled_gaps("duet", SERVER_ITL))),
-        shown_ratio,
-    ),
     Row(
         "reference_itl_p50_ms",
-        "  ITL p50 through the reference relay (ms)",
+        "ITL p50 through the reference relay (ms)",
         p50(pooled_gaps("reference", ITL)),
+    ),
+    *duet_rows(LOCAL),
+    *duet_rows(SIGNED_IN),
+    # What the accounts add: the two Duets' added TTFT, measured in the same rounds.
+    Row(
+        "signed_in_over_local_added_ttft_p50_ms",
+        "added TTFT p50, signed in - local (ms)",
+        difference(
+            p50(per_request("signed_in", added_ttft_ms)), p50(per_request("duet", added_ttft_ms))
+        ),
+        path="signed_in",
     ),
 )
 
 
+def rows_of(paths: Sequence[PathName]) -> tuple[Row, ...]:
+    """The rows of a run on these paths."""
+    return tuple(row for row in ROWS if row.path is None or row.path in paths)
+
+
+def duet_paths_of(paths: Sequence[PathName]) -> tuple[DuetPath, ...]:
+    return tuple(duet for duet in DUET_PATHS if duet.path in paths)
+
+
 def summarize(result: EngineResult) -> Summary:
-    return {"engine": result.engine, **{row.key: row.value(result) for row in ROWS}}
+    rows = rows_of(result.paths)
+    return {"engine": result.engine, **{row.key: row.value(result) for row in rows}}
 
 
 def format_table(summaries: Sequence[Summary]) -> str:
-    label_width = max(len(row.label) for row in ROWS)
+    """The table of every engine's summary (each of a run on the same paths)."""
+    rows = [row for row in ROWS if row.key in summaries[0]]
+    label_width = max(len(row.label) for row in rows)
     header = "".ljust(label_width) + "".join(f"{s['engine']:>16}" for s in summaries)
     lines = [header, "-" * len(header)]
-    for row in ROWS:
+    for row in rows:
         cells = "".join(f"{row.cell(summary[row.key]):>16}" for summary in summaries)
         lines.append(row.label.ljust(label_width) + cells)
     return "\n".join(lines)
@@ -373,45 +462,46 @@ def added_p95_check(added: float | None) -> Check:
     return Check("added TTFT p95", ms_or_na(added), f"<= {ADDED_P95_MAX_MS:g} ms", met)
 
 
-def chunk_count_check(summary: Summary) -> Check:
+def chunk_count_check(summary: Summary, duet: DuetPath) -> Check:
+    counts = shown_list(summary[duet.key("duet_chunks")])
     measured = (
-        f"direct {shown_list(summary['direct_chunks'])}, Duet {shown_list(summary['duet_chunks'])}"
-        f"; {summary['chunk_counts_differing']} of {summary['requests']} pairs differ"
+        f"direct {shown_list(summary['direct_chunks'])}, {duet.name} {counts}"
+        f"; {summary[duet.key('chunk_counts_differing')]} of {summary['requests']} pairs differ"
     )
-    return Check(
-        "chunk counts", measured, "identical in every pair", summary["chunk_counts_identical"]
-    )
+    identical = summary[duet.key("chunk_counts_identical")]
+    return Check("chunk counts", measured, "identical in every pair", identical)
 
 
-def itl_check(summary: Summary) -> Check:
-    found = summary["itl_p50_ratio"]
-    duet, direct = ms_or_na(summary["duet_itl_p50_ms"]), ms_or_na(summary["direct_itl_p50_ms"])
-    measured = f"Duet {duet} / direct {direct} = {'n/a' if found is None else shown_ratio(found)}"
+def itl_check(summary: Summary, duet: DuetPath) -> Check:
+    found = summary[duet.key("itl_p50_ratio")]
+    through = ms_or_na(summary[duet.key("duet_itl_p50_ms")])
+    direct = ms_or_na(summary["direct_itl_p50_ms"])
+    shown = "n/a" if found is None else shown_ratio(found)
+    measured = f"{duet.name} {through} / direct {direct} = {shown}"
     met = found is not None and round(abs(found - 1), 4) <= ITL_P50_RATIO_TOLERANCE
     return Check("ITL p50 ratio", measured, RATIO_RANGE, met)
 
 
-# The summary's added-TTFT keys (Duet p50, the reference relay's p50, Duet p95): over all
-# requests, and over the requests no machine stall touched.
-ADDED_KEYS = ("added_ttft_p50_ms", "reference_added_ttft_p50_ms", "added_ttft_p95_ms")
-ADDED_CLEAR_KEYS = (
-    "added_ttft_p50_clear_ms",
-    "reference_added_ttft_p50_clear_ms",
-    "added_ttft_p95_clear_ms",
-)
-
-
-def verdicts(summary: Summary, clear_of_stalls: bool = False) -> list[Check]:
-    """Every target's check for one engine: over all requests or, with `clear_of_stalls`, the
-    added TTFT over the requests (through Duet and through the reference relay) that no machine
-    stall touched."""
-    p50_key, reference_key, p95_key = ADDED_CLEAR_KEYS if clear_of_stalls else ADDED_KEYS
+def verdicts(
+    summary: Summary, duet: DuetPath = LOCAL, clear_of_stalls: bool = False
+) -> list[Check]:
+    """Every target's check for one engine and one path through Duet: over all requests or,
+    with `clear_of_stalls`, the added TTFT over the requests (through that Duet and through the
+    reference relay) that no machine stall touched."""
+    clear = "_clear" if clear_of_stalls else ""
+    added_p50 = summary[duet.key(f"added_ttft_p50{clear}_ms")]
+    reference_p50 = summary[f"reference_added_ttft_p50{clear}_ms"]
     return [
-        added_p50_check(summary[p50_key], summary[reference_key]),
-        added_p95_check(summary[p95_key]),
-        chunk_count_check(summary),
-        itl_check(summary),
+        added_p50_check(added_p50, reference_p50),
+        added_p95_check(summary[duet.key(f"added_ttft_p95{clear}_ms")]),
+        chunk_count_check(summary, duet),
+        itl_check(summary, duet),
     ]
+
+
+def stalled_through(summary: Summary, duet: DuetPath) -> int:
+    """How many of the requests through that Duet a machine stall touched."""
+    return int(summary["stalled_requests"][ACCOUNTS_PATHS.index(duet.path)])
 
 
 def missed(checks: Sequence[Check]) -> list[str]:
