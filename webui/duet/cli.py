@@ -175,12 +175,19 @@ def add_bench(commands: argparse._SubParsersAction) -> None:
     relay.add_argument(
         "--raw", help="write every request's numbers here (default: the run's temporary folder)"
     )
+    relay.add_argument(
+        "--accounts",
+        action="store_true",
+        help="also through a Duet in accounts mode, signed in, in the same rounds (a fourth path)",
+    )
 
     def run(args: argparse.Namespace) -> int:
         from duet.bench.relay import run_bench_relay
 
         names = [name.strip() for name in args.engines.split(",") if name.strip()]
-        return run_bench_relay(names, args.requests, args.max_tokens, args.json, args.raw)
+        return run_bench_relay(
+            names, args.requests, args.max_tokens, args.json, args.raw, args.accounts
+        )
 
     relay.set_defaults(handler=run)
 
