@@ -39,7 +39,7 @@ import aiohttp
 import pytest
 from app_server import RunningApp, serve_app
 from down_engine import closed_port
-from duet.bench.relay import send_message
+from duet.bench.relay import DuetUnderTest, send_message
 from duet.bench.sse_client import stamped_events
 from duet.engines.base import Engine
 from duet.engines.events import EngineName
@@ -220,7 +220,8 @@ def itl_p50(arrivals: list[ChunkArrival]) -> float:
 async def stream_answer(
     client: aiohttp.ClientSession, base_url: str, engine: EngineName
 ) -> Streamed:
-    _, _, stream_url = await send_message(client, base_url, engine, MAX_TOKENS)
+    duet = DuetUnderTest("duet", base_url)
+    _, _, stream_url = await send_message(client, duet, engine, MAX_TOKENS)
     found = re.search(r"/messages/(\d+)/stream", stream_url)
     assert found is not None
     arrived: list[ChunkArrival] = []
