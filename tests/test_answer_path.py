@@ -10,6 +10,7 @@ is told as a storage problem, and the answer is saved once the database takes wr
 
 from __future__ import annotations
 
+import asyncio
 import re
 import sqlite3
 import time
@@ -203,3 +204,25 @@ def test_an_answer_that_cannot_be_saved_is_kept_and_saved_later(
                 break
             time.sleep(0.1)
         assert row == ("complete", text)
+
+
+@pytest.mark.asyncio(loop_scope="function")
+async def test_a_request_after_the_engine_closed_an_idle_connection_still_goes_out(
+    dev_stack: DevStack,
+) -> None:
+    """vLLM closes a connection idle for 5 s; the adapter must not send the next chat (a POST,
+    which aiohttp will not retry) on a connection vLLM is closing. It lets idle connections go
+    sooner than vLLM does, so the request after a pause opens a new one."""
+    from duet.engines.http import KEEP_ALIVE_SECONDS
+    from duet.engines.openai import VllmEngine
+
+    engine = VllmEngine("vllm", "vLLM", dev_stack.vllm_url, TINY_MODEL_NAME)
+    try:
+        for pause in (0.0, 5.0):  # vLLM's VLLM_HTTP_TIMEOUT_KEEP_ALIVE default
+            await asyncio.sleep(pause)
+            events = [e async for e in engine.stream_chat(request())]
+            assert not [e for e in events if e.kind == "error"], events
+        assert KEEP_ALIVE_SECONDS < 5.0
+        assert engine.connections_opened == 2, "the idle connection was let go, not reused"
+    finally:
+        await engine.aclose()

@@ -25,6 +25,8 @@ from typing import Any
 
 import aiohttp
 
+from duet.engines.http import KEEP_ALIVE_SECONDS
+
 Stamps = dict[str, float]
 
 # A JSON text field with something in it, in either engine's stream: the first read holding one
@@ -62,7 +64,11 @@ def create_relay(upstreams: dict[str, str]) -> Any:
         if session is None:
             tracing = aiohttp.TraceConfig()
             tracing.on_request_chunk_sent.append(body_sent)
-            session = sessions[name] = aiohttp.ClientSession(trace_configs=[tracing])
+            # The same idle limit as Duet's adapters (duet.engines.http.KEEP_ALIVE_SECONDS).
+            connector = aiohttp.TCPConnector(keepalive_timeout=KEEP_ALIVE_SECONDS)
+            session = sessions[name] = aiohttp.ClientSession(
+                trace_configs=[tracing], connector=connector
+            )
         last.clear()
         last["received"] = received
         headers = {"Content-Type": "application/json"}

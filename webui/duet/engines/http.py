@@ -33,6 +33,13 @@ import aiohttp
 from duet.engines.base import EngineHealth
 from duet.engines.events import EngineName
 
+# How long an idle connection to an engine is kept for the next request. It must be shorter than
+# the engine's own idle limit: vLLM's uvicorn closes an idle connection after 5 s
+# (VLLM_HTTP_TIMEOUT_KEEP_ALIVE, vllm/envs.py), and a request sent on a connection the server is
+# closing at that moment fails (aiohttp retries only idempotent requests, and a chat is a POST).
+# Past this, the next request opens a new connection, which on a LAN costs well under a ms.
+KEEP_ALIVE_SECONDS = 4.0
+
 # What a failed request raises, below the adapters: aiohttp's own errors and timeouts.
 CLIENT_ERRORS = (aiohttp.ClientError, TimeoutError)
 
@@ -66,7 +73,10 @@ class HTTPEngine:
                 total=None, connect=self.connect_timeout, sock_read=self.read_timeout
             )
             self._client = aiohttp.ClientSession(
-                timeout=timeout, trace_configs=[self._tracing()], raise_for_status=False
+                timeout=timeout,
+                trace_configs=[self._tracing()],
+                raise_for_status=False,
+                connector=aiohttp.TCPConnector(keepalive_timeout=KEEP_ALIVE_SECONDS),
             )
         return self._client
 
