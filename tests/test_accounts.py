@@ -24,8 +24,6 @@ from duet.auth.sessions import COOKIE, iso, token_hash
 from duet.settings import Settings
 from duet.store import conversations, open_database, sessions, users
 from duet.store.users import LOCAL_USER_ID
-from duet.views import accounts as accounts_views
-from duet.views import admin as admin_views
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from test_request_path import route_table
@@ -261,11 +259,7 @@ def serves_accounts(app: FastAPI) -> bool:
 
 
 def build_app(settings: Settings, database: Path) -> FastAPI:
-    app = create_app(settings, engines=down_engines(), database=database)  # type: ignore[arg-type]
-    if not serves_accounts(app):  # until app.py includes the routers (see the xfail below)
-        for router in (accounts_views.members, admin_views.router, accounts_views.router):
-            app.include_router(router)
-    return app
+    return create_app(settings, engines=down_engines(), database=database)  # type: ignore[arg-type]
 
 
 @pytest.fixture(name="team")
@@ -283,7 +277,6 @@ def local_client(tmp_path: Path) -> Iterator[TestClient]:
         yield client
 
 
-@pytest.mark.xfail(strict=True, reason="app.py does not include the accounts and admin routers yet")
 def test_the_app_serves_the_accounts_and_admin_routes(tmp_path: Path) -> None:
     app = create_app(Settings(mode="accounts"), engines={}, database=tmp_path / "duet.sqlite3")
     assert serves_accounts(app)
@@ -490,9 +483,6 @@ def test_the_account_page_needs_a_signed_in_approved_person(team: Team) -> None:
     assert goes_to(team.as_(carol).get("/account", headers=PAGE), "/waiting")
 
 
-@pytest.mark.xfail(
-    strict=True, reason="views/deps.current_actor does not set request.state.actor yet"
-)
 def test_every_page_shows_admins_the_admin_link_and_everyone_signed_in_sign_out(
     team: Team,
 ) -> None:

@@ -14,6 +14,7 @@ import secrets
 import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from down_engine import DownEngine, closed_port
 from duet.app import create_app
 from duet.auth.sessions import COOKIE, iso, token_hash
 from duet.settings import Settings
-from duet.store import conversations, messages, runs, sessions, shares, users
+from duet.store import conversations, invites, messages, runs, sessions, shares, users
 from duet.store.messages import AnswerRecord
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -89,6 +90,12 @@ ADMINS: dict[str, Check] = {
     "anonymous": denied, "pending": denied, "owner": denied, "other": denied, "admin": allowed,
 }  # fmt: skip
 
+# The admin page: an admin's, whatever the objects; the others are refused, anonymous and pending
+# sent where they can go on first.
+ADMIN_PAGES: dict[str, Check] = {
+    "anonymous": signin, "pending": wait, "owner": denied, "other": denied, "admin": allowed,
+}  # fmt: skip
+
 # A live share link of A's (to a conversation without the secret word, which must never be shown
 # to anyone else): any signed-in, approved teammate reads it.
 SHARED = MEMBERS
@@ -139,6 +146,25 @@ MATRIX: dict[tuple[str, str], dict[str, Check]] = {
     ("POST", "/runs/{run_id}/share"): OWNED,
     ("POST", "/shares/{share_id}/revoke"): OWNED,
     ("GET", "/shared/{token}"): SHARED,
+    ("GET", "/signup"): OWN_RULES,  # test_accounts.py
+    ("POST", "/signup"): OWN_RULES,
+    ("GET", "/invite/{token}"): OWN_RULES,
+    ("POST", "/invite/{token}"): OWN_RULES,
+    ("GET", "/account"): MEMBERS,
+    ("POST", "/account/sessions/{session_id}/end"): OWNED,  # another of A's sessions
+    ("GET", "/admin"): ADMIN_PAGES,
+    ("POST", "/admin/signup-policy"): ADMIN_PAGES,
+    ("POST", "/admin/users"): ADMIN_PAGES,
+    ("POST", "/admin/users/{user_id}/approve"): ADMIN_PAGES,
+    ("POST", "/admin/users/{user_id}/reject"): ADMIN_PAGES,
+    ("POST", "/admin/users/{user_id}/disable"): ADMIN_PAGES,
+    ("POST", "/admin/users/{user_id}/enable"): ADMIN_PAGES,
+    ("POST", "/admin/users/{user_id}/promote"): ADMIN_PAGES,
+    ("POST", "/admin/users/{user_id}/demote"): ADMIN_PAGES,
+    ("POST", "/admin/users/{user_id}/reset-password"): ADMIN_PAGES,
+    ("POST", "/admin/invites"): ADMIN_PAGES,
+    ("POST", "/admin/invites/{invite_id}/revoke"): ADMIN_PAGES,
+    ("POST", "/admin/sessions/{session_id}/end"): ADMIN_PAGES,
 }
 
 
@@ -202,7 +228,19 @@ def owners_objects(team: Team) -> dict[str, int]:
     shared = conversations.create_conversation(db, owner, "A shares this one")
     messages.add_user_message(db, shared.id, "A question anyone may read")
     share = shares.create_share(db, owner, "conversation", shared.id)
+    # What the admin page acts on: someone waiting for approval (not one of the actors), an
+    # invite, and another session of A's.
+    newcomer = users.create_user(db, f"newcomer {secrets.token_hex(4)}", "not-checked", "pending")
+    invite = invites.create_invite(
+        db, token_hash(secrets.token_urlsafe(16)), team.ids["admin"], "user",
+        iso(datetime.now(UTC)), iso(datetime.now(UTC) + timedelta(days=1)),
+    )  # fmt: skip
+    owners_session = sessions.find_session(db, token_hash(new_session(db, owner)))
+    assert owners_session is not None
     return {
+        "user_id": newcomer.id,
+        "invite_id": invite.id,
+        "session_id": owners_session.id,
         "share_id": share.id,
         "token": share.token,
         "conversation_id": conversation.id,

@@ -20,6 +20,7 @@ from duet.published import AnswerEnded, RequestSent
 from duet.settings import Settings
 from duet.sse import EventStream, EventStreamResponse
 
+
 def new_generation() -> Generation:
     engine = build_engines(Settings(vllm_url=f"http://127.0.0.1:{closed_port()}"))["vllm"]
     sampling = Sampling(temperature=0.0, top_p=1.0, top_k=0, max_tokens=8, seed=0)

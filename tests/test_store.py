@@ -6,8 +6,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from duet.store import conversations, messages, migrations
-from duet.store import open_database
+from duet.store import conversations, messages, migrations, open_database
 from duet.store.db import connect
 from duet.store.messages import AnswerRecord, Arrival
 from duet.store.users import LOCAL_USER_ID

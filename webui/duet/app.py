@@ -29,6 +29,8 @@ from duet.generation import Generations
 from duet.metrics.prometheus import Telemetry, instrument
 from duet.settings import Settings
 from duet.store import StorageError, open_database, users
+from duet.views import accounts as accounts_views
+from duet.views import admin as admin_views
 from duet.views import auth as auth_views
 from duet.views import chat, health, history
 from duet.views import compare as compare_views
@@ -130,7 +132,10 @@ def create_app(
     # Pages for members (each router has MEMBERS_ONLY), then what is reached without a session.
     for area in (chat, history, health, compare_views, runs_views, share_views):
         app.include_router(area.router)
+    app.include_router(accounts_views.members)
+    app.include_router(admin_views.router)
     app.include_router(auth_views.router)
+    app.include_router(accounts_views.router)
     app.include_router(health.metrics_router)
     return app
 

@@ -69,7 +69,14 @@ async def received_at(request: Request) -> float:
 
 async def current_actor(request: Request) -> Actor:
     """Who is asking. In local mode, the local user; in accounts mode, the user of the
-    request's session cookie, or no one."""
+    request's session cookie, or no one. Kept on `request.state.actor` for the page templates
+    (the navigation shows what the actor may open)."""
+    actor = actor_of(request)
+    request.state.actor = actor
+    return actor
+
+
+def actor_of(request: Request) -> Actor:
     settings: Settings = request.app.state.settings
     if settings.mode == "local":
         return LOCAL
