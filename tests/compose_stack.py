@@ -131,6 +131,18 @@ class ComposeStack:
             )
         return done.stdout
 
+    def up(self) -> None:
+        """`docker compose up --detach`: returns once every dependency condition is met."""
+        try:
+            self.compose("up", "--detach", timeout=UP_SECONDS)
+        except ComposeError as error:
+            # Seen once on Docker 20.10 right after `down`: Compose's wait for a dependency
+            # asked for a container the engine had just started and was told there was no such
+            # container. Compose converges on a second `up`; any other failure is final.
+            if "No such container" not in str(error):
+                raise
+            self.compose("up", "--detach", timeout=UP_SECONDS)
+
     def config(self, files: list[str] | None = None) -> dict[str, Any]:
         return json.loads(self.compose("config", "--format", "json", files=files))
 

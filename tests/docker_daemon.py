@@ -191,10 +191,27 @@ def log_tail(lines: int = 30) -> str:
         return "(no log)"
 
 
+def other_dockerds() -> list[int]:
+    """PIDs of dockerd processes that are not this module's."""
+    ours = running_pid()
+    found = []
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        with contextlib.suppress(OSError):
+            if comm.read_text().strip() == "dockerd" and int(comm.parent.name) != ours:
+                found.append(int(comm.parent.name))
+    return found
+
+
 def start(timeout: float = 120.0) -> None:
     """Start dockerd (if this module's is not running yet) and wait until it answers."""
     if running_pid() is not None and answers():
         return
+    if others := other_dockerds():
+        # Two daemons would share the default docker0 bridge and fight over its iptables rules.
+        raise DockerDaemonError(
+            f"another dockerd is running (PID {', '.join(map(str, others))}); the compose test "
+            "runs a Docker engine of its own and needs the machine's to be stopped first"
+        )
     stop()  # whatever a dead run left behind
     RUN_DIR.mkdir(parents=True, exist_ok=True)
     note_host()

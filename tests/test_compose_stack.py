@@ -63,7 +63,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComposeStack]:
         compose.reset()  # whatever a dead run left
         compose.compose("build", "webui")
         with recording(compose.docker) as events:
-            compose.compose("up", "--detach", timeout=900)
+            compose.up()
             compose.wait_ready(READY)
         compose.startup = events
         yield compose
@@ -324,7 +324,7 @@ async def test_a_conversation_survives_compose_down_and_up(
 
     await asyncio.to_thread(stack.compose, "down")
     assert stack.containers() == {}
-    await asyncio.to_thread(stack.compose, "up", "--detach", timeout=900)
+    await asyncio.to_thread(stack.up)
     await asyncio.to_thread(stack.wait_ready, READY)
 
     await page.goto(conversation_url)

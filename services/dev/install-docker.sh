@@ -3,11 +3,12 @@
 # (docker.io: dockerd, containerd, runc) and debootstrap, which builds the base images no
 # registry can give us here (services/compose-test/build-images.sh).
 #
-# Nothing is started here, and nothing is enabled at boot: the tests start their own dockerd
-# with its data under the cache and stop it again (tests/docker_daemon.py). Debian's package
-# would otherwise start a daemon from its postinst on a machine with an init system; the
-# policy-rc.d that Debian's docker images carry already forbids that in a container, and
-# RUNLEVEL=1 keeps invoke-rc.d from starting it elsewhere.
+# The tests start a dockerd of their own, with its data under the cache, and stop it again
+# (tests/docker_daemon.py); they refuse to start it beside another dockerd, which would share
+# its default bridge. On a machine without an init system (CI, a container) the package's
+# postinst starts nothing; on one with systemd, Debian's package enables and starts the
+# system's Docker, which has to be stopped (`systemctl stop docker docker.socket`) before the
+# compose test runs.
 #
 # Docker Compose comes from services/dev/install-compose.sh (Debian's docker-compose is the
 # retired Python implementation). Safe to run again: an installed package is left alone.
@@ -26,7 +27,7 @@ if [ ${#missing[@]} -eq 0 ]; then
 fi
 
 install() {
-  DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 $sudo_cmd apt-get install -y -qq \
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq \
     --no-install-recommends "${missing[@]}"
 }
 echo "installing ${missing[*]} from Debian"
