@@ -9,7 +9,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DUET_CACHE ?= $(HOME)/.cache/duet
 
-.PHONY: demo test venv engines browser compose lint check
+.PHONY: demo test venv engines browser compose lint check compose-images compose-test
 
 $(BIN)/duet: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,18 @@ browser: venv
 compose:
 	bash services/dev/install-compose.sh >/dev/null
 
+# The compose test's Docker engine (Debian's docker.io) and the stand-in images it runs under the
+# official names (services/compose-test/build-images.sh); images and daemon data are cached in
+# $(DUET_CACHE), by version. The daemon runs only while the images build and while the test runs.
+compose-images: engines compose
+	bash services/dev/install-docker.sh
+	$(BIN)/python tests/docker_daemon.py run -- bash services/compose-test/build-images.sh
+
+# Only the compose test: `docker compose up` of the CPU stack on that engine
+# (tests/test_compose_stack.py).
+compose-test: compose-images browser
+	$(BIN)/pytest -ra -m compose
+
 lint: venv
 	$(BIN)/ruff check webui tests
 	$(BIN)/ruff format --check webui tests
@@ -38,3 +50,6 @@ demo: engines
 
 test: engines browser compose lint
 	$(BIN)/pytest -ra
+
+# The compose test runs in `make test` too.
+test: compose-images
