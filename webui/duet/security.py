@@ -217,6 +217,13 @@ def normalized_origin(origin: str) -> str:
     return f"{scheme}://{authority}"
 
 
+# Pages and fragments are never kept by the browser or a proxy: they hold a person's
+# conversations, and Back after signing out must not show them from a cache (no-store also keeps
+# such pages out of the back-forward cache). The page's own static files may be cached.
+NOT_STORED: tuple[tuple[bytes, bytes], ...] = ((b"cache-control", b"no-store"),)
+STATIC_PREFIX = "/static/"
+
+
 class SecurityHeaders:
     """Put the browser's defences on every response that passes through, streams included.
 
@@ -235,11 +242,15 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
 
+        wanted = SECURITY_HEADERS
+        if not scope["path"].startswith(STATIC_PREFIX):
+            wanted = SECURITY_HEADERS + NOT_STORED
+
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", ()))
                 present = {name for name, _ in headers}  # lower case, as ASGI has them
-                headers += [pair for pair in SECURITY_HEADERS if pair[0] not in present]
+                headers += [pair for pair in wanted if pair[0] not in present]
                 message = {**message, "headers": headers}
             await send(message)
 
