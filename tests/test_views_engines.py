@@ -7,14 +7,13 @@ like a browser does, so streaming, stop and storage are exercised end to end.
 from __future__ import annotations
 
 import re
-import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
+from app_server import serve_app
 from chat_page import STORY
 from down_engine import closed_port
 from duet.app import create_app
@@ -39,18 +38,8 @@ FORM = {
 
 @pytest.fixture
 def app_url(engines: Mapping[str, Engine], tmp_path: Path) -> Iterator[str]:
-    port = closed_port()
-    app = create_app(Settings(), engines=engines, database=tmp_path / "duet.sqlite3")
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert time.monotonic() < deadline, "the app did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=15)
+    with serve_app(engines, tmp_path / "duet.sqlite3") as app:
+        yield app.url
 
 
 def send(client: httpx.Client, engine: str, **changes: str) -> int:
