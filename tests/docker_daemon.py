@@ -18,6 +18,7 @@ process (`python tests/docker_daemon.py stop`) cleans up after a run that died.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import re
@@ -263,13 +264,33 @@ def stop(timeout: float = 60.0) -> list[str]:
 
 
 @contextlib.contextmanager
+def exclusive(timeout: float = 3600.0) -> Iterator[None]:
+    """Hold the machine's one test Docker engine for the block: a second run (image builds, or
+    another checkout's compose test) waits instead of stopping the engine under the first."""
+    lock = cache_dir() / "docker.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("w") as held:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise DockerDaemonError(f"{lock} was held for {timeout:.0f}s") from None
+                time.sleep(2)
+        yield
+
+
+@contextlib.contextmanager
 def running() -> Iterator[str]:
-    """The daemon up for the block; yields its DOCKER_HOST."""
-    start()
-    try:
-        yield DOCKER_HOST
-    finally:
-        stop()
+    """The daemon up for the block, held by this process alone; yields its DOCKER_HOST."""
+    with exclusive():
+        start()
+        try:
+            yield DOCKER_HOST
+        finally:
+            stop()
 
 
 def main(argv: list[str]) -> int:

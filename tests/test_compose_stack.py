@@ -15,6 +15,7 @@ proves and what it cannot is in docs/gpu.md ("What the compose test proves").
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import socket
 import subprocess
@@ -37,8 +38,7 @@ from compose_stack import (
     tiny_modelfile,
 )
 from docker_daemon import DOCKER_HOST, DockerDaemonError
-from docker_daemon import start as start_docker
-from docker_daemon import stop as stop_docker
+from docker_daemon import running as docker_running
 
 if TYPE_CHECKING:
     from playwright.async_api import Page
@@ -53,13 +53,14 @@ READY = {"vllm": "healthy", "ollama": "healthy", "ollama-init": "exited", "webui
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComposeStack]:
-    try:
-        start_docker()
-    except DockerDaemonError as error:
-        pytest.fail(f"the tests' Docker engine did not start:\n{error}", pytrace=False)
-    compose = None
-    try:
+    with contextlib.ExitStack() as cleanup:
+        try:
+            cleanup.enter_context(docker_running())
+        except DockerDaemonError as error:
+            pytest.fail(f"the tests' Docker engine did not start:\n{error}", pytrace=False)
         compose = ComposeStack(tmp_path_factory.mktemp("compose"))
+        cleanup.callback(compose.close)
+        cleanup.callback(compose.reset)  # first of the clean-up: before the engine stops
         compose.reset()  # whatever a dead run left
         compose.compose("build", "webui")
         with recording(compose.docker) as events:
@@ -67,13 +68,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComposeStack]:
             compose.wait_ready(READY)
         compose.startup = events
         yield compose
-    finally:
-        if compose is not None:
-            try:
-                compose.reset()
-            finally:
-                compose.close()
-        stop_docker()
 
 
 @pytest.fixture
@@ -261,6 +255,13 @@ def test_duet_doctor_finds_the_containers_and_no_nvidia_runtime(
     assert re.search(r"^ok +ollama-init: finished its work \(exit code 0\)$", report, re.M)
 
 
+async def ask_france(page: Page, engine: str) -> int:
+    """Ask the tiny model's France question with thinking on; the answer's id once complete."""
+    answer_id = await send(page, FRANCE, engine, thinking=True)
+    await wait_for_status(page, answer_id, "complete")
+    return answer_id
+
+
 @pytest.mark.parametrize("engine", ["vllm", "ollama", "ollama-openai"])
 @pytest.mark.browser
 @pytest.mark.asyncio(loop_scope="session")
@@ -268,8 +269,7 @@ async def test_an_answer_streams_from_each_engine_through_the_web_ui(
     page: Page, webui: RunningApp, engine: str
 ) -> None:
     problems = await open_chat(page, webui)
-    answer_id = await send(page, FRANCE, engine, thinking=True)
-    await wait_for_status(page, answer_id, "complete")
+    answer_id = await ask_france(page, engine)
     article = page.locator(f"#message-{answer_id}")
     await article.locator("details.reasoning summary").click()
     assert "capital of France" in await article.locator(".reasoning-text").inner_text()
@@ -305,8 +305,7 @@ async def test_stopping_ollama_mid_answer_keeps_the_partial_answer_and_recovers(
     finally:
         await asyncio.to_thread(stack.compose, "start", "ollama")
     await asyncio.to_thread(stack.wait_ready, {"ollama": "healthy"})
-    again = await send(page, FRANCE, "ollama", thinking=True)
-    await wait_for_status(page, again, "complete")
+    await ask_france(page, "ollama")
     assert problems == [], problems
 
 
@@ -316,8 +315,7 @@ async def test_a_conversation_survives_compose_down_and_up(
     page: Page, webui: RunningApp, stack: ComposeStack
 ) -> None:
     await open_chat(page, webui)
-    answer_id = await send(page, FRANCE, "vllm", thinking=True)
-    await wait_for_status(page, answer_id, "complete")
+    answer_id = await ask_france(page, "vllm")
     conversation_url = page.url
     assert "/c/" in conversation_url, conversation_url
     shown = await answer_text(page, answer_id)
