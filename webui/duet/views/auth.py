@@ -18,11 +18,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from duet.auth.accounts import make_first_admin
-from duet.auth.passwords import hash_password, password_problem, verify_password
+from duet.auth.accounts import make_first_admin, new_account_problem, new_password_problem
+from duet.auth.passwords import hash_password, verify_password
 from duet.auth.sessions import clear_cookie, set_cookie, start_session
 from duet.auth.throttle import Throttle
-from duet.settings import Settings
 from duet.store import sessions, users
 from duet.store.db import transaction
 from duet.views.deps import AppSettings, CurrentActor, Db, render
@@ -33,7 +32,6 @@ router = APIRouter()
 log = logging.getLogger(__name__)
 
 SETUP_KEY = "setup_token_sha256"
-MAX_NAME_CHARS = 64
 
 
 @dataclass(frozen=True)
@@ -175,14 +173,6 @@ async def setup_page(request: Request, db: Db) -> Response:
     )
 
 
-def check_new_account(name: str, password: str, repeat: str, settings: Settings) -> str | None:
-    if not name or len(name) > MAX_NAME_CHARS or not name.isprintable():
-        return f"A name is 1 to {MAX_NAME_CHARS} printable characters."
-    if password != repeat:
-        return "The two passwords differ."
-    return password_problem(password, settings.min_password_length)
-
-
 @router.post("/setup", response_class=HTMLResponse)
 async def setup(request: Request, db: Db, settings: AppSettings) -> Response:
     form = await read_form(request)
@@ -191,7 +181,7 @@ async def setup(request: Request, db: Db, settings: AppSettings) -> Response:
     password, repeat = text_field(form, "password"), text_field(form, "repeat")
     if users.accounts_exist(db) or not setup_token_valid(db, token):
         raise UserError(404, "This setup link has been used, or it is not one.")
-    problem = check_new_account(name, password, repeat, settings)
+    problem = new_account_problem(name, password, repeat, settings.min_password_length)
     if problem:
         return form_page(
             request, "Set up Duet", "/setup", setup_fields(name), "Create the first admin",
@@ -252,10 +242,8 @@ async def change_password(
     problem = None
     if not await verify_password(user.password_hash, current):
         problem = "The current password is not right."
-    elif password != repeat:
-        problem = "The two new passwords differ."
     else:
-        problem = password_problem(password, settings.min_password_length)
+        problem = new_password_problem(password, repeat, settings.min_password_length)
     if problem:
         return form_page(
             request, "Change your password", "/account/password", password_fields(),
