@@ -285,3 +285,74 @@ def m007_invites_and_shares(db: sqlite3.Connection) -> None:
         """
     )
     db.execute("CREATE INDEX shares_by_object ON shares (kind, object_id)")
+
+
+@migration
+def m008_api_keys_limits_usage(db: sqlite3.Connection) -> None:
+    # API keys for Duet's OpenAI-compatible /v1. A key is a random token shown to its owner
+    # once; only its SHA-256 is kept (the database alone cannot be used to call /v1), with the
+    # first characters of the token for the owner to recognise it by. `allowed_models` is a
+    # JSON list of /v1 model names (e.g. "vllm/qwen3"), NULL for every model. `keep_history`
+    # is the owner's choice to keep this key's conversations in their history; without it
+    # only usage counts are kept, never the prompt text.
+    db.execute(
+        """
+        CREATE TABLE api_keys (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            name TEXT NOT NULL,
+            key_hash TEXT NOT NULL UNIQUE,
+            key_prefix TEXT NOT NULL,
+            allowed_models TEXT,
+            keep_history INTEGER NOT NULL DEFAULT 0 CHECK (keep_history IN (0, 1)),
+            created_at TEXT NOT NULL,
+            expires_at TEXT,
+            last_used_at TEXT,
+            revoked_at TEXT
+        )
+        """
+    )
+    db.execute("CREATE INDEX api_keys_by_user ON api_keys (user_id, id)")
+    # Limits per user, for /v1 and the web UI alike. The row whose user_id is NULL holds the
+    # admin-set defaults (at most one such row); a user's own row overrides them. A NULL limit
+    # is no limit.
+    db.execute(
+        """
+        CREATE TABLE user_limits (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            user_id INTEGER UNIQUE REFERENCES users(id) ON DELETE CASCADE,
+            max_concurrent INTEGER CHECK (max_concurrent >= 0),
+            requests_per_minute INTEGER CHECK (requests_per_minute >= 0),
+            tokens_per_day INTEGER CHECK (tokens_per_day >= 0),
+            updated_at TEXT NOT NULL
+        )
+        """
+    )
+    db.execute(
+        "CREATE UNIQUE INDEX user_limits_one_default ON user_limits ((user_id IS NULL)) "
+        "WHERE user_id IS NULL"
+    )
+    # One row per answer request, from /v1 (key_id set) or the web UI (key_id NULL): counts
+    # and timings only, no content. Times in ms; ttft from the engine request's send to its
+    # first streamed token. `status`: completed, stopped (the client left), failed, refused.
+    db.execute(
+        """
+        CREATE TABLE api_requests (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            key_id INTEGER REFERENCES api_keys(id) ON DELETE SET NULL,
+            engine TEXT NOT NULL,
+            model TEXT NOT NULL,
+            prompt_tokens INTEGER,
+            completion_tokens INTEGER,
+            ttft_ms REAL,
+            duration_ms REAL,
+            status TEXT NOT NULL CHECK (
+                status IN ('completed', 'stopped', 'failed', 'refused')
+            ),
+            created_at TEXT NOT NULL
+        )
+        """
+    )
+    db.execute("CREATE INDEX api_requests_by_user ON api_requests (user_id, created_at)")
+    db.execute("CREATE INDEX api_requests_by_time ON api_requests (created_at)")
