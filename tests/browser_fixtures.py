@@ -19,23 +19,35 @@ browser and the server do not pace each other.
 evaluates an expression anew with eval at every poll, which the app's Content-Security-Policy
 refuses, while a function is evaluated once and then called.
 
+`sized_page` is `page` at each of the sizes the UI is checked at (`VIEWPORTS`: a desktop
+window and a phone), one run of the test per size; `duet_app` serves the app with the
+session's real engines and a fresh database, for tests that drive it through the browser.
+
 Playwright is imported inside the fixtures, so test runs that select no browser test do not
 need it installed.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator, Generator, Iterator, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 import pytest_asyncio
+from app_server import RunningApp, serve_app
 from browser import INSTALL_HINT, find_chromium, launch_chromium, screenshot_dir, screenshot_name
 
 if TYPE_CHECKING:
-    from playwright.async_api import Browser, Page
+    from duet.engines.base import Engine
+    from playwright.async_api import Browser, Page, ViewportSize
 
 PAGE_TIMEOUT_MS = 10_000  # a loopback page that takes longer than this is a failure, not slowness
+
+VIEWPORTS: dict[str, ViewportSize] = {
+    "desktop": {"width": 1280, "height": 800},
+    "phone": {"width": 390, "height": 844},
+}
 
 PHASE_REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
 
@@ -70,7 +82,28 @@ async def chromium() -> AsyncIterator[Browser]:
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def page(chromium: Browser, request: pytest.FixtureRequest) -> AsyncIterator[Page]:
-    context = await chromium.new_context(viewport={"width": 1280, "height": 800})
+    async for new_page in _page_at(chromium, request, VIEWPORTS["desktop"]):
+        yield new_page
+
+
+@pytest_asyncio.fixture(loop_scope="session", params=list(VIEWPORTS))
+async def sized_page(chromium: Browser, request: pytest.FixtureRequest) -> AsyncIterator[Page]:
+    """A fresh page at one of `VIEWPORTS`; a test that takes it runs once per size."""
+    async for new_page in _page_at(chromium, request, VIEWPORTS[request.param]):
+        yield new_page
+
+
+@pytest.fixture
+def duet_app(engines: Mapping[str, Engine], tmp_path: Path) -> Iterator[RunningApp]:
+    """The app with the session's real engines and a fresh SQLite file."""
+    with serve_app(engines, tmp_path / "duet.sqlite3") as running:
+        yield running
+
+
+async def _page_at(
+    chromium: Browser, request: pytest.FixtureRequest, viewport: ViewportSize
+) -> AsyncIterator[Page]:
+    context = await chromium.new_context(viewport=viewport)
     context.set_default_timeout(PAGE_TIMEOUT_MS)
     new_page = await context.new_page()
     try:
