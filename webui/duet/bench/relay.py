@@ -182,13 +182,17 @@ class DuetUnderTest:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
-async def send_message(
-    client: aiohttp.ClientSession, duet: DuetUnderTest, engine: EngineName, max_tokens: int
-) -> tuple[float, float | None, str]:
-    """POST the prompt to Duet as the page does: (when this client started the request, its
-    own time to put it on the wire in ms, the answer's event stream URL)."""
+def message_form(
+    engine: EngineName,
+    max_tokens: int,
+    content: str = PROMPT,
+    thinking: bool = False,
+    conversation_id: int | None = None,
+) -> dict[str, str]:
+    """The composer's form for one message, greedy, as the page sends it (with
+    `conversation_id`, a next turn in that conversation; without, a new conversation)."""
     form = {
-        "content": PROMPT,
+        "content": content,
         "engine": engine,
         "temperature": "0",
         "top_p": "1",
@@ -196,6 +200,37 @@ async def send_message(
         "max_tokens": str(max_tokens),
         "system_prompt": "",
     }
+    if thinking:
+        form["thinking"] = "on"
+    if conversation_id is not None:
+        form["conversation_id"] = str(conversation_id)
+    return form
+
+
+class DuetRefused(RuntimeError):
+    """Duet answered the message's POST with an error status (`status`)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class SentMessage:
+    """A message Duet took: when this client started the request, its own time to put it on
+    the wire (ms), the answer's event stream URL, and the conversation it went to (None when
+    the answer page does not say: a next turn in a conversation the client already knows)."""
+
+    sent_at: float
+    pre_wire_ms: float | None
+    stream_url: str
+    conversation_id: int | None
+
+
+async def post_message(
+    client: aiohttp.ClientSession, duet: DuetUnderTest, form: Mapping[str, str]
+) -> SentMessage:
+    """POST a composer form to Duet as the page does. DuetRefused if Duet refuses it."""
     # Encoded as the page's form is, into bytes like an engine's JSON body.
     body = urlencode(form).encode()
     on_wire: list[float] = []
@@ -208,12 +243,24 @@ async def send_message(
     ) as response:
         page = await response.text()
     if response.status != 200:
-        raise RuntimeError(f"Duet refused the request ({response.status}): {page}")
+        raise DuetRefused(f"Duet refused the request ({response.status}): {page}", response.status)
     found = re.search(r'data-stream="(/messages/\d+/stream)"', page)
     if found is None:
         raise RuntimeError("Duet's answer to /chat/send held no stream URL")
+    pushed = re.fullmatch(r"/c/(\d+)", response.headers.get("HX-Push-Url", ""))
     pre_wire_ms = (on_wire[0] - sent_at) * 1000 if on_wire else None
-    return sent_at, pre_wire_ms, found.group(1)
+    return SentMessage(
+        sent_at, pre_wire_ms, found.group(1), int(pushed.group(1)) if pushed else None
+    )
+
+
+async def send_message(
+    client: aiohttp.ClientSession, duet: DuetUnderTest, engine: EngineName, max_tokens: int
+) -> tuple[float, float | None, str]:
+    """POST the prompt to Duet as the page does: (when this client started the request, its
+    own time to put it on the wire in ms, the answer's event stream URL)."""
+    sent = await post_message(client, duet, message_form(engine, max_tokens))
+    return sent.sent_at, sent.pre_wire_ms, sent.stream_url
 
 
 @dataclass
@@ -228,6 +275,13 @@ class DuetStream:
     first_chunk_held_ms: float | None = None
     first_chunk_out_ms: float | None = None
     status: str = ""  # the `end` event's; empty until it came
+    # The engine's own counts (the `usage` event), and its error (`engine_error`), if any.
+    prompt_tokens: int | None = None
+    output_tokens: int | None = None
+    engine_error: str | None = None
+    engine_error_status: int | None = None
+    # The text of each kind, as it arrived (a next turn's history needs the answer).
+    texts: dict[str, list[str]] = field(default_factory=lambda: {"reasoning": [], "answer": []})
 
     def read(self, arrived: float, event: ServerSentEvent) -> None:
         data = event.json()
@@ -239,6 +293,13 @@ class DuetStream:
                 self.read_first_text(arrived, data)
             self.arrivals.append(ChunkArrival(at=arrived, kind=event.event, chunk=data["chunk"]))
             self.server_ts.append(data["t"])
+            self.texts[event.event].append(data["text"])
+        elif event.event == "usage":
+            self.prompt_tokens = data.get("prompt_tokens")
+            self.output_tokens = data.get("completion_tokens")
+        elif event.event == "engine_error":
+            self.engine_error = data.get("message") or "the engine failed"
+            self.engine_error_status = data.get("status")
         elif event.event == "end":
             self.status = data.get("status") or "without a status"
 
@@ -250,10 +311,10 @@ class DuetStream:
             self.first_chunk_out_ms = (arrived - written_at) * 1000
 
 
-async def stream_through_duet(
-    client: aiohttp.ClientSession, duet: DuetUnderTest, engine: EngineName, max_tokens: int
-) -> Measured:
-    sent_at, pre_wire_ms, stream_url = await send_message(client, duet, engine, max_tokens)
+async def read_answer(
+    client: aiohttp.ClientSession, duet: DuetUnderTest, stream_url: str
+) -> DuetStream:
+    """Read an answer's event stream to its end, event by event."""
     stream = DuetStream()
     async with client.get(duet.url + stream_url, headers=duet.headers) as response:
         # Read as the adapters read the engines (`read_lines`), so every path's client does the
@@ -261,6 +322,14 @@ async def stream_through_duet(
         # unread closes its connection instead of handing it to the next request.
         async for arrived, event in stamped_events(read_lines(response)):
             stream.read(arrived, event)
+    return stream
+
+
+async def stream_through_duet(
+    client: aiohttp.ClientSession, duet: DuetUnderTest, engine: EngineName, max_tokens: int
+) -> Measured:
+    sent_at, pre_wire_ms, stream_url = await send_message(client, duet, engine, max_tokens)
+    stream = await read_answer(client, duet, stream_url)
     if stream.status != "complete":
         ended = stream.status or "without an end"
         raise RuntimeError(f"the answer through Duet ({duet.path}) ended {ended}")
@@ -339,7 +408,12 @@ def duet_environment(settings: Settings, database: Path, mode: str = "local") ->
 
 
 def start_duet(
-    settings: Settings, port: int, log_path: Path, database: Path, mode: str
+    settings: Settings,
+    port: int,
+    log_path: Path,
+    database: Path,
+    mode: str,
+    extra_env: Mapping[str, str] | None = None,
 ) -> subprocess.Popen:
     command = [
         sys.executable,
@@ -351,7 +425,7 @@ def start_duet(
         "--port",
         str(port),
     ]
-    env = duet_environment(settings, database, mode)
+    env = {**duet_environment(settings, database, mode), **(extra_env or {})}
     with open(log_path, "wb") as log:
         return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
 
