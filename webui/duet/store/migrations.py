@@ -335,12 +335,17 @@ def m008_api_keys_limits_usage(db: sqlite3.Connection) -> None:
     # One row per answer request, from /v1 (key_id set) or the web UI (key_id NULL): counts
     # and timings only, no content. Times in ms; ttft from the engine request's send to its
     # first streamed token. `status`: completed, stopped (the client left), failed, refused.
+    # A row is written when the request is admitted, as `streaming`, in the same transaction
+    # as the limits check (duet.limits), so the rows still streaming are the requests running
+    # now; it gets its outcome when the answer ends (`interrupted`: the server stopped first).
+    # A web UI answer's row names its message, which is how its end finds it.
     db.execute(
         """
         CREATE TABLE api_requests (
             id INTEGER PRIMARY KEY AUTOINCREMENT,
             user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
             key_id INTEGER REFERENCES api_keys(id) ON DELETE SET NULL,
+            message_id INTEGER REFERENCES messages(id) ON DELETE SET NULL,
             engine TEXT NOT NULL,
             model TEXT NOT NULL,
             prompt_tokens INTEGER,
@@ -348,7 +353,9 @@ def m008_api_keys_limits_usage(db: sqlite3.Connection) -> None:
             ttft_ms REAL,
             duration_ms REAL,
             status TEXT NOT NULL CHECK (
-                status IN ('completed', 'stopped', 'failed', 'refused')
+                status IN (
+                    'streaming', 'completed', 'stopped', 'failed', 'interrupted', 'refused'
+                )
             ),
             created_at TEXT NOT NULL
         )
@@ -356,3 +363,10 @@ def m008_api_keys_limits_usage(db: sqlite3.Connection) -> None:
     )
     db.execute("CREATE INDEX api_requests_by_user ON api_requests (user_id, created_at)")
     db.execute("CREATE INDEX api_requests_by_time ON api_requests (created_at)")
+    db.execute(
+        "CREATE INDEX api_requests_streaming ON api_requests (user_id) WHERE status = 'streaming'"
+    )
+    db.execute(
+        "CREATE INDEX api_requests_by_message ON api_requests (message_id) "
+        "WHERE message_id IS NOT NULL"
+    )
