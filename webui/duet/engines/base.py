@@ -35,6 +35,8 @@ class Sampling:
     max_tokens: int
     min_p: float = 0.0
     seed: int | None = None
+    # Text that ends the answer where it appears (not included in it); none by default.
+    stop: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -111,6 +111,8 @@ class OllamaEngine(HTTPEngine):
         }
         if sampling.seed is not None:
             options["seed"] = sampling.seed
+        if sampling.stop:
+            options["stop"] = list(sampling.stop)
         return {
             "model": request.model or self.model,
             "messages": messages,

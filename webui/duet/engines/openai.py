@@ -101,6 +101,8 @@ class OpenAICompatibleEngine(HTTPEngine):
         }
         if sampling.seed is not None:
             payload["seed"] = sampling.seed
+        if sampling.stop:
+            payload["stop"] = list(sampling.stop)
         return payload
 
     async def stream_chat(
