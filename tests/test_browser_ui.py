@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 from app_server import RunningApp
-from chat_page import open_chat
+from chat_page import ANSWER_SECONDS, STORY, open_chat, press_stop, send, wait_for_status
 from duet.store import conversations
 from duet.store.db import connect
 from duet.store.messages import (
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 pytestmark = [pytest.mark.browser, pytest.mark.engines, pytest.mark.asyncio(loop_scope="session")]
 
+STORY_MAX_TOKENS = 3000
 LONG_ANSWER = "\n\n".join(f"Paragraph {n} of a long stored answer." for n in range(1, 13))
 
 
@@ -96,4 +97,113 @@ async def test_every_page_has_one_visible_navigation(
         await page.wait_for_url(duet_app.url + path)
         current = page.locator("nav.site-nav [aria-current=page]")
         assert await current.inner_text() == name
+    assert problems == [], problems
+
+
+# 2. Follow the stream while at the foot of the page; stop when the reader scrolls up.
+
+FROM_FOOT = (
+    "() => { const page = document.scrollingElement;"
+    " return page.scrollHeight - page.scrollTop - page.clientHeight; }"
+)
+
+
+async def streamed_length(page: Page, answer_id: int) -> int:
+    return int(
+        await page.evaluate(
+            "id => document.querySelector(`#message-${id} .streaming-text`)"
+            "?.textContent.length ?? -1",
+            answer_id,
+        )
+    )
+
+
+async def wait_for_more_text(page: Page, answer_id: int, than: int) -> None:
+    await page.wait_for_function(
+        "([id, than]) => (document.querySelector(`#message-${id} .streaming-text`)"
+        "?.textContent.length ?? 0) > than",
+        arg=[answer_id, than],
+        timeout=ANSWER_SECONDS,
+    )
+
+
+async def test_the_page_follows_the_stream_until_the_reader_scrolls_up(
+    sized_page: Page, duet_app: RunningApp
+) -> None:
+    page = sized_page
+    conversation_id = seed_conversation(duet_app, turns=4)
+    problems = await open_chat(page, duet_app)
+    await page.goto(f"{duet_app.url}/c/{conversation_id}")
+    jump = page.locator("#jump-latest")
+    # A conversation opens at its latest message, the page taller than the window.
+    assert await page.evaluate("() => document.scrollingElement.scrollTop") > 0
+    assert await page.evaluate(FROM_FOOT) <= 1
+    assert await jump.is_hidden()
+
+    # Sending from the foot: the new message and the streaming answer stay in view.
+    answer_id = await send(page, STORY, "ollama", thinking=False, max_tokens=STORY_MAX_TOKENS)
+    await wait_for_more_text(page, answer_id, 0)
+    length = await streamed_length(page, answer_id)
+    await wait_for_more_text(page, answer_id, length + 20)
+    assert await page.evaluate(FROM_FOOT) <= 1
+    assert await is_on_screen(page, page.locator(f"#message-{answer_id} .streaming-text"))
+
+    # The reader scrolls up: the page holds still while the text grows, and offers the way back.
+    await page.mouse.move(100, 200)
+    await page.mouse.wheel(0, -600)
+    await jump.wait_for(state="visible")
+    top = await page.evaluate("() => document.scrollingElement.scrollTop")
+    await wait_for_more_text(page, answer_id, await streamed_length(page, answer_id) + 20)
+    assert await page.evaluate("() => document.scrollingElement.scrollTop") == top
+    assert await page.evaluate(FROM_FOOT) > 100
+    assert await is_on_screen(page, jump)
+
+    # Jump to latest: back at the foot, and following again as the text grows.
+    await jump.click()
+    assert await page.evaluate(FROM_FOOT) <= 1
+    await jump.wait_for(state="hidden")
+    await wait_for_more_text(page, answer_id, await streamed_length(page, answer_id) + 20)
+    assert await page.evaluate(FROM_FOOT) <= 1
+    await press_stop(page, answer_id)
+    await wait_for_status(page, answer_id, "stopped")
+    assert problems == [], problems
+
+
+# 4. An invalid sampling value: the error next to the field, Settings opened, the message kept.
+
+
+async def test_an_invalid_sampling_value_is_shown_at_its_field(
+    sized_page: Page, duet_app: RunningApp
+) -> None:
+    page = sized_page
+    problems = await open_chat(page, duet_app)
+    sent: list[str] = []
+    page.on(
+        "request", lambda request: sent.append(request.url) if "/chat/send" in request.url else None
+    )
+    settings = page.locator("details.settings")
+    await settings.locator("summary").click()
+    await page.fill("input[name=temperature]", "5")
+    await settings.locator("summary").click()  # folded again, as a person leaves it
+    assert await settings.get_attribute("open") is None
+    await page.fill("#content", "Hello there")
+    await page.click("button.send")
+
+    error = page.locator("#temperature-error")
+    await error.wait_for()
+    assert await settings.get_attribute("open") is not None
+    assert "2" in await error.inner_text()  # the browser's own words: at most 2
+    assert await is_on_screen(page, error)
+    field = page.locator("input[name=temperature]")
+    assert await field.get_attribute("aria-invalid") == "true"
+    assert await page.input_value("#content") == "Hello there"
+    assert sent == []
+
+    # Corrected, the note goes and the message is sent.
+    await page.fill("input[name=temperature]", "0")
+    assert await error.count() == 0
+    await page.fill("input[name=max_tokens]", "16")
+    await page.click("button.send")
+    await page.wait_for_selector("#messages article.assistant")
+    assert len(sent) == 1
     assert problems == [], problems

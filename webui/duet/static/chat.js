@@ -1,6 +1,8 @@
 // The chat page's script. stream.js shows each streaming answer as it comes; this page keeps
 // the arrival stamps of every event in window.duetTimings[messageId] (beside the server's own
 // `t` and `s`), and when the answer ends swaps in the server's rendering of the stored message.
+// follow.js keeps the latest message in view while the reader is at the foot of the page.
+import { followConversation } from "./follow.js";
 import { followAnswer, onNewStreams, sendTimes } from "./stream.js";
 
 const timings = (window.duetTimings = {});
@@ -35,3 +37,14 @@ function showStoredMessage(id) {
 }
 
 onNewStreams("[data-stream]", connect);
+
+const view = followConversation(
+  document.querySelector("main.chat"),
+  document.getElementById("jump-latest"),
+);
+// Sending, resending or regenerating is asking to see the answer: follow it from wherever the
+// reader was.
+const ASKS_FOR_AN_ANSWER = "#composer, .edit-form, button.regenerate";
+document.addEventListener("htmx:beforeRequest", (event) => {
+  if (event.detail.elt.matches(ASKS_FOR_AN_ANSWER)) view.toFoot();
+});

@@ -5,6 +5,9 @@
 //    then what is typed in it is kept for the tab (sessionStorage, per page): a send that meets
 //    an expired session goes to sign in and back, and finds the text in the box again.
 //    Signing out forgets every such draft, so the next person at that tab does not see them.
+//  - A field the browser finds invalid when its form is sent (a sampling value out of range)
+//    shows why next to itself, and a folded <details> around it (Settings) opens: otherwise
+//    Send would do nothing visible. What was typed in the form stays.
 //  - Copy buttons on code blocks.
 
 document.addEventListener("keydown", (event) => {
@@ -82,6 +85,36 @@ document.addEventListener("submit", (event) => {
 
 restoreDrafts();
 document.addEventListener("htmx:historyRestore", restoreDrafts);
+
+// `invalid` does not bubble: listen in the capture phase, for every form on the page.
+document.addEventListener("invalid", (event) => showFieldError(event.target), true);
+
+function showFieldError(field) {
+  for (let box = field.closest("details"); box; box = box.parentElement.closest("details")) {
+    box.open = true;
+  }
+  const id = field.name + "-error";
+  let note = document.getElementById(id);
+  if (!note) {
+    note = document.createElement("span");
+    note.id = id;
+    note.className = "field-error";
+    note.setAttribute("role", "alert");
+    field.after(note);
+  }
+  note.textContent = field.validationMessage;
+  field.setAttribute("aria-invalid", "true");
+  field.setAttribute("aria-describedby", id);
+}
+
+function clearFieldError(field) {
+  if (field.getAttribute("aria-invalid") !== "true" || !field.validity.valid) return;
+  document.getElementById(field.getAttribute("aria-describedby"))?.remove();
+  field.removeAttribute("aria-invalid");
+  field.removeAttribute("aria-describedby");
+}
+
+document.addEventListener("input", (event) => clearFieldError(event.target));
 
 async function copyText(text) {
   if (navigator.clipboard && window.isSecureContext) {

@@ -89,20 +89,13 @@ export function followAnswer(element, url, on) {
   return true;
 }
 
-function nearBottom() {
-  const page = document.scrollingElement;
-  return page.scrollHeight - page.scrollTop - page.clientHeight < 80;
-}
-
 function appendText(element, text) {
   // Qwen3 opens its reasoning and its answer with newlines; in a pre-wrap box they would show
   // as blank lines above the text, so leading whitespace is dropped while the box is empty (the
   // stored answer keeps every character).
   if (!element.textContent) text = text.replace(/^\s+/, "");
   if (!text) return;
-  const follow = nearBottom();
   element.append(text); // a string becomes a text node: model output is never parsed as HTML
-  if (follow) window.scrollTo(0, document.scrollingElement.scrollHeight);
 }
 
 // Call `connect(element)` for every element matching `selector` that htmx puts on the page, and
