@@ -5,11 +5,22 @@ against the real engines, at a desktop size and a phone size where layout matter
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 import pytest
 from app_server import RunningApp
-from chat_page import ANSWER_SECONDS, STORY, open_chat, press_stop, send, wait_for_status
+from chat_page import (
+    ANSWER_SECONDS,
+    FRANCE,
+    STORY,
+    open_chat,
+    press_stop,
+    send,
+    squash,
+    stored,
+    wait_for_status,
+)
 from duet.store import conversations
 from duet.store.db import connect
 from duet.store.messages import (
@@ -206,4 +217,61 @@ async def test_an_invalid_sampling_value_is_shown_at_its_field(
     await page.click("button.send")
     await page.wait_for_selector("#messages article.assistant")
     assert len(sent) == 1
+    assert problems == [], problems
+
+
+# 6. An answer cut off by max tokens says so, and by what.
+
+
+async def run_compare(
+    page: Page, app: RunningApp, prompt: str, *, thinking: bool, max_tokens: int
+) -> None:
+    """Send one prompt to vLLM and Ollama from the compare page (greedy) and wait until both
+    columns show their final numbers."""
+    await page.goto(app.url + "/compare")
+    await page.wait_for_function("() => window.htmx !== undefined")
+    box = page.locator("input[name=thinking]")
+    if await box.is_checked() != thinking:
+        async with page.expect_response(re.compile(r"/composer/sampling")):
+            await box.set_checked(thinking)
+    await page.locator("details.settings summary").click()
+    await page.fill("input[name=temperature]", "0")
+    await page.fill("input[name=max_tokens]", str(max_tokens))
+    await page.fill("#content", prompt)
+    await page.click("button.send")
+    await page.wait_for_function(
+        "() => document.querySelectorAll('.compare-answer').length > 0 &&"
+        " document.querySelectorAll('.compare-answer[data-compare-stream]').length === 0",
+        timeout=ANSWER_SECONDS,
+    )
+
+
+async def test_an_answer_cut_off_by_max_tokens_says_so(page: Page, duet_app: RunningApp) -> None:
+    problems = await open_chat(page, duet_app)
+    # Thinking with a budget of 8 tokens: all of it goes to reasoning.
+    thought = await send(page, FRANCE, "vllm", thinking=True, max_tokens=8)
+    await wait_for_status(page, thought, "complete")
+    assert stored(duet_app, thought).finish_reason == "length"
+    note = page.locator(f"#message-{thought} .cut-off")
+    assert squash(await note.inner_text()).startswith("Cut off while thinking")
+    assert "8 tokens" in await note.inner_text()
+
+    # Without thinking, cut off mid-answer.
+    story = await send(page, STORY, "ollama", thinking=False, max_tokens=20)
+    await wait_for_status(page, story, "complete")
+    assert stored(duet_app, story).finish_reason == "length"
+    note = page.locator(f"#message-{story} .cut-off")
+    assert squash(await note.inner_text()).startswith("Cut off by max tokens")
+    assert "20 tokens" in await note.inner_text()
+    # An answer that ended by itself has no such note.
+    finished = await send(page, FRANCE, "vllm", thinking=False, max_tokens=512)
+    await wait_for_status(page, finished, "complete")
+    assert await page.locator(f"#message-{finished} .cut-off").count() == 0
+
+    # The compare page says it for each column.
+    await run_compare(page, duet_app, FRANCE, thinking=True, max_tokens=8)
+    notes = page.locator(".compare-answer .cut-off")
+    assert await notes.count() == 2
+    for text in await notes.all_inner_texts():
+        assert squash(text).startswith("Cut off while thinking"), text
     assert problems == [], problems
