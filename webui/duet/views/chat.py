@@ -21,10 +21,9 @@ from duet.store.messages import Message
 from duet.turns import chat_messages, start_answer, store_answer_row
 from duet.views.deps import (
     MEMBERS_ONLY,
-    AppSettings,
+    AnswerContextDep,
     Db,
     Engines,
-    Received,
     Running,
     UserId,
     engine_labels,
@@ -143,15 +142,9 @@ async def conversation_page(
 
 
 @router.post("/chat/send", response_class=HTMLResponse)
-async def send(
-    request: Request,
-    received: Received,
-    db: Db,
-    user_id: UserId,
-    settings: AppSettings,
-    engines: Engines,
-    generations: Running,
-) -> HTMLResponse:
+async def send(request: Request, context: AnswerContextDep) -> HTMLResponse:
+    db, user_id, settings = context.db, context.user_id, context.settings
+    engines, generations = context.engines, context.generations
     form = await read_form(request)
     # Everything is checked before anything is written.
     content = parse_content(form, settings)
@@ -171,7 +164,7 @@ async def send(
         user_message = messages.add_user_message(db, conversation.id, content)
         answer = store_answer_row(db, conversation.id, engine, options)
     to_engine = chat_messages(history, options.system_prompt, new_message=content)
-    await start_answer(generations, answer, engine, options, to_engine, received)
+    await start_answer(generations, answer, engine, options, to_engine, context.received)
     headers = {} if existing else {"HX-Push-Url": f"/c/{conversation.id}"}
     return render(
         request,
@@ -285,16 +278,11 @@ def messages_list(
 
 @router.post("/messages/{message_id}/regenerate", response_class=HTMLResponse)
 async def regenerate(
-    message_id: MessageId,
-    request: Request,
-    received: Received,
-    db: Db,
-    user_id: UserId,
-    settings: AppSettings,
-    engines: Engines,
-    generations: Running,
+    message_id: MessageId, request: Request, context: AnswerContextDep
 ) -> HTMLResponse:
     """Replace the conversation's last answer with a new one, using the composer's settings."""
+    db, user_id, settings = context.db, context.user_id, context.settings
+    engines, generations = context.engines, context.generations
     message = owned_message(db, user_id, message_id)
     options = parse_options(await read_form(request), settings, engines)
     conversation = owned_conversation(db, user_id, message.conversation_id)
@@ -307,7 +295,7 @@ async def regenerate(
         messages.delete_messages_from(db, conversation.id, message.id)
         answer = store_answer_row(db, conversation.id, engine, options)
     to_engine = chat_messages(history[:-1], options.system_prompt)
-    await start_answer(generations, answer, engine, options, to_engine, received)
+    await start_answer(generations, answer, engine, options, to_engine, context.received)
     return messages_list(request, db, generations, engines, conversation)
 
 
@@ -323,18 +311,13 @@ async def edit_form(
 
 @router.post("/messages/{message_id}/edit")
 async def edit_and_resend(
-    message_id: MessageId,
-    request: Request,
-    received: Received,
-    db: Db,
-    user_id: UserId,
-    settings: AppSettings,
-    engines: Engines,
-    generations: Running,
+    message_id: MessageId, request: Request, context: AnswerContextDep
 ) -> Response:
     """Resend a message with new text. The last message is changed in place (its answer is
     replaced); an earlier one is resent in a copy of the conversation up to it, so nothing
     written later is lost."""
+    db, user_id, settings = context.db, context.user_id, context.settings
+    engines, generations = context.engines, context.generations
     message = owned_message(db, user_id, message_id)
     if message.role != "user":
         raise UserError(409, "Only your own messages can be edited.")
@@ -358,7 +341,7 @@ async def edit_and_resend(
             target_id = fork.id
         answer = store_answer_row(db, target_id, engine, options)
     to_engine = chat_messages(earlier, options.system_prompt, new_message=content)
-    await start_answer(generations, answer, engine, options, to_engine, received)
+    await start_answer(generations, answer, engine, options, to_engine, context.received)
     if is_last_user_message:
         return messages_list(request, db, generations, engines, conversation)
     return Response(status_code=200, headers={"HX-Redirect": f"/c/{target_id}"})

@@ -36,10 +36,9 @@ from duet.store.runs import MODES, CompareAnswer, CompareRun, Mode
 from duet.turns import TurnOptions
 from duet.views.deps import (
     MEMBERS_ONLY,
-    AppSettings,
+    AnswerContextDep,
     Db,
     Engines,
-    Received,
     UserId,
     engine_labels,
     render,
@@ -145,14 +144,9 @@ async def compare_page(request: Request, engines: Engines) -> HTMLResponse:
 
 @router.post("/compare", response_class=HTMLResponse)
 async def start_compare(
-    request: Request,
-    received: Received,
-    db: Db,
-    user_id: UserId,
-    settings: AppSettings,
-    engines: Engines,
-    compares: Compares,
+    request: Request, context: AnswerContextDep, compares: Compares
 ) -> HTMLResponse:
+    db, user_id, settings, engines = context.db, context.user_id, context.settings, context.engines
     form = await read_form(request)
     prompt = parse_content(form, settings)
     chosen = parse_engines(form, engines)
@@ -166,7 +160,7 @@ async def start_compare(
         sampling=parse_sampling(form),
         system_prompt=system_prompt,
     )
-    run = compares.start(user_id, prompt, mode, chosen, options, received)
+    run = compares.start(user_id, prompt, mode, chosen, options, context.received)
     await compares.wait_sent(run.id)
     return render(
         request,

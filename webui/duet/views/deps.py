@@ -9,6 +9,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -60,7 +61,7 @@ class StampReceipt:
         await self.app(scope, receive, send)
 
 
-async def received_at(request: Request) -> float:
+def received_at(request: Request) -> float:
     """When the app received this request (see `StampReceipt`): the views that start answers
     count Duet's own time to the engine request from here."""
     stamped = request.scope.get(RECEIVED_KEY)
@@ -128,7 +129,38 @@ MEMBERS_ONLY = [Depends(member)]
 Engines = Annotated[Mapping[EngineName, Engine], Depends(get_engines)]
 Running = Annotated[Generations, Depends(get_generations)]
 AppSettings = Annotated[Settings, Depends(get_settings)]
-Received = Annotated[float, Depends(received_at)]
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerContext:
+    """What a view that starts an answer (send, regenerate, edit and resend, compare) works
+    with: the member asking, the app's parts, and when Duet received the request.
+
+    One dependency in place of six: FastAPI resolves every declared dependency on every request,
+    one after the other, and these requests are on their way to an engine (their time to the
+    engine request is measured from `received`)."""
+
+    user_id: int
+    db: sqlite3.Connection
+    settings: Settings
+    engines: Mapping[EngineName, Engine]
+    generations: Generations
+    received: float
+
+
+async def answer_context(request: Request, user_id: UserId) -> AnswerContext:
+    state = request.app.state
+    return AnswerContext(
+        user_id=user_id,
+        db=state.db,
+        settings=state.settings,
+        engines=state.engines,
+        generations=state.generations,
+        received=received_at(request),
+    )
+
+
+AnswerContextDep = Annotated[AnswerContext, Depends(answer_context)]
 
 
 def engine_labels(engines: Mapping[EngineName, Engine]) -> dict[str, str]:
