@@ -66,6 +66,14 @@ def seed_conversation(
     return conversation.id
 
 
+def unexpected(problems: list[str], *statuses: int) -> list[str]:
+    """The page's problems other than the reports of a refusal with one of these statuses, which
+    a test provokes: Chromium logs every answer of 400 or more, htmx every error it swaps in."""
+    refusals = [f"status of {status} " for status in statuses]
+    refusals += [f"Response Status Error Code {status} " for status in statuses]
+    return [problem for problem in problems if not any(text in problem for text in refusals)]
+
+
 async def is_on_screen(page: Page, element: Locator) -> bool:
     """The element is inside the window and is what a click at its centre would reach (nothing
     covers it)."""
@@ -275,3 +283,51 @@ async def test_an_answer_cut_off_by_max_tokens_says_so(page: Page, duet_app: Run
     for text in await notes.all_inner_texts():
         assert squash(text).startswith("Cut off while thinking"), text
     assert problems == [], problems
+
+
+# 7. Error banners go when their cause has.
+
+
+async def test_error_banners_are_cleared_when_their_cause_is_gone(
+    page: Page, duet_app: RunningApp
+) -> None:
+    problems = await open_chat(page, duet_app)
+    flash = page.locator("#flash")
+    # An empty message is refused by the server; typing something makes the banner moot.
+    await page.fill("#content", "   ")
+    await page.click("button.send")
+    await flash.get_by_text("The message is empty").wait_for()
+    await page.type("#content", "x")
+    await flash.locator(".flash").wait_for(state="detached")
+
+    # A message over the limit says so under the box at once, and is not sent until shorter.
+    limit = 32_000
+    await page.fill("#content", "a" * (limit + 1))
+    note = page.locator("#content-error")
+    assert "32,001 characters" in await note.inner_text()
+    await page.click("button.send")
+    assert await page.locator("#messages article").count() == 0
+    await page.fill("#content", "a" * limit)
+    assert await note.count() == 0
+
+    # Sending while an answer streams is refused until it ends: Stop takes the banner away.
+    answer_id = await send(page, STORY, "ollama", thinking=False, max_tokens=STORY_MAX_TOKENS)
+    await page.fill("#content", "And another thing")
+    await page.click("button.send")
+    await flash.get_by_text("still streaming").wait_for()
+    await press_stop(page, answer_id)
+    await wait_for_status(page, answer_id, "stopped")
+    await flash.locator(".flash").wait_for(state="detached")
+    assert await page.input_value("#content") == "And another thing"
+
+    # Compare with no engine ticked; ticking one takes the banner away.
+    await page.goto(duet_app.url + "/compare")
+    await page.wait_for_function("() => window.htmx !== undefined")
+    for box in await page.locator("input[name=engines]").all():
+        await box.set_checked(False)
+    await page.fill("#content", FRANCE)
+    await page.click("button.send")
+    await flash.get_by_text("Tick at least one engine").wait_for()
+    await page.locator("input[name=engines]").first.check()
+    await flash.locator(".flash").wait_for(state="detached")
+    assert unexpected(problems, 409, 422) == [], problems

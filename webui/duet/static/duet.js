@@ -8,6 +8,12 @@
 //  - A field the browser finds invalid when its form is sent (a sampling value out of range)
 //    shows why next to itself, and a folded <details> around it (Settings) opens: otherwise
 //    Send would do nothing visible. What was typed in the form stays.
+//  - A message box with data-max-chars says it is too long as soon as it is, under itself, and
+//    the form is not sent until it is short enough.
+//  - The banner in #flash says why a request was refused. It goes once its cause has: when the
+//    form (or control) that sent the refused request is changed or succeeds, and for a refusal
+//    because an answer was streaming (409), when an answer ends (the pages dispatch
+//    "duet:answer-ended").
 //  - Copy buttons on code blocks.
 
 document.addEventListener("keydown", (event) => {
@@ -115,6 +121,52 @@ function clearFieldError(field) {
 }
 
 document.addEventListener("input", (event) => clearFieldError(event.target));
+
+function checkLength(box) {
+  const limit = Number(box.dataset.maxChars);
+  const length = box.value.length;
+  box.setCustomValidity(
+    length > limit
+      ? `The message is ${length.toLocaleString("en")} characters long; ` +
+          `the limit is ${limit.toLocaleString("en")}.`
+      : "",
+  );
+  if (length > limit) showFieldError(box);
+  else clearFieldError(box);
+}
+
+document.addEventListener("input", (event) => {
+  if (event.target instanceof HTMLTextAreaElement && event.target.dataset.maxChars) {
+    checkLength(event.target);
+  }
+});
+
+let refused = null; // {by: the form or control whose request #flash answers, status}
+
+function clearFlash() {
+  document.getElementById("flash")?.replaceChildren();
+  refused = null;
+}
+
+document.addEventListener("htmx:afterRequest", (event) => {
+  const elt = event.detail.elt;
+  const by = elt.closest("form") || elt;
+  if (event.detail.failed && event.detail.target?.id === "flash") {
+    refused = { by, status: event.detail.xhr.status };
+  } else if (event.detail.successful && refused && refused.by === by) {
+    clearFlash();
+  }
+});
+
+for (const name of ["input", "change"]) {
+  document.addEventListener(name, (event) => {
+    if (refused && refused.by.contains(event.target)) clearFlash();
+  });
+}
+
+document.addEventListener("duet:answer-ended", () => {
+  if (refused && refused.status === 409) clearFlash();
+});
 
 async function copyText(text) {
   if (navigator.clipboard && window.isSecureContext) {

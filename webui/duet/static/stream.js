@@ -71,6 +71,7 @@ export function followAnswer(element, url, on) {
       if (name === "end") {
         source.close();
         following.delete(url);
+        document.dispatchEvent(new CustomEvent("duet:answer-ended", { detail: { url } }));
       }
       if (name === "reasoning" && reasoningBox) reasoningBox.hidden = false;
       if (name in texts && texts[name]) appendText(texts[name], data.text);
