@@ -21,10 +21,11 @@ from typing import Any
 import httpx
 import pytest
 from down_engine import DownEngine, closed_port
+from duet.api.keys import create_key
 from duet.app import create_app
 from duet.auth.sessions import COOKIE, iso, token_hash
 from duet.settings import Settings
-from duet.store import conversations, invites, messages, runs, sessions, shares, users
+from duet.store import api_keys, conversations, invites, messages, runs, sessions, shares, users
 from duet.store.messages import AnswerRecord
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -96,6 +97,14 @@ ADMIN_PAGES: dict[str, Check] = {
     "anonymous": signin, "pending": wait, "owner": denied, "other": denied, "admin": allowed,
 }  # fmt: skip
 
+
+# /v1 answers to a Bearer key only: a session cookie, whoever's, is 401 in OpenAI's error shape.
+def key_required(r: httpx.Response) -> bool:
+    return r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+
+
+API_KEY_ONLY: dict[str, Check] = dict.fromkeys(ROLES, key_required)
+
 # A live share link of A's (to a conversation without the secret word, which must never be shown
 # to anyone else): any signed-in, approved teammate reads it.
 SHARED = MEMBERS
@@ -165,6 +174,14 @@ MATRIX: dict[tuple[str, str], dict[str, Check]] = {
     ("POST", "/admin/invites"): ADMIN_PAGES,
     ("POST", "/admin/invites/{invite_id}/revoke"): ADMIN_PAGES,
     ("POST", "/admin/sessions/{session_id}/end"): ADMIN_PAGES,
+    ("GET", "/account/keys"): MEMBERS,
+    ("POST", "/account/keys"): MEMBERS,
+    ("POST", "/account/keys/{key_id}/revoke"): OWNED,
+    ("GET", "/admin/api-keys"): ADMIN_PAGES,
+    ("POST", "/admin/api-keys/{key_id}/revoke"): ADMIN_PAGES,
+    ("GET", "/v1/models"): API_KEY_ONLY,  # the keys' own rows: test_v1_takes_only_a_live_key
+    ("GET", "/v1/models/{name:path}"): API_KEY_ONLY,
+    ("POST", "/v1/chat/completions"): API_KEY_ONLY,
 }
 
 
@@ -237,7 +254,9 @@ def owners_objects(team: Team) -> dict[str, int]:
     )  # fmt: skip
     owners_session = sessions.find_session(db, token_hash(new_session(db, owner)))
     assert owners_session is not None
+    key = create_key(db, owner, "A's key", None, None, datetime.now(UTC)).key
     return {
+        "key_id": key.id,
         "user_id": newcomer.id,
         "invite_id": invite.id,
         "session_id": owners_session.id,
@@ -254,6 +273,7 @@ def owners_objects(team: Team) -> dict[str, int]:
 def request_for(method: str, path: str, objects: dict[str, int]) -> dict[str, Any]:
     """The path with A's objects in it, and a body that would be accepted from A."""
     filled = path.replace("{extension}", "json").replace("/static", "/static/duet.css")
+    filled = filled.replace("{name:path}", "vllm/qwen3-test")
     if "/edit" in path:
         filled = filled.replace("{message_id}", str(objects["user_message_id"]))
     filled = re.sub(r"\{(\w+)\}", lambda m: str(objects[m.group(1)]), filled)
@@ -268,6 +288,10 @@ def request_for(method: str, path: str, objects: dict[str, int]) -> dict[str, An
         body["data"] = {**FORM, "engines": "vllm", "mode": "concurrent"}
     elif path.endswith("/browser"):
         body["json"] = {"arrivals": []}
+    elif path == "/account/keys" and method == "POST":
+        body["data"] = {"name": "a key"}
+    elif path == "/v1/chat/completions":
+        body["json"] = {"model": "vllm/qwen3-test", "messages": [{"role": "user", "content": "Hi"}]}
     return {"method": method, "url": filled, **body}
 
 
@@ -496,3 +520,67 @@ def test_a_local_database_upgrades_and_its_history_belongs_to_the_first_admin(
         again = client.post("/setup", data=second, follow_redirects=False)
         assert again.status_code == 404, "a setup link works once"
         assert users.find_user(team.state.db, "eve") is None
+
+
+def test_v1_takes_only_a_live_bearer_key(team: Team) -> None:
+    """/v1's rows of the matrix: only `Authorization: Bearer` with a live key of a user who may
+    use Duet gets in; everything else is 401 in OpenAI's error shape (a key in another header
+    included: it is never read), and a key restricted to some models gets 403 for the others."""
+    db, now = team.db, datetime.now(UTC)
+
+    def key_of(role: str, models: tuple[str, ...] | None = None) -> str:
+        return create_key(db, team.ids[role], role, models, None, now).token
+
+    live, revoked, expired = key_of("owner"), key_of("owner"), key_of("owner")
+    api_keys.revoke_key(db, api_keys.find_key(db, token_hash(revoked)).id, iso(now), None)  # type: ignore[union-attr]
+    db.execute(
+        "UPDATE api_keys SET expires_at = ? WHERE key_hash = ?",
+        (iso(now - timedelta(seconds=1)), token_hash(expired)),
+    )
+    disabled = users.create_user(db, "dora", "not-checked", "user")
+    disabled_key = create_key(db, disabled.id, "k", None, None, now).token
+    users.set_disabled(db, disabled.id, True)
+    reset = users.create_user(db, "rita", "not-checked", "user")
+    reset_key = create_key(db, reset.id, "k", None, None, now).token
+    users.set_password(db, reset.id, "not-checked", must_change=True)
+    vllm_only = key_of("owner", ("vllm/qwen3-test",))
+
+    def bearer(token: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}"}
+
+    cases: list[tuple[str, dict[str, str], dict[str, str], str, int]] = [
+        ("a live key", bearer(live), {}, "vllm/qwen3-test", 503),  # in, to a down engine
+        ("no key", {}, {}, "vllm/qwen3-test", 401),
+        ("a revoked key", bearer(revoked), {}, "vllm/qwen3-test", 401),
+        ("an expired key", bearer(expired), {}, "vllm/qwen3-test", 401),
+        ("a disabled user's key", bearer(disabled_key), {}, "vllm/qwen3-test", 401),
+        ("a pending user's key", bearer(key_of("pending")), {}, "vllm/qwen3-test", 401),
+        ("a reset password's key", bearer(reset_key), {}, "vllm/qwen3-test", 401),
+        ("an unknown key", bearer("duet-" + "x" * 43), {}, "vllm/qwen3-test", 401),
+        ("a cookie, no key", {}, {COOKIE: team.cookies["owner"]}, "vllm/qwen3-test", 401),
+        ("an admin's cookie", {}, {COOKIE: team.cookies["admin"]}, "vllm/qwen3-test", 401),
+        ("X-Api-Key", {"X-Api-Key": live}, {}, "vllm/qwen3-test", 401),
+        ("api-key", {"api-key": live}, {}, "vllm/qwen3-test", 401),
+        ("Basic", {"Authorization": f"Basic {live}"}, {}, "vllm/qwen3-test", 401),
+        ("the bare key", {"Authorization": live}, {}, "vllm/qwen3-test", 401),
+        ("an allowed model", bearer(vllm_only), {}, "vllm/qwen3-test", 503),
+        ("a model not allowed", bearer(vllm_only), {}, "ollama/qwen3-test", 403),
+        ("a model of no engine", bearer(live), {}, "qwen3-test", 404),
+    ]
+    wrong = []
+    body = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
+    for label, headers, cookies, model, status in cases:
+        team.client.cookies.clear()
+        for method, path, json in (
+            ("GET", "/v1/models", None),
+            ("POST", "/v1/chat/completions", {**body, "model": model}),
+        ):
+            expected = 200 if method == "GET" and status in {403, 404, 503} else status
+            got = team.client.request(method, path, headers=headers, cookies=cookies, json=json)
+            error = got.json().get("error") if got.status_code != 200 else None
+            shaped = error is None or {"message", "type", "code"} <= set(error)
+            if got.status_code != expected or not shaped:
+                wrong.append(f"{method} {path} with {label}: {got.status_code} {got.text[:200]}")
+            if expected == 401 and got.headers.get("www-authenticate") != "Bearer":
+                wrong.append(f"{method} {path} with {label}: no WWW-Authenticate: Bearer")
+    assert wrong == [], "\n".join(wrong)

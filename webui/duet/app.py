@@ -20,6 +20,9 @@ from fastapi.templating import Jinja2Templates
 from starlette.middleware import Middleware
 
 from duet import filters, security
+from duet.api import pages as api_pages
+from duet.api import routes as api_routes
+from duet.api.errors import ApiError, handle_api_error
 from duet.auth.mode import check_mode
 from duet.auth.throttle import Throttle
 from duet.compare import CompareRuns
@@ -128,15 +131,19 @@ def create_app(
     app.add_exception_handler(NotAllowed, handle_not_allowed)
     app.add_exception_handler(RequestValidationError, handle_validation_error)
     app.add_exception_handler(sqlite3.Error, handle_storage_error)
+    app.add_exception_handler(ApiError, handle_api_error)
     app.mount("/static", StaticFiles(directory=PACKAGE_DIR / "static"), name="static")
     # Pages for members (each router has MEMBERS_ONLY), then what is reached without a session.
     for area in (chat, history, health, compare_views, runs_views, share_views):
         app.include_router(area.router)
     app.include_router(accounts_views.members)
+    app.include_router(api_pages.router)
     app.include_router(admin_views.router)
     app.include_router(auth_views.router)
     app.include_router(accounts_views.router)
     app.include_router(health.metrics_router)
+    # The OpenAI-compatible API: a Bearer key on every route (never a session cookie).
+    app.include_router(api_routes.router)
     return app
 
 

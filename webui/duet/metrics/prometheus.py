@@ -39,6 +39,13 @@ class Telemetry:
             ("engine", "outcome"),
             registry=self.registry,
         )
+        self.api_requests = Counter(
+            "duet_api_requests",
+            "Chat completions asked of Duet's /v1, by engine and how they ended (completed, "
+            "failed, stopped: the client left, refused: over a limit).",
+            ("engine", "outcome"),
+            registry=self.registry,
+        )
         self.ttft = Histogram(
             "duet_time_to_first_token_seconds",
             "Request sent to the engine -> first chunk with text, as read by Duet's server.",

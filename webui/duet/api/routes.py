@@ -1,0 +1,296 @@
+"""Duet's OpenAI-compatible `/v1`: `GET /v1/models` and `POST /v1/chat/completions`, for the
+editor plugins, scripts and tools of the people who have accounts here.
+
+Every route has `api_caller` (a Bearer key; never a cookie). A completion goes through the same
+instrumented engine adapters as the web UI's answers, so it is counted and timed in `/metrics`
+per engine, and it carries the web UI's two stamps: when Duet received the request (`Received`)
+and when the engine request was on the wire (`on_sent`); the `Server-Timing` header gives both
+spans (Duet's own time before the engine request, and the engine's time to its first token).
+
+The response starts once the engine has said something: its first event is read before the
+status line is written, so that an engine that refuses or cannot be reached is a proper HTTP
+error (404 for a model it does not have, 503 when it is down) rather than a 200 stream that
+fails. A client that goes away, while waiting or while the answer streams, closes the engine's
+stream, which is how vLLM and Ollama learn to stop generating.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Mapping
+from contextlib import aclosing, suppress
+from dataclasses import dataclass
+from typing import Annotated, Any, TypeVar
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import Counter
+from pydantic import ValidationError
+from starlette.types import Receive, Scope, Send
+
+from duet.api.errors import ApiError
+from duet.api.keys import Caller, api_caller
+from duet.api.models import model_id, served_models, split_model_id
+from duet.api.schema import ChatCompletionRequest, problems
+from duet.api.translate import Answer, Head, Unsupported, chat_request, first_chunk
+from duet.engines.base import ChatRequest, Engine
+from duet.engines.events import (
+    AnswerDelta,
+    Done,
+    EngineName,
+    ReasoningDelta,
+    StreamError,
+    StreamEvent,
+)
+from duet.metrics.prometheus import Telemetry
+from duet.sse import SSE_HEADERS
+from duet.tasks import describe_exception
+from duet.views.deps import Engines, received_at
+from duet.views.health import check
+
+router = APIRouter(prefix="/v1", dependencies=[Depends(api_caller)])
+
+ApiCaller = Annotated[Caller, Depends(api_caller)]
+# Seconds a client is asked to wait before trying an engine that is down again.
+ENGINE_RETRY_AFTER_SECONDS = 5
+
+
+def model_card(engine: EngineName, model: str) -> dict[str, Any]:
+    return {"id": model_id(engine, model), "object": "model", "created": 0, "owned_by": engine}
+
+
+@router.get("/models")
+async def list_models(caller: ApiCaller, engines: Engines) -> dict[str, Any]:
+    """Every model of every engine that is up, that this key may use."""
+    cards = [
+        model_card(engine, model)
+        for engine, model in await served_models(engines)
+        if caller.may_use(model_id(engine, model))
+    ]
+    return {"object": "list", "data": cards}
+
+
+@router.get("/models/{name:path}")
+async def get_model(name: str, caller: ApiCaller, engines: Engines) -> dict[str, Any]:
+    engine, model = resolve(name, caller, engines)
+    for served_engine, served in await served_models(engines):
+        if (served_engine, served) == (engine, model):
+            return model_card(engine, model)
+    raise ApiError(404, f"No engine serves {name!r} now.", "model_not_found", "model")
+
+
+def resolve(
+    name: str, caller: Caller, engines: Mapping[EngineName, Engine]
+) -> tuple[EngineName, str]:
+    """The engine and its model name for a /v1 model name: 404 if it names no engine here,
+    403 if this key may not use it."""
+    found = split_model_id(name, engines)
+    if found is None:
+        names = ", ".join(f"{engine}/<model>" for engine in engines) or "none: no engines"
+        raise ApiError(
+            404,
+            f"Duet has no model {name!r}: a model is named by its engine, as in {names} "
+            "(GET /v1/models lists them).",
+            "model_not_found",
+            "model",
+        )
+    if not caller.may_use(name):
+        raise ApiError(403, f"This API key may not use {name!r}.", "model_not_allowed", "model")
+    return found
+
+
+async def read_request(request: Request) -> ChatCompletionRequest:
+    try:
+        return ChatCompletionRequest.model_validate_json(await request.body())
+    except ValidationError as error:
+        message, param = problems(error)
+        raise ApiError(400, message, "invalid_request", param) from None
+
+
+@dataclass(slots=True)
+class Clock:
+    """An API request's two stamps, as the web UI's answers have them (perf_counter())."""
+
+    received: float
+    sent: float | None = None
+
+    def on_sent(self, at: float) -> None:
+        if self.sent is None:
+            self.sent = at
+
+    def server_timing(self, first_at: float | None) -> str:
+        sent = self.sent if self.sent is not None else self.received
+        spans = [f'duet;desc="receipt to engine request";dur={(sent - self.received) * 1000:.3f}']
+        if first_at is not None:
+            spans.append(
+                f'engine;desc="engine request to first token";dur={(first_at - sent) * 1000:.3f}'
+            )
+        return ", ".join(spans)
+
+
+class ClientGone(Exception):
+    """The client disconnected before its answer was ready."""
+
+
+Result = TypeVar("Result")
+
+
+async def unless_disconnected(request: Request, work: Awaitable[Result]) -> Result:
+    """`work`'s result; ClientGone (with `work` cancelled) if the client leaves first."""
+
+    async def until_disconnect() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    working = asyncio.ensure_future(work)
+    listening = asyncio.ensure_future(until_disconnect())
+    try:
+        await asyncio.wait({working, listening}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        listening.cancel()
+        if not working.done():
+            working.cancel()
+        with suppress(asyncio.CancelledError):
+            await asyncio.wait({working, listening})
+    if working.cancelled():
+        raise ClientGone
+    return working.result()
+
+
+async def engine_failure(engine: Engine, error: StreamError) -> ApiError:
+    """An engine's refusal or failure, with the status that says whose it is."""
+    status = error.status
+    if status == 404:
+        return ApiError(404, error.message, "model_not_found", "model")
+    if status is not None and 400 <= status < 500:
+        return ApiError(400, error.message, "engine_refused")
+    retry = {"Retry-After": str(ENGINE_RETRY_AFTER_SECONDS)}
+    if status == 503:
+        return ApiError(503, error.message, "engine_unavailable", headers=retry)
+    if status is None:
+        health = await check(engine)
+        if not health.up:
+            message = f"{engine.label} is down: {health.detail} ({error.message})"
+            return ApiError(503, message, "engine_unavailable", headers=retry)
+    return ApiError(502, error.message, "engine_error")
+
+
+async def next_event(stream: AsyncIterator[StreamEvent]) -> StreamEvent:
+    """The stream's next event. An adapter's stream ends with Done or StreamError; one that
+    simply stops is taken as done, and one that raises as failed."""
+    try:
+        event = await anext(stream, None)
+    except Exception as error:
+        return StreamError(describe_exception(error), time.perf_counter())
+    return event or Done(finish_reason=None, at=time.perf_counter())
+
+
+class ChunkStream(StreamingResponse):
+    """A streamed completion whose body (and so the engine's stream) is closed the moment the
+    response ends, the client's disconnect included: Starlette cancels a streaming response
+    when its client leaves but leaves a body suspended at a `yield` to the garbage collector."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            body = self.body_iterator
+            if hasattr(body, "aclose"):
+                await body.aclose()
+
+
+@router.post("/chat/completions")
+async def chat_completions(request: Request, caller: ApiCaller) -> Response:
+    # The app's parts straight from its state, not as more dependencies: FastAPI resolves
+    # each one in turn, and this request is on its way to an engine.
+    received = received_at(request)
+    engines: Mapping[EngineName, Engine] = request.app.state.engines
+    body = await read_request(request)
+    engine_name, model = resolve(body.model, caller, engines)
+    try:
+        asked = chat_request(body, model)
+    except Unsupported as error:
+        raise ApiError(400, str(error), "unsupported", error.param) from None
+    engine = engines[engine_name]
+    telemetry: Telemetry = request.app.state.telemetry
+    books = telemetry.api_requests
+    clock = Clock(received)
+    try:
+        if body.stream:
+            return await streamed(request, engine, asked, body, clock, books)
+        return await whole(request, engine, asked, body, clock, books)
+    except ApiError:
+        books.labels(engine_name, "failed").inc()
+        raise
+    except ClientGone:
+        books.labels(engine_name, "stopped").inc()
+        # Nobody reads this: the client has gone.
+        return Response(status_code=499)
+
+
+async def whole(
+    request: Request,
+    engine: Engine,
+    asked: ChatRequest,
+    body: ChatCompletionRequest,
+    clock: Clock,
+    books: Counter,
+) -> Response:
+    async def collect() -> Answer:
+        answer = Answer()
+        async with aclosing(engine.stream_chat(asked, clock.on_sent)) as stream:
+            event: StreamEvent | None = None
+            while not isinstance(event, Done | StreamError):
+                event = await next_event(stream)
+                answer.fold(event)
+        return answer
+
+    answer = await unless_disconnected(request, collect())
+    if answer.error is not None:
+        raise await engine_failure(engine, answer.error)
+    books.labels(engine.name, "completed").inc()
+    head = Head(body.model)
+    timing = {"Server-Timing": clock.server_timing(answer.first_text_at)}
+    return JSONResponse(answer.completion(head), headers=timing)
+
+
+async def streamed(
+    request: Request,
+    engine: Engine,
+    asked: ChatRequest,
+    body: ChatCompletionRequest,
+    clock: Clock,
+    books: Counter,
+) -> Response:
+    stream = engine.stream_chat(asked, clock.on_sent)
+    try:
+        first = await unless_disconnected(request, next_event(stream))
+    except BaseException:
+        await stream.aclose()
+        raise
+    if isinstance(first, StreamError):
+        await stream.aclose()
+        raise await engine_failure(engine, first)
+    head = Head(body.model)
+    answer = Answer()
+
+    async def chunks() -> AsyncIterator[bytes]:
+        outcome = "stopped"
+        try:
+            async with aclosing(stream):
+                event = first
+                opening = first_chunk(head)
+                while True:
+                    yield opening + answer.stream_bytes(head, event, body.include_usage)
+                    opening = b""
+                    if isinstance(event, Done | StreamError):
+                        outcome = "completed" if isinstance(event, Done) else "failed"
+                        break
+                    event = await next_event(stream)
+        finally:
+            books.labels(engine.name, outcome).inc()
+
+    first_at = first.at if isinstance(first, ReasoningDelta | AnswerDelta) else None
+    headers = {**SSE_HEADERS, "Server-Timing": clock.server_timing(first_at)}
+    return ChunkStream(chunks(), media_type="text/event-stream", headers=headers)
