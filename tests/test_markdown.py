@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import nh3
 import pytest
-from duet.markdown import render_markdown
+from duet.markdown import (
+    ALLOWED_ATTRIBUTES,
+    ALLOWED_CLASSES,
+    ALLOWED_TAGS,
+    code_css,
+    render_markdown,
+)
 
 
 @pytest.mark.parametrize(
@@ -71,3 +80,39 @@ def test_common_markdown_still_renders() -> None:
     assert "<s>gone</s>" in html or "<del>gone</del>" in html
     assert '<th class="align-left">a</th>' in html
     assert "style=" not in html  # the page's Content-Security-Policy refuses inline styles
+
+
+def test_code_in_a_known_language_is_coloured_and_labelled() -> None:
+    html = render_markdown('```python\nprint("<b>x</b>")  # note\n```')
+    assert '<span class="code-language">python</span>' in html
+    assert '<span class="nb">print</span>' in html  # a builtin, in Pygments' token class
+    assert '<span class="c1"># note</span>' in html
+    assert "&lt;b&gt;x&lt;/b&gt;" in html and "<b>" not in html
+
+
+def test_code_in_an_unknown_language_is_escaped_plain_text() -> None:
+    html = render_markdown("```notalanguage\nif x < 1: y\n```")
+    assert '<span class="code-language">notalanguage</span>' in html
+    assert "if x &lt; 1: y" in html
+    assert '<span class="' not in html.split("<pre>")[1]
+
+
+def test_model_text_cannot_put_classes_on_spans() -> None:
+    # Raw HTML is escaped by markdown-it; the sanitizer alone would still keep only token
+    # classes on a span that reached it.
+    html = render_markdown('<span class="nav-menu k">x</span>')
+    assert "<span" not in html
+    cleaned = nh3.clean(
+        '<span class="nav-menu k" onclick="x()">x</span>',
+        tags=ALLOWED_TAGS,
+        attributes=ALLOWED_ATTRIBUTES,
+        allowed_classes=ALLOWED_CLASSES,
+    )
+    assert cleaned == '<span class="k">x</span>'
+
+
+def test_the_committed_code_stylesheet_is_the_generated_one() -> None:
+    committed = Path(__file__).parents[1] / "webui/duet/static/code.css"
+    assert committed.read_text(encoding="utf-8") == code_css(), (
+        "static/code.css is out of date: run `python -m duet.markdown`"
+    )
