@@ -21,7 +21,8 @@ from chat_page import (
     stored,
     wait_for_status,
 )
-from duet.store import conversations
+from duet.metrics.answers import answer_metrics
+from duet.store import conversations, runs
 from duet.store.db import connect
 from duet.store.messages import (
     AnswerRecord,
@@ -331,3 +332,76 @@ async def test_error_banners_are_cleared_when_their_cause_is_gone(
     await page.locator("input[name=engines]").first.check()
     await flash.locator(".flash").wait_for(state="detached")
     assert unexpected(problems, 409, 422) == [], problems
+
+
+# 3. One tok/s, the decode speed, the same on every page; a burst is not a speed.
+
+
+def seed_timed_answer(app: RunningApp, tokens: int, ttft_ms: float, total_ms: float) -> int:
+    """A conversation whose one answer has these numbers; returns the conversation's id."""
+    db = connect(app.database)
+    try:
+        conversation = conversations.create_conversation(db, LOCAL_USER_ID, "Timed", "")
+        add_user_message(db, conversation.id, "How fast?")
+        answer = start_assistant_message(
+            db, conversation.id, engine="vllm", model="qwen3-duet-tiny", thinking=False,
+            parameters={"max_tokens": 512},
+        )  # fmt: skip
+        record = AnswerRecord(
+            "complete", content="Fast.", completion_tokens=tokens, ttft_ms=ttft_ms,
+            total_ms=total_ms,
+        )  # fmt: skip
+        save_assistant(db, answer.id, record)
+    finally:
+        db.close()
+    return conversation.id
+
+
+async def test_tokens_per_second_is_the_decode_speed_on_every_page(
+    page: Page, duet_app: RunningApp
+) -> None:
+    problems = await open_chat(page, duet_app)
+    # 40 tokens, the 39 after the first in 1 s: 39.0 tok/s.
+    steady = seed_timed_answer(duet_app, tokens=40, ttft_ms=50.0, total_ms=1050.0)
+    await page.goto(f"{duet_app.url}/c/{steady}")
+    rate = page.locator("#messages .stats .decode-rate")
+    assert await rate.inner_text() == "decode 39.0 tok/s"
+    assert "decode speed" in (await rate.get_attribute("title") or "")
+    # The 39 after the first within half a millisecond: a burst, not 78,000 tok/s.
+    burst = seed_timed_answer(duet_app, tokens=40, ttft_ms=500.0, total_ms=500.5)
+    await page.goto(f"{duet_app.url}/c/{burst}")
+    assert await rate.inner_text() == "chunks arrived together"
+    assert "tok/s" not in await page.locator("#messages .stats").inner_text()
+
+    # A real compare run: its column, the runs table and the chat show one figure per answer.
+    await run_compare(page, duet_app, FRANCE, thinking=False, max_tokens=40)
+    columns = page.locator(".compare-answer")
+    shown = [
+        await columns.nth(index).locator('[data-metric="server_decode_rate"]').inner_text()
+        for index in range(2)
+    ]
+    run_id = int(await page.locator("[data-run-id]").first.get_attribute("data-run-id") or 0)
+    db = connect(duet_app.database)
+    try:
+        run = runs.get_run(db, LOCAL_USER_ID, run_id)
+    finally:
+        db.close()
+    assert run is not None
+    for answer, figure in zip(run.answers, shown, strict=True):
+        server = answer_metrics(answer).server
+        assert server.ttft is not None and server.e2e is not None and answer.output_tokens
+        per_token = (server.e2e - server.ttft) / (answer.output_tokens - 1)
+        # Under 1 ms a token (vLLM on a busy CPU can send a whole answer in one chunk).
+        expected = "chunks arrived together" if per_token < 0.001 else f"{1 / per_token:.1f} tok/s"
+        assert figure == expected, (figure, answer.server_arrivals)
+    await page.goto(duet_app.url + "/runs")
+    header = page.locator("#runs-table thead th")
+    assert "decode" in await header.all_inner_texts()
+    decode_column = (await header.all_inner_texts()).index("decode")
+    rows = page.locator(f'#runs-table tbody[data-run-id="{run_id}"] tr')
+    for index, figure in enumerate(shown):
+        cells = rows.nth(index).locator("td")
+        # The first row's run, prompt and mode cells span the group: count cells from the end.
+        offset = (await header.count()) - await cells.count()
+        assert await cells.nth(decode_column - offset).inner_text() == figure
+    assert problems == [], problems

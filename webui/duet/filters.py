@@ -5,6 +5,7 @@ from __future__ import annotations
 from markupsafe import Markup
 
 from duet.markdown import render_markdown
+from duet.metrics.stream import BURST_GAP_S, decode_speed
 from duet.store.conversations import MATCH_END, MATCH_START
 
 
@@ -34,13 +35,52 @@ def ms_fine(value: float | None) -> str:
     return f"{value:.2f} ms"
 
 
+DECODE_HINT = "decode speed: tokens after the first / time after the first token"
+ARRIVED_TOGETHER_HINT = (
+    f"the tokens after the first arrived less than {BURST_GAP_S * 1000:g} ms apart: "
+    "a rate over that span would measure the burst, not the engine"
+)
+
+
+def decode_rate(
+    output_tokens: int | None,
+    ttft_ms: float | None,
+    e2e_ms: float | None,
+    labelled: bool = False,
+) -> Markup:
+    """The decode speed for people, with its definition on hover: "21.5 tok/s" ("decode 21.5
+    tok/s" when `labelled`, for a line of numbers), "chunks arrived together" for a burst (not
+    a speed), "n/a" without the numbers. The definition is `metrics.stream.decode_speed`; every
+    page shows this one."""
+    speed = decode_speed(
+        output_tokens,
+        None if ttft_ms is None else ttft_ms / 1000,
+        None if e2e_ms is None else e2e_ms / 1000,
+    )
+    if speed is None:
+        text, hint = "n/a", DECODE_HINT + " (needs the engine's token count, 2 or more)"
+    elif speed.tokens_per_s is None:
+        text, hint = "chunks arrived together", ARRIVED_TOGETHER_HINT
+    else:
+        text, hint = f"{speed.tokens_per_s:.1f} tok/s", DECODE_HINT
+        if labelled:
+            text = "decode " + text
+    return Markup('<span class="decode-rate" title="{}">{}</span>').format(hint, text)
+
+
 def highlight(snippet: str) -> Markup:
     """Escape a search snippet, then mark the matched words FTS5 delimited."""
     escaped = str(Markup.escape(snippet))
     return Markup(escaped.replace(MATCH_START, "<mark>").replace(MATCH_END, "</mark>"))
 
 
-FILTERS = {"markdown": markdown, "ms": ms, "ms_fine": ms_fine, "highlight": highlight}
+FILTERS = {
+    "markdown": markdown,
+    "ms": ms,
+    "ms_fine": ms_fine,
+    "highlight": highlight,
+    "decode_rate": decode_rate,
+}
 
 
 def register(environment: object) -> None:

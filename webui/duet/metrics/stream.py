@@ -84,6 +84,31 @@ class StreamMetrics:
 
 
 @dataclass(frozen=True, slots=True)
+class DecodeSpeed:
+    """How fast an answer's tokens came once they had started: (n - 1) / (e2e - TTFT), the
+    inverse of TPOT. When the tokens after the first came closer together than BURST_GAP_S
+    apiece, they arrived together (a stall released them at once, or a hop held them): a rate
+    over that span measures the burst, not the engine, so `tokens_per_s` is None and
+    `arrived_together` is set."""
+
+    tokens_per_s: float | None
+    arrived_together: bool
+
+
+def decode_speed(
+    output_tokens: int | None, ttft: float | None, e2e: float | None
+) -> DecodeSpeed | None:
+    """The decode speed of one answer (seconds in, tokens per second out); None without the
+    engine's token count (n >= 2) or both times."""
+    if output_tokens is None or output_tokens < 2 or ttft is None or e2e is None:
+        return None
+    per_token = (e2e - ttft) / (output_tokens - 1)
+    if per_token < BURST_GAP_S:
+        return DecodeSpeed(tokens_per_s=None, arrived_together=True)
+    return DecodeSpeed(tokens_per_s=1.0 / per_token, arrived_together=False)
+
+
+@dataclass(frozen=True, slots=True)
 class HopComparison:
     """The same chunks seen at the server (from the engine) and in the browser (on screen)."""
 
