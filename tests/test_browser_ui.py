@@ -405,3 +405,39 @@ async def test_tokens_per_second_is_the_decode_speed_on_every_page(
         offset = (await header.count()) - await cells.count()
         assert await cells.nth(decode_column - offset).inner_text() == figure
     assert problems == [], problems
+
+
+# 12. The tab's title follows the conversation's: after its first message and after a rename.
+
+
+async def test_the_tab_title_follows_the_first_message_and_a_rename(
+    page: Page, duet_app: RunningApp
+) -> None:
+    problems = await open_chat(page, duet_app)
+    assert await page.title() == "New chat · Duet"
+    answer_id = await send(page, FRANCE, "vllm", thinking=False, max_tokens=16)
+    await page.wait_for_function("title => document.title === title", arg=f"{FRANCE} · Duet")
+    assert await page.locator("#conversation-title").inner_text() == FRANCE
+    await wait_for_status(page, answer_id, "complete")
+
+    conversation_id = int(page.url.rsplit("/", 1)[1])
+    item = page.locator(f"#conversation-{conversation_id}")
+    await item.locator("summary").click()
+    await item.locator("button", has_text="Rename").click()
+    await page.fill(f"#title-{conversation_id}", "Paris, briefly")
+    await page.click(".rename-form button.primary")
+    await page.wait_for_function("() => document.title === 'Paris, briefly · Duet'")
+    assert await page.locator("#conversation-title").inner_text() == "Paris, briefly"
+    assert "current" in (await item.get_attribute("class") or "")
+    # Renaming another conversation changes neither.
+    other = seed_conversation(duet_app, title="Another")
+    await page.reload()
+    item = page.locator(f"#conversation-{other}")
+    await item.locator("summary").click()
+    await item.locator("button", has_text="Rename").click()
+    await page.fill(f"#title-{other}", "Renamed elsewhere")
+    await page.click(".rename-form button.primary")
+    await item.locator(".conversation-link", has_text="Renamed elsewhere").wait_for()
+    assert await page.title() == "Paris, briefly · Duet"
+    assert await page.locator("#conversation-title").inner_text() == "Paris, briefly"
+    assert problems == [], problems

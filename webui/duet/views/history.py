@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
@@ -56,7 +58,9 @@ async def conversation_item(
     conversation_id: ConversationId, request: Request, db: Db, user_id: UserId
 ) -> HTMLResponse:
     conversation = owned_conversation(db, user_id, conversation_id)
-    return render(request, "_conversation_item.html", {"conversation": conversation})
+    current_id = conversation_id if is_open_in_page(request, conversation_id) else None
+    context = {"conversation": conversation, "current_id": current_id}
+    return render(request, "_conversation_item.html", context)
 
 
 @router.post("/conversations/{conversation_id}/rename", response_class=HTMLResponse)
@@ -71,7 +75,16 @@ async def rename(
         raise UserError(422, f"Titles are limited to {conversations.TITLE_MAX_CHARS} characters.")
     conversations.rename_conversation(db, user_id, conversation_id, title)
     conversation = owned_conversation(db, user_id, conversation_id)
-    return render(request, "_conversation_item.html", {"conversation": conversation})
+    # The page the rename came from shows this conversation: its heading and title follow.
+    is_open = is_open_in_page(request, conversation_id)
+    context = {"conversation": conversation, "current_id": conversation_id if is_open else None}
+    return render(request, "_renamed.html", context)
+
+
+def is_open_in_page(request: Request, conversation_id: int) -> bool:
+    """Whether the page that sent this htmx request shows this conversation."""
+    page = urlsplit(request.headers.get("HX-Current-URL", "")).path
+    return page == f"/c/{conversation_id}"
 
 
 @router.delete("/conversations/{conversation_id}")
@@ -88,7 +101,7 @@ async def delete(
         await generations.stop(running.message_id)
     conversations.delete_conversation(db, user_id, conversation_id)
     # Deleting the open conversation leaves nothing to show: go to a new chat.
-    if request.headers.get("HX-Current-URL", "").endswith(f"/c/{conversation_id}"):
+    if is_open_in_page(request, conversation_id):
         return Response(status_code=200, headers={"HX-Redirect": "/"})
     return Response(status_code=200)
 
