@@ -191,6 +191,10 @@ def add_bench(commands: argparse._SubParsersAction) -> None:
 
     relay.set_defaults(handler=run)
 
+    from duet.bench import load_cli
+
+    load_cli.add_arguments(kinds.add_parser("load", help=load_cli.HELP))
+
 
 def add_users(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(

@@ -12,4 +12,15 @@ reference_relay.py  the least a Python relay on Duet's server stack can do: the 
 stall_watch.py      a witness process that notes when the machine stopped running it, so a
                     request caught in such a stall is not blamed on Duet
 sse_client.py       reading a server-sent event stream as a client (shared with the tests)
+
+load.py             `duet bench load`: each engine route under a sweep of loads, straight and
+                    through Duet, in one run (load_cli.py: its options)
+load_workload.py    random prompts of exact token lengths (Qwen's tokenizer), bundled chats
+load_send.py        one request on either path, as a record that says how it ended
+load_run.py         one series at one load point: concurrency or rate, limits, the probe
+load_metrics.py     a run's numbers as `vllm bench serve` defines them
+load_cost.py        Duet's own CPU and memory, from its process's counters
+load_config.py      what the engines say of themselves, and the settings they run with
+load_report.py      the table, load.json and requests.jsonl
+load_plots.py       the plots, every series overlaid
 """
