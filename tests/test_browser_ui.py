@@ -441,3 +441,34 @@ async def test_the_tab_title_follows_the_first_message_and_a_rename(
     assert await page.title() == "Paris, briefly · Duet"
     assert await page.locator("#conversation-title").inner_text() == "Paris, briefly"
     assert problems == [], problems
+
+
+# 11. One sidebar menu open at a time; a click elsewhere or Esc closes it.
+
+
+async def test_one_sidebar_menu_is_open_at_a_time(page: Page, duet_app: RunningApp) -> None:
+    first, second = (seed_conversation(duet_app, title=title) for title in ("One", "Two"))
+    from playwright.async_api import expect
+
+    problems = await open_chat(page, duet_app)
+    menus = page.locator("details.item-menu")
+    opened = page.locator("details.item-menu[open]")
+    await page.locator(f"#conversation-{first} summary").click()
+    await expect(opened).to_have_count(1)
+    await page.locator(f"#conversation-{second} summary").click()
+    await expect(opened).to_have_count(1)
+    assert await page.locator(f"#conversation-{second} details").get_attribute("open") is not None
+    assert await is_on_screen(page, page.locator(f"#conversation-{second} .menu button").first)
+
+    await page.locator("#messages").click()  # elsewhere on the page
+    await expect(opened).to_have_count(0)
+
+    summary = page.locator(f"#conversation-{first} summary")
+    await summary.focus()
+    await page.keyboard.press("Enter")  # opened from the keyboard
+    await expect(opened).to_have_count(1)
+    await page.keyboard.press("Escape")
+    await expect(opened).to_have_count(0)
+    assert await summary.evaluate("element => element === document.activeElement")
+    assert await menus.count() == 2
+    assert problems == [], problems

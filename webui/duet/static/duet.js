@@ -14,6 +14,8 @@
 //    form (or control) that sent the refused request is changed or succeeds, and for a refusal
 //    because an answer was streaming (409), when an answer ends (the pages dispatch
 //    "duet:answer-ended").
+//  - Menus (<details data-menu>, the sidebar's ⋯): one open at a time; a click outside one, a
+//    choice in it, or Esc closes it.
 //  - Copy buttons on code blocks.
 
 document.addEventListener("keydown", (event) => {
@@ -166,6 +168,37 @@ for (const name of ["input", "change"]) {
 
 document.addEventListener("duet:answer-ended", () => {
   if (refused && refused.status === 409) clearFlash();
+});
+
+const MENUS = "details[data-menu]";
+
+const openMenus = () => document.querySelectorAll(MENUS + "[open]");
+
+// `toggle` does not bubble: listen in the capture phase.
+document.addEventListener(
+  "toggle",
+  (event) => {
+    const menu = event.target;
+    if (!(menu instanceof HTMLDetailsElement) || !menu.matches(MENUS) || !menu.open) return;
+    openMenus().forEach((other) => other !== menu && (other.open = false));
+  },
+  true,
+);
+
+document.addEventListener("click", (event) => {
+  const chosen = event.target.closest(`${MENUS} .menu a, ${MENUS} .menu button`);
+  openMenus().forEach((menu) => {
+    if (!menu.contains(event.target) || menu.contains(chosen)) menu.open = false;
+  });
+});
+
+document.addEventListener("keydown", (event) => {
+  if (event.key !== "Escape") return;
+  openMenus().forEach((menu) => {
+    const hadFocus = menu.contains(document.activeElement);
+    menu.open = false;
+    if (hadFocus) menu.querySelector("summary").focus();
+  });
 });
 
 async function copyText(text) {
