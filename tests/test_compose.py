@@ -92,6 +92,16 @@ def test_gpu_stack_starts_vllm_before_ollama(compose: Path, tmp_path: Path) -> N
     assert "/root/.cache/huggingface" in volumes
 
 
+@pytest.mark.parametrize("variant", [name for name, (_, run) in VARIANTS.items() if "vllm" in run])
+def test_every_vllm_variant_calls_tools(compose: Path, variant: str, tmp_path: Path) -> None:
+    """Without these flags vLLM answers 400 to any request with tools (Qwen's own vLLM guide
+    uses the hermes parser for Qwen3); test_compose_engines checks vLLM accepts them."""
+    overrides, _ = VARIANTS[variant]
+    command = resolved(compose, overrides, tmp_path)["services"]["vllm"]["command"]
+    assert "--enable-auto-tool-choice" in command
+    assert "--tool-call-parser=hermes" in command
+
+
 def test_cpu_demo_serves_the_small_model(compose: Path, tmp_path: Path) -> None:
     services = resolved(compose, ["compose/cpu.yml"], tmp_path)["services"]
     assert services["vllm"]["image"].startswith("vllm/vllm-openai-cpu:")

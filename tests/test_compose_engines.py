@@ -93,6 +93,12 @@ def vllm_verdicts(variants: dict[str, Any], tmp_path_factory: pytest.TempPathFac
     commands["unknown reasoning parser"] = [
         arg.replace("--reasoning-parser=qwen3", "--reasoning-parser=qwen-3") for arg in gpu
     ]
+    commands["unknown tool parser"] = [
+        arg.replace("--tool-call-parser=hermes", "--tool-call-parser=hermes-2") for arg in gpu
+    ]
+    commands["auto tool choice without a parser"] = [
+        arg for arg in gpu if not arg.startswith("--tool-call-parser")
+    ]
     environment = sorted(
         {name for s in variants.values() if "vllm" in s for name in s["vllm"]["environment"]}
     )
@@ -125,6 +131,8 @@ def test_vllm_accepts_the_variants_command_line(
         ("misspelled flag", "unrecognized arguments: --max-model-length="),
         ("removed flag", "unrecognized arguments: --use-cuda-graph"),
         ("unknown reasoning parser", "--reasoning-parser qwen-3: not one of"),
+        ("unknown tool parser", "--tool-call-parser hermes-2: not one of"),
+        ("auto tool choice without a parser", "--enable-auto-tool-choice requires"),
     ],
 )
 def test_vllm_refuses_a_broken_command_line(case: str, refusal: str, vllm_verdicts: dict) -> None:

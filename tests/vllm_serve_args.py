@@ -23,6 +23,7 @@ def judge(arguments: list[str]) -> str | None:
     """What `vllm serve ARGUMENTS` would refuse before loading a model, or None."""
     from vllm.entrypoints.launchers.cli_args import make_arg_parser, validate_parsed_serve_args
     from vllm.reasoning import ReasoningParserManager
+    from vllm.tool_parsers import ToolParserManager
     from vllm.utils.argparse_utils import FlexibleArgumentParser
 
     parser = make_arg_parser(FlexibleArgumentParser(prog="vllm serve"))
@@ -36,10 +37,14 @@ def judge(arguments: list[str]) -> str | None:
         validate_parsed_serve_args(args)
     except (TypeError, ValueError) as error:
         return str(error)
-    # The server looks the reasoning parser up by name only when it starts.
+    # The server looks the parsers up by name only when it starts (validate_api_server_args in
+    # vllm/entrypoints/launchers/launcher.py), after loading what it needs to serve.
     parsers = ReasoningParserManager.list_registered()
     if args.reasoning_parser and args.reasoning_parser not in parsers:
         return f"--reasoning-parser {args.reasoning_parser}: not one of vLLM's reasoning parsers"
+    tool_parsers = ToolParserManager.list_registered()
+    if args.enable_auto_tool_choice and args.tool_call_parser not in tool_parsers:
+        return f"--tool-call-parser {args.tool_call_parser}: not one of vLLM's tool parsers"
     return None
 
 

@@ -230,6 +230,9 @@ class DevStack:
             "--served-model-name", TINY_MODEL_NAME,
             "--host", "127.0.0.1", "--port", str(self.vllm_port),
             "--reasoning-parser", "qwen3",
+            # Tool calls, as Qwen documents for Qwen3 (QwenLM/Qwen3, docs/source/framework/
+            # function_call.md, "vLLM"): without these vLLM answers 400 to any request with tools.
+            "--enable-auto-tool-choice", "--tool-call-parser", "hermes",
             "--max-model-len", str(TINY_CONTEXT),
             "--dtype", "bfloat16",
         ]  # fmt: skip
