@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
-from duet.engines.events import EngineName, StreamEvent
+from duet.engines.events import EngineName, StreamEvent, ToolCall
 
 Role = Literal["system", "user", "assistant", "tool"]
 
@@ -25,6 +25,10 @@ class ChatMessage:
     # The reasoning of an earlier assistant turn. Engines are sent it so that the chat template,
     # not Duet, decides what to drop (Qwen3 drops reasoning of turns before the last user turn).
     reasoning: str | None = None
+    # An assistant turn that called tools (its content may be empty).
+    tool_calls: tuple[ToolCall, ...] = ()
+    # A `tool` turn: the result of the call with this id.
+    tool_call_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +49,9 @@ class ChatRequest:
     thinking: bool
     sampling: Sampling
     model: str | None = None  # None: the model the engine is configured to serve
+    # Functions the model may call, in OpenAI's function-tool schema
+    # ({"type": "function", "function": {"name", "description", "parameters"}}).
+    tools: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

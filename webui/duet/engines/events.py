@@ -9,10 +9,15 @@ from wall-clock time.
 One upstream chunk can produce several events (a chunk holding both reasoning and answer text);
 they share the same `at`. `chunk` numbers the upstream chunk, so a consumer can count chunks the
 way `vllm bench serve` does (one inter-token latency per chunk, not per event).
+
+A tool call arrives as `ToolCallDelta`s: vLLM streams one in pieces (the first names the
+function and carries the call's id, later ones add to its arguments), Ollama sends each call
+whole in one delta. `tool_calls()` assembles them into `ToolCall`s, the same way for every engine.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -40,6 +45,47 @@ class AnswerDelta:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A call the model made: which function, with what arguments (a JSON object, as text, the
+    way OpenAI's API carries it), under the id a tool result answers it by."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A piece of tool call number `index` of this answer. `id` and `name` come with its first
+    piece (None after); `arguments` is the next part of its arguments' JSON text."""
+
+    index: int
+    id: str | None
+    name: str | None
+    arguments: str
+    at: float
+    chunk: int
+    kind: Literal["tool_call"] = "tool_call"
+
+
+def tool_calls(deltas: Iterable[ToolCallDelta]) -> list[ToolCall]:
+    """The calls that these pieces make up, in index order."""
+    ids: dict[int, str] = {}
+    names: dict[int, str] = {}
+    arguments: dict[int, str] = {}
+    for delta in deltas:
+        if delta.id:
+            ids[delta.index] = delta.id
+        if delta.name:
+            names[delta.index] = delta.name
+        arguments[delta.index] = arguments.get(delta.index, "") + delta.arguments
+    return [
+        ToolCall(id=ids.get(i, ""), name=names.get(i, ""), arguments=arguments[i])
+        for i in sorted(arguments)
+    ]
+
+
+@dataclass(frozen=True, slots=True)
 class Usage:
     """Token counts and the engine's own timings, from the last chunk(s) of a stream.
 
@@ -56,7 +102,8 @@ class Usage:
 
 @dataclass(frozen=True, slots=True)
 class Done:
-    """The engine ended the stream normally; `finish_reason` is its word for why (stop, length)."""
+    """The engine ended the stream normally; `finish_reason` is its word for why (stop, length,
+    tool_calls: the answer is a tool call, and the conversation goes on with its result)."""
 
     finish_reason: str | None
     at: float
@@ -73,4 +120,4 @@ class StreamError:
     kind: Literal["error"] = "error"
 
 
-StreamEvent = ReasoningDelta | AnswerDelta | Usage | Done | StreamError
+StreamEvent = ReasoningDelta | AnswerDelta | ToolCallDelta | Usage | Done | StreamError

@@ -6,6 +6,13 @@ Each object carries `message.thinking` and/or `message.content`; the last one ha
 Thinking is asked for with `think: true/false`; Ollama accepts it only for models whose TEMPLATE
 renders `.Thinking` (see `duet.modelfile`).
 
+Tools go out in OpenAI's function-tool schema, which is Ollama's too. Ollama finds a tool call in
+the model's output (for Duet's TEMPLATE: after `<tool_call>`, see `duet.modelfile`) and sends it
+whole as `message.tool_calls`, its arguments a JSON object; they become one `ToolCallDelta` per
+call with the arguments as JSON text, as OpenAI's API carries them. Ollama's last line then says
+`done_reason: "stop"`; its own `/v1` reports `tool_calls` for such an answer, and so does this
+adapter. Arguments sent back to Ollama in an assistant turn go as the object it expects.
+
 We speak HTTP through the shared line reader (`duet.engines.http`) rather than the official
 `ollama` client: the adapter must stamp every line the moment it arrives and close the
 connection the moment the user presses Stop, and the reader does both the same way for every
@@ -17,6 +24,7 @@ loop that uses it and closed with the adapter.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from collections.abc import AsyncIterator
@@ -25,13 +33,14 @@ from contextlib import aclosing
 import httpx
 import ollama
 
-from duet.engines.base import ChatRequest, EngineHealth, OnSent
+from duet.engines.base import ChatMessage, ChatRequest, EngineHealth, OnSent
 from duet.engines.events import (
     AnswerDelta,
     Done,
     ReasoningDelta,
     StreamError,
     StreamEvent,
+    ToolCallDelta,
     Usage,
 )
 from duet.engines.http import EngineError, HTTPEngine, post_lines
@@ -77,6 +86,18 @@ def events_from_line(data: dict, at: float, index: int) -> list[StreamEvent]:
         events.append(ReasoningDelta(text=message["thinking"], at=at, chunk=index))
     if message.get("content"):
         events.append(AnswerDelta(text=message["content"], at=at, chunk=index))
+    for call in message.get("tool_calls") or ():
+        function = call.get("function") or {}
+        events.append(
+            ToolCallDelta(
+                index=function.get("index", 0),
+                id=call.get("id"),
+                name=function.get("name"),
+                arguments=json.dumps(function.get("arguments") or {}, ensure_ascii=False),
+                at=at,
+                chunk=index,
+            )
+        )
     if data.get("done"):
         timings = {name: data[name] / NANOSECONDS for name in DURATIONS if name in data}
         events.append(
@@ -91,17 +112,41 @@ def events_from_line(data: dict, at: float, index: int) -> list[StreamEvent]:
     return events
 
 
+def arguments_object(arguments: str) -> object:
+    """A call's arguments as Ollama takes them: the JSON object the text holds. Text that holds
+    no object goes as it is, for Ollama to refuse in its own words."""
+    try:
+        parsed = json.loads(arguments)
+    except ValueError:
+        return arguments
+    return parsed if isinstance(parsed, dict) else arguments
+
+
+def message_entry(message: ChatMessage, tool_names: dict[str, str]) -> dict:
+    """One message as `/api/chat` takes it; `tool_names` maps earlier calls' ids to their
+    functions, for a tool result's `tool_name` (which Ollama's own /v1 fills in the same way)."""
+    entry: dict = {"role": message.role, "content": message.content}
+    if message.reasoning and message.role == "assistant":
+        entry["thinking"] = message.reasoning
+    if message.tool_calls:
+        entry["tool_calls"] = [
+            {"id": c.id, "function": {"name": c.name, "arguments": arguments_object(c.arguments)}}
+            for c in message.tool_calls
+        ]
+    if message.tool_call_id is not None:
+        entry["tool_call_id"] = message.tool_call_id
+        if message.tool_call_id in tool_names:
+            entry["tool_name"] = tool_names[message.tool_call_id]
+    return entry
+
+
 class OllamaEngine(HTTPEngine):
     """Ollama's native API."""
 
     def payload(self, request: ChatRequest) -> dict:
         sampling = request.sampling
-        messages = []
-        for message in request.messages:
-            entry = {"role": message.role, "content": message.content}
-            if message.reasoning and message.role == "assistant":
-                entry["thinking"] = message.reasoning
-            messages.append(entry)
+        tool_names = {c.id: c.name for m in request.messages for c in m.tool_calls}
+        messages = [message_entry(m, tool_names) for m in request.messages]
         options = {
             "temperature": sampling.temperature,
             "top_p": sampling.top_p,
@@ -113,19 +158,23 @@ class OllamaEngine(HTTPEngine):
             options["seed"] = sampling.seed
         if sampling.stop:
             options["stop"] = list(sampling.stop)
-        return {
+        payload = {
             "model": request.model or self.model,
             "messages": messages,
             "stream": True,
             "think": request.thinking,
             "options": options,
         }
+        if request.tools:
+            payload["tools"] = list(request.tools)
+        return payload
 
     async def stream_chat(
         self, request: ChatRequest, on_sent: OnSent | None = None
     ) -> AsyncIterator[StreamEvent]:
         index = 0
         done = False
+        called = False  # a tool call came: the answer ends for its result
         try:
             lines = post_lines(
                 self.client,
@@ -146,6 +195,9 @@ class OllamaEngine(HTTPEngine):
                         )
                         return
                     for event in events_from_line(data, at, index):
+                        called = called or isinstance(event, ToolCallDelta)
+                        if isinstance(event, Done) and called and event.finish_reason == "stop":
+                            event = dataclasses.replace(event, finish_reason="tool_calls")
                         yield event
                         if isinstance(event, StreamError):
                             return

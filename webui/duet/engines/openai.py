@@ -6,6 +6,9 @@ One parser serves both; the two adapters differ only in how they ask for thinkin
 - vLLM's reasoning parser puts thinking in `delta.reasoning`; versions before the rename used
   `delta.reasoning_content` (vLLM PR #27752), so both are read. Ollama's `/v1` uses `reasoning`.
 - `stream_options.include_usage` makes the server send a final chunk with `usage` and no choices.
+- Tool calls come as `delta.tool_calls` entries, each with the `index` of its call: vLLM's
+  parser (`--tool-call-parser hermes`) sends a call's id and name first, then its arguments'
+  JSON in pieces; Ollama's `/v1` sends each call whole. The finish reason is then `tool_calls`.
 - The stream ends with `data: [DONE]`.
 """
 
@@ -24,6 +27,7 @@ from duet.engines.events import (
     ReasoningDelta,
     StreamError,
     StreamEvent,
+    ToolCallDelta,
     Usage,
 )
 from duet.engines.http import EngineError, HTTPEngine, post_lines
@@ -54,6 +58,18 @@ def events_from_chunk(chunk: dict, at: float, index: int) -> tuple[list[StreamEv
             events.append(ReasoningDelta(text=reasoning, at=at, chunk=index))
         if delta.get("content"):
             events.append(AnswerDelta(text=delta["content"], at=at, chunk=index))
+        for call in delta.get("tool_calls") or ():
+            function = call.get("function") or {}
+            events.append(
+                ToolCallDelta(
+                    index=call.get("index", 0),
+                    id=call.get("id"),
+                    name=function.get("name"),
+                    arguments=function.get("arguments") or "",
+                    at=at,
+                    chunk=index,
+                )
+            )
         finish_reason = choice.get("finish_reason") or finish_reason
     usage = chunk.get("usage")
     if usage:
@@ -71,6 +87,13 @@ def message_payload(message: ChatMessage) -> dict:
     payload: dict = {"role": message.role, "content": message.content}
     if message.reasoning and message.role == "assistant":
         payload["reasoning"] = message.reasoning
+    if message.tool_calls:
+        payload["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in message.tool_calls
+        ]
+    if message.tool_call_id is not None:
+        payload["tool_call_id"] = message.tool_call_id
     return payload
 
 
@@ -103,6 +126,8 @@ class OpenAICompatibleEngine(HTTPEngine):
             payload["seed"] = sampling.seed
         if sampling.stop:
             payload["stop"] = list(sampling.stop)
+        if request.tools:
+            payload["tools"] = list(request.tools)  # tool_choice stays "auto": the model decides
         return payload
 
     async def stream_chat(
