@@ -29,6 +29,7 @@ from duet.compare import CompareRuns
 from duet.engines.base import Engine
 from duet.engines.events import EngineName
 from duet.generation import Generations
+from duet.limits import Limits, OverLimit
 from duet.metrics.prometheus import Telemetry, instrument
 from duet.settings import Settings
 from duet.store import StorageError, open_database, users
@@ -44,6 +45,7 @@ from duet.views.errors import (
     NotAllowed,
     UserError,
     handle_not_allowed,
+    handle_over_limit,
     handle_storage_error,
     handle_user_error,
     handle_validation_error,
@@ -82,6 +84,7 @@ def create_app(
             raise
         app.state.db = db
         app.state.generations = Generations(db)
+        app.state.limits = Limits(db)
         app.state.compare_runs = CompareRuns(db, app.state.generations)
         if settings.mode == "accounts" and not users.accounts_exist(db):
             announce_setup(db, settings)
@@ -131,6 +134,7 @@ def create_app(
     app.add_exception_handler(NotAllowed, handle_not_allowed)
     app.add_exception_handler(RequestValidationError, handle_validation_error)
     app.add_exception_handler(sqlite3.Error, handle_storage_error)
+    app.add_exception_handler(OverLimit, handle_over_limit)
     app.add_exception_handler(ApiError, handle_api_error)
     app.mount("/static", StaticFiles(directory=PACKAGE_DIR / "static"), name="static")
     # Pages for members (each router has MEMBERS_ONLY), then what is reached without a session.

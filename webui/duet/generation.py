@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, fields
 from duet.engines.base import ChatRequest, Engine
 from duet.engines.events import AnswerDelta, Done, ReasoningDelta, StreamError, StreamEvent, Usage
 from duet.published import AnswerEnded, AnswerEvent, Published, RequestSent
-from duet.store import describe_storage_error
+from duet.store import api_usage, describe_storage_error
 from duet.store.messages import AnswerRecord, Arrival, Status, save_assistant
 from duet.tasks import describe_exception, start_task
 
@@ -300,9 +300,12 @@ class Generations:
         self.finish(generation)
 
     def save(self, generation: Generation) -> bool:
-        """Write the answer as it stands; False (and the reason in `unsaved`) if it failed."""
+        """Write the answer as it stands; False (and the reason in `unsaved`) if it failed.
+        Once the answer has ended, its request's usage row gets the outcome too."""
         try:
-            save_assistant(self.db, generation.message_id, generation.state.record())
+            record = generation.state.record()
+            save_assistant(self.db, generation.message_id, record)
+            api_usage.finish_answer(self.db, generation.message_id, record)
         except sqlite3.Error as error:
             if generation.unsaved is None:
                 log.error("answer %s could not be saved: %s", generation.message_id, error)

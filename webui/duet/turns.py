@@ -17,6 +17,7 @@ from typing import Any
 from duet.engines.base import ChatMessage, ChatRequest, Engine, Sampling
 from duet.engines.events import EngineName
 from duet.generation import Generation, Generations
+from duet.limits import admit_answer
 from duet.store.conversations import answered_with
 from duet.store.messages import Message, start_assistant_message
 
@@ -74,9 +75,10 @@ def store_answer_row(
     db: sqlite3.Connection, conversation_id: int, engine: Engine, options: TurnOptions
 ) -> Message:
     """The answer's row (status `streaming`), with the conversation's system prompt and its
-    place in the sidebar updated. Call it in the caller's transaction, beside its own writes."""
+    place in the sidebar updated. Call it in the caller's transaction, beside its own writes:
+    a user over one of their limits gets `limits.OverLimit`, which rolls all of them back."""
     answered_with(db, conversation_id, options.system_prompt)
-    return start_assistant_message(
+    answer = start_assistant_message(
         db,
         conversation_id,
         engine=engine.name,
@@ -84,6 +86,8 @@ def store_answer_row(
         thinking=options.thinking,
         parameters=options.parameters(),
     )
+    admit_answer(db, answer)
+    return answer
 
 
 async def start_answer(

@@ -15,6 +15,7 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
+from duet.limits import OverLimit
 from duet.store import describe_storage_error, display_path
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,15 @@ async def handle_user_error(request: Request, error: Exception) -> Response:
         status_code=error.status,
         headers={"HX-Retarget": "#flash", "HX-Reswap": "innerHTML"},
     )
+
+
+async def handle_over_limit(request: Request, error: Exception) -> Response:
+    """A user over one of their limits (`duet.limits`): 429, told like any other refusal, with
+    the seconds to wait in Retry-After."""
+    assert isinstance(error, OverLimit)
+    response = await handle_user_error(request, UserError(429, error.message))
+    response.headers["Retry-After"] = str(error.retry_after)
+    return response
 
 
 async def handle_validation_error(request: Request, error: Exception) -> Response:
