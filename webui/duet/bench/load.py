@@ -298,10 +298,13 @@ def start_duet_under_test(
     return process, duet
 
 
-def measure(options: LoadOptions) -> tuple[dict[str, Any], list[PointResult]]:
-    """Run the sweep (starting and stopping the Duet under test): configuration and results.
+def measure(
+    options: LoadOptions, settings: Settings | None = None
+) -> tuple[dict[str, Any], list[PointResult]]:
+    """Run the sweep (starting and stopping the Duet under test) against the engines
+    `settings` name (default: the environment's): configuration and results.
     RuntimeError or FileNotFoundError when it cannot run."""
-    settings = Settings.from_env()
+    settings = settings or Settings.from_env()
     engines = adapters(settings, options.workload)
     prompts = None
     if options.workload.kind == "random":

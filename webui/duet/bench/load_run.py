@@ -113,6 +113,8 @@ class RunState:
     stop_cause: FailureCause = "cancelled: saturated"
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
     on_record: Callable[[RequestRecord], None] | None = None  # e.g. a progress bar
+    probe_task: asyncio.Task | None = None
+    probe: RequestRecord | None = None
 
     def stop(self, reason: str, cause: FailureCause) -> None:
         if self.stop_reason is None:
@@ -158,6 +160,10 @@ def new_state(
     return RunState(requests, point.concurrency, limits.saturation_growth, on_record=on_record)
 
 
+async def send_probe(sender: Sender, state: RunState) -> None:
+    state.probe = await sender.send(PROBE_PROMPT, ChatState(), -1, 0, PROBE_MAX_TOKENS)
+
+
 async def run_job(job: Job, sender: Sender, state: RunState) -> None:
     """A conversation's turns, one after another, while the run still sends."""
     chat = ChatState()
@@ -167,6 +173,8 @@ async def run_job(job: Job, sender: Sender, state: RunState) -> None:
         index = state.sent
         state.sent += 1
         state.in_flight[index] = (time.perf_counter(), turn)
+        if state.probe_task is None and state.sent >= (state.requests + 1) // 2:
+            state.probe_task = asyncio.create_task(send_probe(sender, state))
         record = await sender.send(content, chat, index, turn)
         del state.in_flight[index]
         state.add(record)
@@ -188,12 +196,8 @@ async def run_once(
     requests = state.requests
     slots = asyncio.Semaphore(point.concurrency) if point.concurrency else None
     offsets = arrival_offsets(len(jobs), point.rate, point.burstiness, rng) if point.rate else []
-    probe: list[RequestRecord] = []
     tasks: set[asyncio.Task] = set()
     start = time.perf_counter()
-
-    async def send_probe() -> None:
-        probe.append(await sender.send(PROBE_PROMPT, ChatState(), -1, 0, PROBE_MAX_TOKENS))
 
     async def feed() -> None:
         for number, job in enumerate(jobs):
@@ -210,9 +214,9 @@ async def run_once(
                 task.add_done_callback(lambda _: slots.release())
             tasks.add(task)
             await asyncio.sleep(0)  # let it send its first request before the next is due
-            if not any(t.get_name() == "probe" for t in tasks) and state.sent >= requests // 2:
-                tasks.add(asyncio.create_task(send_probe(), name="probe"))
         await asyncio.gather(*tasks)
+        if state.probe_task is not None:
+            await state.probe_task
 
     feeder = asyncio.create_task(feed())
     stopped = asyncio.create_task(state.stopped.wait())
@@ -224,9 +228,10 @@ async def run_once(
     stopped.cancel()
     if not feeder.done():
         feeder.cancel()
-        for task in tasks:
+        others = [*tasks, *([state.probe_task] if state.probe_task else [])]
+        for task in others:
             task.cancel()
-        await asyncio.gather(feeder, *tasks, return_exceptions=True)
+        await asyncio.gather(feeder, *others, return_exceptions=True)
     elif feeder.exception() is not None:
         raise feeder.exception()  # type: ignore[misc]
     for index, (started, turn) in sorted(state.in_flight.items()):
@@ -236,7 +241,8 @@ async def run_once(
     stopped_early = None
     if state.stop_reason is not None:
         stopped_early = f"{state.stop_reason}, after {state.sent} of {requests} requests"
-    chunks = sum(r.chunks for r in state.records) + sum(r.chunks for r in probe)
+    probe = state.probe
+    chunks = sum(r.chunks for r in state.records) + (probe.chunks if probe else 0)
     return RunOutcome(
         series=sender.series,
         point=point,
@@ -244,6 +250,6 @@ async def run_once(
         records=sorted(state.records, key=lambda r: r.index),
         duration=ended - start,
         stopped_early=stopped_early,
-        probe=probe[0] if probe else None,
+        probe=probe,
         chunks_relayed=chunks,
     )
