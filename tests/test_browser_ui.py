@@ -31,6 +31,7 @@ from duet.store.messages import (
     start_assistant_message,
 )
 from duet.store.users import LOCAL_USER_ID
+from playwright.async_api import expect
 
 if TYPE_CHECKING:
     from playwright.async_api import Locator, Page
@@ -147,26 +148,41 @@ async def wait_for_more_text(page: Page, answer_id: int, than: int) -> None:
     )
 
 
+# After this one stored turn the tiny model still tells its endless story; after longer
+# histories it gives its short fallback answer instead.
+STORY_HISTORY = "\n\n".join(
+    f"Paragraph {n} of a long stored answer, written out at some length so that the page grows"
+    " taller than the window."
+    for n in range(1, 13)
+)
+
+
 async def test_the_page_follows_the_stream_until_the_reader_scrolls_up(
     sized_page: Page, duet_app: RunningApp
 ) -> None:
     page = sized_page
-    conversation_id = seed_conversation(duet_app, turns=4)
-    problems = await open_chat(page, duet_app)
-    await page.goto(f"{duet_app.url}/c/{conversation_id}")
     jump = page.locator("#jump-latest")
+    problems = await open_chat(page, duet_app)
     # A conversation opens at its latest message, the page taller than the window.
+    long_one = seed_conversation(duet_app, turns=4)
+    await page.goto(f"{duet_app.url}/c/{long_one}")
     assert await page.evaluate("() => document.scrollingElement.scrollTop") > 0
     assert await page.evaluate(FROM_FOOT) <= 1
     assert await jump.is_hidden()
 
     # Sending from the foot: the new message and the streaming answer stay in view.
+    conversation_id = seed_conversation(duet_app, answer=STORY_HISTORY)
+    await page.goto(f"{duet_app.url}/c/{conversation_id}")
     answer_id = await send(page, STORY, "ollama", thinking=False, max_tokens=STORY_MAX_TOKENS)
     await wait_for_more_text(page, answer_id, 0)
     length = await streamed_length(page, answer_id)
     await wait_for_more_text(page, answer_id, length + 20)
     assert await page.evaluate(FROM_FOOT) <= 1
     assert await is_on_screen(page, page.locator(f"#message-{answer_id} .streaming-text"))
+    await page.wait_for_function(
+        "() => document.scrollingElement.scrollHeight > innerHeight + 700", timeout=ANSWER_SECONDS
+    )
+    assert await page.evaluate(FROM_FOOT) <= 1
 
     # The reader scrolls up: the page holds still while the text grows, and offers the way back.
     await page.mouse.move(100, 200)
@@ -448,8 +464,6 @@ async def test_the_tab_title_follows_the_first_message_and_a_rename(
 
 async def test_one_sidebar_menu_is_open_at_a_time(page: Page, duet_app: RunningApp) -> None:
     first, second = (seed_conversation(duet_app, title=title) for title in ("One", "Two"))
-    from playwright.async_api import expect
-
     problems = await open_chat(page, duet_app)
     menus = page.locator("details.item-menu")
     opened = page.locator("details.item-menu[open]")
@@ -471,4 +485,53 @@ async def test_one_sidebar_menu_is_open_at_a_time(page: Page, duet_app: RunningA
     await expect(opened).to_have_count(0)
     assert await summary.evaluate("element => element === document.activeElement")
     assert await menus.count() == 2
+    assert problems == [], problems
+
+
+# 15. Editing a message: Ctrl+Enter resends, Esc cancels, the box is not under the composer.
+
+
+async def assert_between_navigation_and_composer(page: Page, element: Locator) -> None:
+    box = await element.bounding_box()
+    navigation = await page.locator("nav.site-nav").bounding_box()
+    composer = await page.locator("#composer").bounding_box()
+    assert box and navigation and composer
+    assert box["y"] >= navigation["y"] + navigation["height"], (box, navigation)
+    assert box["y"] + box["height"] <= composer["y"], (box, composer)
+
+
+async def test_editing_a_message_works_from_the_keyboard_and_stays_in_view(
+    sized_page: Page, duet_app: RunningApp
+) -> None:
+    page = sized_page
+    conversation_id = seed_conversation(duet_app, turns=3)
+    problems = await open_chat(page, duet_app)
+    await page.goto(f"{duet_app.url}/c/{conversation_id}")
+    await page.locator("details.settings summary").click()
+    await page.fill("input[name=temperature]", "0")
+    await page.fill("input[name=max_tokens]", "16")
+    users = page.locator("#messages article.user")
+
+    # An earlier message: its edit box opens in view, focused; Esc puts the message back.
+    await users.first.locator("button.edit").click()
+    box = page.locator("#messages .edit-form textarea")
+    await box.wait_for()
+    await expect(box).to_be_focused()
+    await assert_between_navigation_and_composer(page, box)
+    await page.keyboard.press("Escape")
+    await box.wait_for(state="detached")
+    await expect(users.first.locator("button.edit")).to_be_visible()
+
+    # The last message, edited and resent with Ctrl+Enter.
+    await users.last.locator("button.edit").click()
+    await box.wait_for()
+    await assert_between_navigation_and_composer(page, box)
+    await box.fill(FRANCE)
+    await page.keyboard.press("Control+Enter")
+    await page.locator("#messages article.user .user-text", has_text=FRANCE).wait_for()
+    answer = page.locator("#messages article.assistant").last
+    answer_id = int(await answer.get_attribute("data-message-id") or 0)
+    await wait_for_status(page, answer_id, "complete")
+    assert await users.count() == 3
+    assert stored(duet_app, answer_id).parameters["max_tokens"] == 16
     assert problems == [], problems

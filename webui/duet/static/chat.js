@@ -43,8 +43,26 @@ const view = followConversation(
   document.getElementById("jump-latest"),
 );
 // Sending, resending or regenerating is asking to see the answer: follow it from wherever the
-// reader was.
+// reader was. Opening a message's edit box is working above the foot: hold still.
 const ASKS_FOR_AN_ANSWER = "#composer, .edit-form, button.regenerate";
 document.addEventListener("htmx:beforeRequest", (event) => {
   if (event.detail.elt.matches(ASKS_FOR_AN_ANSWER)) view.toFoot();
+  else if (event.detail.elt.matches("button.edit")) view.hold();
+});
+
+// An edit box shows between the sticky site navigation and the sticky composer, not under
+// either (the page's scroll padding, duet.css); when the composer's open Settings leave it no
+// room, they fold (their values are still sent with the edit).
+function revealEditBox(article) {
+  const composer = document.getElementById("composer");
+  const settings = composer.querySelector("details.settings");
+  const navigation = document.querySelector(".site-nav");
+  const above = navigation ? navigation.getBoundingClientRect().bottom : 0;
+  const room = composer.getBoundingClientRect().top - above;
+  if (settings.open && article.offsetHeight > room) settings.open = false;
+  article.scrollIntoView({ block: "nearest" });
+}
+
+htmx.onLoad((root) => {
+  if (root instanceof Element && root.matches("article.editing")) revealEditBox(root);
 });

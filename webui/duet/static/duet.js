@@ -1,6 +1,7 @@
 // Every page's script: what the templates would otherwise ask of inline handlers, which the
 // Content-Security-Policy forbids (script-src 'self': no inline script, and htmx may not eval).
-//  - A textarea with data-send-shortcut submits its form on Ctrl+Enter (⌘+Enter on a Mac).
+//  - A textarea with data-send-shortcut submits its form on Ctrl+Enter (⌘+Enter on a Mac); one
+//    with data-escape-cancels presses its form's [data-cancel] button on Esc.
 //  - A textarea with data-clear-after-send is emptied when its form's request succeeds. Until
 //    then what is typed in it is kept for the tab (sessionStorage, per page): a send that meets
 //    an expired session goes to sign in and back, and finds the text in the box again.
@@ -17,6 +18,15 @@
 //  - Menus (<details data-menu>, the sidebar's ⋯): one open at a time; a click outside one, a
 //    choice in it, or Esc closes it.
 //  - Copy buttons on code blocks.
+
+document.addEventListener("keydown", (event) => {
+  const box = event.target;
+  if (event.key !== "Escape" || !(box instanceof HTMLTextAreaElement)) return;
+  const cancel = box.hasAttribute("data-escape-cancels") && box.form?.querySelector("[data-cancel]");
+  if (!cancel) return;
+  event.preventDefault();
+  cancel.click();
+});
 
 document.addEventListener("keydown", (event) => {
   if (event.key !== "Enter" || !(event.ctrlKey || event.metaKey)) return;

@@ -11,7 +11,17 @@
 
 const NEAR_FOOT_PX = 48; // closer to the foot than this counts as being at it
 
+// The page's scroll padding keeps what is scrolled into view (a focused field, a found word)
+// clear of the sticky site navigation and composer: the composer's height is measured here.
+function padForComposer(composer) {
+  const root = document.documentElement;
+  new ResizeObserver(() => {
+    root.style.setProperty("--composer-height", composer.offsetHeight + "px");
+  }).observe(composer);
+}
+
 export function followConversation(column, jumpControl) {
+  padForComposer(column.querySelector("#composer"));
   const page = document.scrollingElement;
   let following = true;
   let lastTop = page.scrollTop;
@@ -40,5 +50,10 @@ export function followConversation(column, jumpControl) {
   new ResizeObserver(() => (following ? toFoot() : showControl())).observe(column);
   jumpControl.addEventListener("click", toFoot);
   toFoot(); // a conversation opens at its latest message
-  return { toFoot, isFollowing: () => following };
+  // Hold still: the reader is about to work on something above the foot (an edit box).
+  const hold = () => {
+    following = false;
+    showControl();
+  };
+  return { toFoot, hold, isFollowing: () => following };
 }
