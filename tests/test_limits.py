@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from duet.limits import CONCURRENT_RETRY_AFTER_SECONDS, Limits, OverLimit, admit_answer
-from duet.store import conversations, messages, open_database, user_limits, users
+from duet.store import api_usage, conversations, messages, open_database, user_limits, users
 from duet.store.api_usage import Outcome
 from duet.store.user_limits import NO_LIMITS, LimitValues
 
@@ -109,24 +109,32 @@ async def test_n_plus_one_simultaneous_requests_against_a_limit_of_n_give_exactl
 def test_web_ui_answers_and_api_requests_share_the_limit(
     db: sqlite3.Connection, limits: Limits, ada: int
 ) -> None:
-    user_limits.set_defaults(db, LimitValues(max_concurrent=2))
+    user_limits.set_defaults(db, LimitValues(max_concurrent=2, requests_per_minute=3))
     conversation = conversations.create_conversation(db, ada, "a chat")
-    answer = messages.start_assistant_message(
-        db, conversation.id, engine="ollama", model="qwen3", thinking=False, parameters={}
-    )
-    admit_answer(db, answer)
+
+    def web_answer() -> messages.Message:
+        """What turns.store_answer_row does: the check, then the answer's streaming row."""
+        admit_answer(db, conversation.id)
+        return messages.start_assistant_message(
+            db, conversation.id, engine="ollama", model="qwen3", thinking=False, parameters={}
+        )
+
+    answer = web_answer()
     api = limits.admit(ada, key_id=None, engine="vllm", model="qwen3")
     refusal = ask(limits, ada)
     assert refusal is not None and refusal.limit == "concurrent"
     assert refusal.retry_after == CONCURRENT_RETRY_AFTER_SECONDS
     assert "2 answers running; the limit is 2" in refusal.message
-    second = messages.start_assistant_message(
-        db, conversation.id, engine="ollama", model="qwen3", thinking=False, parameters={}
-    )
     with pytest.raises(OverLimit, match="2 answers running"):
-        admit_answer(db, second)
+        web_answer()
     api.finish(Outcome("completed"))
-    admit_answer(db, second)  # the API request's end made room
+    web_answer()  # the API request's end made room
+    # The web answers count in the minute's window too, streaming or ended.
+    ended = messages.AnswerRecord(status="complete", completion_tokens=3)
+    messages.save_assistant(db, answer.id, ended)
+    api_usage.record_answer(db, answer.id, ended)
+    with pytest.raises(OverLimit, match="started 3 answers in the last minute"):
+        web_answer()
 
 
 def test_requests_per_minute_is_a_sliding_window_that_refusals_do_not_fill(

@@ -54,7 +54,8 @@ def send(team: Team, content: str, **extra: str) -> tuple[int, str, dict[str, st
 
 def streaming_answers(team: Team, user_id: int) -> list[int]:
     rows = team.db.execute(
-        "SELECT message_id FROM api_requests WHERE user_id = ? AND status = 'streaming'",
+        "SELECT messages.id FROM messages JOIN conversations ON conversations.id = "
+        "messages.conversation_id WHERE conversations.user_id = ? AND status = 'streaming'",
         (user_id,),
     )
     return [row[0] for row in rows]

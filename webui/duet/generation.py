@@ -301,11 +301,11 @@ class Generations:
 
     def save(self, generation: Generation) -> bool:
         """Write the answer as it stands; False (and the reason in `unsaved`) if it failed.
-        Once the answer has ended, its request's usage row gets the outcome too."""
+        Once the answer has ended, its request's usage row is written too."""
         try:
             record = generation.state.record()
             save_assistant(self.db, generation.message_id, record)
-            api_usage.finish_answer(self.db, generation.message_id, record)
+            api_usage.record_answer(self.db, generation.message_id, record)
         except sqlite3.Error as error:
             if generation.unsaved is None:
                 log.error("answer %s could not be saved: %s", generation.message_id, error)

@@ -4,8 +4,8 @@ So that one person cannot take the whole box. Which limits hold for whom is in t
 (`store/user_limits.py`: the admin's defaults, or the user's own row; None is no limit). What
 is counted comes from the requests themselves (`store/api_usage.py`, one row per request):
 
-- at once: requests admitted and not ended yet (rows `streaming`), web UI answers (chat and
-  compare) and /v1 requests together;
+- at once: requests admitted and not ended yet, web UI answers (chat and compare, counted by
+  their messages' `streaming` rows) and /v1 requests (their `streaming` request rows) together;
 - a minute: requests admitted in the last 60 seconds, a sliding window, refusals not counted;
 - a day: completion tokens of the requests admitted since 00:00 UTC. Prompt tokens are not
   counted: a chat sends its whole history again with every answer, most of which the engine's
@@ -13,18 +13,20 @@ is counted comes from the requests themselves (`store/api_usage.py`, one row per
   the same text; what occupies an engine is the decoding. A request counts once it has ended,
   so the answers running when the budget runs out can each still finish (up to `max_tokens`).
 
-Admission is one synchronous step: the check and the request's `streaming` row in one
-transaction, with no await between, so two requests can never both take the last place: with a
-limit of N, N+1 simultaneous requests give exactly one refusal. A refusal is `OverLimit`, with
-a message for the person and `retry_after`, whole seconds for a Retry-After header.
+Admission is one synchronous step: the check and the request's `streaming` row (the answer's
+message, for the web UI) in one transaction, with no await between, so two requests can never
+both take the last place: with a limit of N, N+1 simultaneous requests give exactly one
+refusal. A refusal is `OverLimit`, with a message for the person and `retry_after`, whole
+seconds for a Retry-After header.
 
 Interface
 ---------
 The web UI (nothing to call from a view): `turns.store_answer_row` calls `admit_answer(db,
-answer)` inside the send's transaction, so an `OverLimit` rolls the whole send back, nothing is
-stored, and views/errors.py answers 429 with Retry-After into the page's flash region (what
-was typed stays in the composer). When the answer has ended, `generation.Generations.save`
-gives its request the outcome (`api_usage.finish_answer`).
+conversation_id)` inside the send's transaction, before it stores the answer's row, so an
+`OverLimit` rolls the whole send back, nothing is stored, and views/errors.py answers 429 with
+Retry-After into the page's flash region (what was typed stays in the composer). The answer's
+`streaming` row counts it while it runs, so the send writes nothing more; once it has ended,
+`generation.Generations.save` records its request (`api_usage.record_answer`).
 
 /v1 uses the `Limits` on `app.state.limits`, whose clock tests can set::
 
@@ -57,7 +59,6 @@ from typing import Literal
 from duet.store import api_usage, user_limits
 from duet.store.api_usage import Outcome
 from duet.store.db import transaction
-from duet.store.messages import Message, message_owner
 from duet.store.user_limits import LimitValues
 
 Clock = Callable[[], datetime]
@@ -96,7 +97,6 @@ def admit(
     engine: str,
     model: str,
     now: datetime,
-    message_id: int | None = None,
 ) -> int:
     """Check the user's limits at `now` and record the request as streaming, in one
     transaction (the caller's, if one is open); returns the request's row id."""
@@ -109,73 +109,68 @@ def admit(
             engine=engine,
             model=model,
             created_at=stamp(now),
-            message_id=message_id,
         )
 
 
-def admit_answer(db: sqlite3.Connection, answer: Message, now: datetime | None = None) -> int:
-    """Admit a web UI answer whose row was just stored (in the caller's transaction, so that a
-    refusal takes the row back with everything else the send wrote)."""
-    user_id = message_owner(db, answer.id)
-    assert user_id is not None, "the answer's row is stored in this transaction"
-    return admit(
-        db,
-        user_id,
-        key_id=None,
-        engine=answer.engine or "",
-        model=answer.model or "",
-        now=now or utc_now(),
-        message_id=answer.id,
-    )
+def admit_answer(db: sqlite3.Connection, conversation_id: int, now: datetime | None = None) -> None:
+    """Check the limits for a web UI answer about to be stored in `conversation_id`, in the
+    send's transaction: the answer's own `streaming` row, stored next in it, is what counts the
+    answer from then on (store/api_usage.py), and a refusal rolls back all the send wrote."""
+    user_id, limits = user_limits.limits_for_conversation(db, conversation_id)
+    refuse_if_over(db, user_id, limits, now or utc_now())
 
 
 def refuse_if_over(
     db: sqlite3.Connection, user_id: int, limits: LimitValues, now: datetime
 ) -> None:
-    """Raise OverLimit if one more request now would take the user past a limit."""
-    if limits.none:
-        return
-    minute = stamp(now - WINDOW)
-    day_start = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    load = api_usage.load_of(db, user_id, minute, stamp(day_start))
+    """Raise OverLimit if one more request now would take the user past a limit. Each count is
+    asked of the store only when its limit is set: this runs on the way to every answer."""
     limit = limits.max_concurrent
-    if limit is not None and load.running >= limit:
-        message = (
-            refused_outright("at a time")
-            if limit == 0
-            else (
-                f"You have {answers(load.running)} running; the limit is {limit}. "
-                "Try again when one ends."
+    if limit is not None:
+        count = api_usage.running(db, user_id)
+        if count >= limit:
+            message = (
+                refused_outright("at a time")
+                if limit == 0
+                else (
+                    f"You have {answers(count)} running; the limit is {limit}. "
+                    "Try again when one ends."
+                )
             )
-        )
-        raise OverLimit("concurrent", message, CONCURRENT_RETRY_AFTER_SECONDS)
+            raise OverLimit("concurrent", message, CONCURRENT_RETRY_AFTER_SECONDS)
     limit = limits.requests_per_minute
-    if limit is not None and load.recent >= limit:
-        # A place frees when the oldest request that keeps the window full leaves it.
-        first = api_usage.nth_recent_start(db, user_id, minute, load.recent - limit)
-        frees = now + WINDOW if first is None else datetime.fromisoformat(first) + WINDOW
-        wait = seconds_until(frees, now)
-        message = (
-            refused_outright("a minute")
-            if limit == 0
-            else (
-                f"You have started {answers(load.recent)} in the last minute; the limit is {limit} "
-                f"a minute. Try again in {wait} s."
+    if limit is not None:
+        minute = stamp(now - WINDOW)
+        count = api_usage.started_since(db, user_id, minute)
+        if count >= limit:
+            # A place frees when the oldest request that keeps the window full leaves it.
+            first = api_usage.nth_recent_start(db, user_id, minute, count - limit)
+            frees = now + WINDOW if first is None else datetime.fromisoformat(first) + WINDOW
+            wait = seconds_until(frees, now)
+            message = (
+                refused_outright("a minute")
+                if limit == 0
+                else (
+                    f"You have started {answers(count)} in the last minute; the limit is {limit} "
+                    f"a minute. Try again in {wait} s."
+                )
             )
-        )
-        raise OverLimit("per_minute", message, wait)
+            raise OverLimit("per_minute", message, wait)
     limit = limits.tokens_per_day
-    if limit is not None and load.tokens_today >= limit:
-        wait = seconds_until(day_start + timedelta(days=1), now)
-        message = (
-            refused_outright("tokens a day")
-            if limit == 0
-            else (
-                f"You have used {load.tokens_today:,} tokens today (UTC); the limit is {limit:,} a "
-                f"day. It starts again at midnight UTC, in {duration(wait)}."
+    if limit is not None:
+        day_start = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        used = api_usage.tokens_since(db, user_id, stamp(day_start))
+        if used >= limit:
+            wait = seconds_until(day_start + timedelta(days=1), now)
+            message = (
+                refused_outright("tokens a day")
+                if limit == 0
+                else (
+                    f"You have used {used:,} tokens today (UTC); the limit is {limit:,} a day. "
+                    f"It starts again at midnight UTC, in {duration(wait)}."
+                )
             )
-        )
-        raise OverLimit("per_day", message, wait)
+            raise OverLimit("per_day", message, wait)
 
 
 def refused_outright(unit: str) -> str:

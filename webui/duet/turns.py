@@ -77,8 +77,9 @@ def store_answer_row(
     """The answer's row (status `streaming`), with the conversation's system prompt and its
     place in the sidebar updated. Call it in the caller's transaction, beside its own writes:
     a user over one of their limits gets `limits.OverLimit`, which rolls all of them back."""
+    admit_answer(db, conversation_id)
     answered_with(db, conversation_id, options.system_prompt)
-    answer = start_assistant_message(
+    return start_assistant_message(
         db,
         conversation_id,
         engine=engine.name,
@@ -86,8 +87,6 @@ def store_answer_row(
         thinking=options.thinking,
         parameters=options.parameters(),
     )
-    admit_answer(db, answer)
-    return answer
 
 
 async def start_answer(

@@ -4,12 +4,15 @@ One row per request: who (user, and the API key, NULL for the web UI), which eng
 prompt and completion tokens, TTFT and duration in ms, and the status. Never any text: admins see
 how much each person used, not what they asked.
 
-A row is written when `duet.limits` admits the request, as `streaming`, in the same transaction
-as the check, so the rows still streaming are exactly the requests running now; the request's
-end gives it its outcome (`finish_request`, or `finish_answer` for a web UI answer, found by
-its message). Rows a stopped server left streaming are marked `interrupted` at start-up.
-Requests refused over a limit are recorded as `refused` (only from /v1: the web UI's refusal
-rolls back the send's transaction with everything else it wrote) and count towards nothing.
+A /v1 request's row is written when `duet.limits` admits it, as `streaming`, in the same
+transaction as the check, and gets its outcome at the end (`finish_request`). A web UI answer
+needs no row to be counted while it streams: its own message row is `streaming` (written in the
+send's transaction, the check's), so nothing is added to the send's work; its request row is
+written once the answer has ended (`record_answer`, from the message). So the requests running
+now are the streaming rows here plus the streaming answers (`running` counts both). Rows a
+stopped server left streaming are marked `interrupted` at start-up. Requests refused over a
+limit are recorded as `refused` (only from /v1: the web UI's refusal rolls back the send's
+transaction with everything else it wrote) and count towards nothing.
 """
 
 from __future__ import annotations
@@ -49,13 +52,12 @@ def start_request(
     engine: str,
     model: str,
     created_at: str,
-    message_id: int | None = None,
 ) -> int:
-    """A `streaming` row for a request just admitted; returns its id."""
+    """A `streaming` row for a /v1 request just admitted; returns its id."""
     row = db.execute(
-        "INSERT INTO api_requests (user_id, key_id, message_id, engine, model, status, "
-        "created_at) VALUES (?, ?, ?, ?, ?, 'streaming', ?) RETURNING id",
-        (user_id, key_id, message_id, engine, model, created_at),
+        "INSERT INTO api_requests (user_id, key_id, engine, model, status, created_at) "
+        "VALUES (?, ?, ?, ?, 'streaming', ?) RETURNING id",
+        (user_id, key_id, engine, model, created_at),
     ).fetchone()
     return int(row[0])
 
@@ -89,17 +91,32 @@ def finish_request(db: sqlite3.Connection, request_id: int, outcome: Outcome) ->
     return db.execute(ENDING + "id = :id", values).rowcount == 1
 
 
-def finish_answer(db: sqlite3.Connection, message_id: int, record: AnswerRecord) -> bool:
-    """Give a web UI answer's request the answer's outcome, once the answer has ended (nothing
-    happens while it streams, or once it has one). False if nothing changed."""
+def record_answer(db: sqlite3.Connection, message_id: int, record: AnswerRecord) -> bool:
+    """The request row of a web UI answer that has ended, from its message (its user, engine,
+    model and start) and `record` (its outcome), once: nothing happens while the answer streams,
+    or once the row exists. False if nothing was written."""
     status = FROM_ANSWER.get(record.status)
     if status is None:
         return False
     outcome = Outcome(
         status, record.prompt_tokens, record.completion_tokens, record.ttft_ms, record.total_ms
     )
-    values = {**outcome_values(outcome), "message_id": message_id}
-    return db.execute(ENDING + "message_id = :message_id", values).rowcount == 1
+    cursor = db.execute(
+        """
+        INSERT INTO api_requests (
+            user_id, key_id, message_id, engine, model, prompt_tokens, completion_tokens,
+            ttft_ms, duration_ms, status, created_at
+        )
+        SELECT conversations.user_id, NULL, messages.id, coalesce(messages.engine, ''),
+               coalesce(messages.model, ''), :prompt_tokens, :completion_tokens, :ttft_ms,
+               :duration_ms, :status, messages.created_at
+        FROM messages JOIN conversations ON conversations.id = messages.conversation_id
+        WHERE messages.id = :message_id
+          AND NOT EXISTS (SELECT 1 FROM api_requests WHERE message_id = :message_id)
+        """,
+        {**outcome_values(outcome), "message_id": message_id},
+    )
+    return cursor.rowcount == 1
 
 
 def outcome_values(outcome: Outcome) -> dict[str, object]:
@@ -118,38 +135,62 @@ def mark_interrupted(db: sqlite3.Connection) -> int:
     return cursor.rowcount
 
 
-@dataclass(frozen=True, slots=True)
-class Load:
-    """What a user has running and has used, as the limits count it."""
-
-    running: int  # requests streaming now
-    recent: int  # requests admitted after the minute's start (60 s ago)
-    tokens_today: int  # completion tokens of requests admitted since the day's start
-
-
-LOAD = """
-    SELECT
-        (SELECT count(*) FROM api_requests
-         WHERE user_id = :user_id AND status = 'streaming') AS running,
-        (SELECT count(*) FROM api_requests
-         WHERE user_id = :user_id AND created_at > :minute AND status != 'refused') AS recent,
-        (SELECT coalesce(sum(completion_tokens), 0) FROM api_requests
-         WHERE user_id = :user_id AND created_at >= :day) AS tokens_today
+# A web UI answer streaming now is counted from its message (see the module docstring); once it
+# has ended, from its request row. The answer's end turns the one into the other in one
+# synchronous step (Generations.save), so no check sees it in both or in neither.
+STREAMING_ANSWERS = """
+    FROM messages JOIN conversations ON conversations.id = messages.conversation_id
+    WHERE messages.status = 'streaming' AND conversations.user_id = :user_id
 """
 
 
-def load_of(db: sqlite3.Connection, user_id: int, minute: str, day: str) -> Load:
-    """The user's load: `minute` and `day` are where the window and the day start (ISO 8601)."""
-    row = db.execute(LOAD, {"user_id": user_id, "minute": minute, "day": day}).fetchone()
-    return Load(int(row["running"]), int(row["recent"]), int(row["tokens_today"]))
+def running(db: sqlite3.Connection, user_id: int) -> int:
+    """The user's requests streaming now: /v1 requests and web UI answers."""
+    row = db.execute(
+        f"""
+        SELECT (SELECT count(*) FROM api_requests
+                WHERE user_id = :user_id AND status = 'streaming')
+               + (SELECT count(*) {STREAMING_ANSWERS})
+        """,
+        {"user_id": user_id},
+    ).fetchone()
+    return int(row[0])
+
+
+def started_since(db: sqlite3.Connection, user_id: int, minute: str) -> int:
+    """The user's requests admitted after `minute` (ISO 8601), refusals not counted."""
+    row = db.execute(
+        f"""
+        SELECT (SELECT count(*) FROM api_requests
+                WHERE user_id = :user_id AND created_at > :minute AND status != 'refused')
+               + (SELECT count(*) {STREAMING_ANSWERS} AND messages.created_at > :minute)
+        """,
+        {"user_id": user_id, "minute": minute},
+    ).fetchone()
+    return int(row[0])
+
+
+def tokens_since(db: sqlite3.Connection, user_id: int, day: str) -> int:
+    """Completion tokens of the user's requests admitted at or after `day` that have ended."""
+    row = db.execute(
+        "SELECT coalesce(sum(completion_tokens), 0) FROM api_requests "
+        "WHERE user_id = ? AND created_at >= ?",
+        (user_id, day),
+    ).fetchone()
+    return int(row[0])
 
 
 def nth_recent_start(db: sqlite3.Connection, user_id: int, minute: str, n: int) -> str | None:
     """When the n-th oldest (from 0) request admitted after `minute` was admitted."""
     row = db.execute(
-        "SELECT created_at FROM api_requests WHERE user_id = ? AND created_at > ? "
-        "AND status != 'refused' ORDER BY created_at LIMIT 1 OFFSET ?",
-        (user_id, minute, n),
+        f"""
+        SELECT created_at FROM api_requests
+        WHERE user_id = :user_id AND created_at > :minute AND status != 'refused'
+        UNION ALL
+        SELECT messages.created_at {STREAMING_ANSWERS} AND messages.created_at > :minute
+        ORDER BY created_at LIMIT 1 OFFSET :n
+        """,
+        {"user_id": user_id, "minute": minute, "n": n},
     ).fetchone()
     return None if row is None else str(row[0])
 

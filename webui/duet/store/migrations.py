@@ -335,10 +335,10 @@ def m008_api_keys_limits_usage(db: sqlite3.Connection) -> None:
     # One row per answer request, from /v1 (key_id set) or the web UI (key_id NULL): counts
     # and timings only, no content. Times in ms; ttft from the engine request's send to its
     # first streamed token. `status`: completed, stopped (the client left), failed, refused.
-    # A row is written when the request is admitted, as `streaming`, in the same transaction
-    # as the limits check (duet.limits), so the rows still streaming are the requests running
-    # now; it gets its outcome when the answer ends (`interrupted`: the server stopped first).
-    # A web UI answer's row names its message, which is how its end finds it.
+    # A /v1 request's row is written when it is admitted, as `streaming`, in the same
+    # transaction as the limits check (duet.limits), and gets its outcome when it ends
+    # (`interrupted`: the server stopped first). A web UI answer is counted by its message while
+    # it streams, and its row, naming that message, is written when it has ended.
     db.execute(
         """
         CREATE TABLE api_requests (
@@ -361,7 +361,11 @@ def m008_api_keys_limits_usage(db: sqlite3.Connection) -> None:
         )
         """
     )
-    db.execute("CREATE INDEX api_requests_by_user ON api_requests (user_id, created_at)")
+    # Covering for the limits' counts of a user's day and minute (duet.limits).
+    db.execute(
+        "CREATE INDEX api_requests_by_user "
+        "ON api_requests (user_id, created_at, status, completion_tokens)"
+    )
     db.execute("CREATE INDEX api_requests_by_time ON api_requests (created_at)")
     db.execute(
         "CREATE INDEX api_requests_streaming ON api_requests (user_id) WHERE status = 'streaming'"

@@ -45,6 +45,31 @@ def limits_for(db: sqlite3.Connection, user_id: int) -> LimitValues:
     return NO_LIMITS if row is None else from_row(row)
 
 
+def limits_for_conversation(
+    db: sqlite3.Connection, conversation_id: int
+) -> tuple[int, LimitValues]:
+    """The conversation's owner and what holds for them, in one query (for the send's
+    transaction, which is on the way to the engine request)."""
+    row = db.execute(
+        f"""
+        SELECT conversations.user_id, {prefixed("user_limits")}
+        FROM conversations LEFT JOIN user_limits
+            ON user_limits.user_id = conversations.user_id OR user_limits.user_id IS NULL
+        WHERE conversations.id = ?
+        ORDER BY user_limits.user_id IS NULL LIMIT 1
+        """,
+        (conversation_id,),
+    ).fetchone()
+    if row is None:
+        raise LookupError(f"no conversation {conversation_id}")
+    # No row of either kind: the LEFT JOIN gives NULLs, which is no limits.
+    return int(row["user_id"]), from_row(row)
+
+
+def prefixed(table: str) -> str:
+    return ", ".join(f"{table}.{column.strip()}" for column in COLUMNS.split(","))
+
+
 def defaults(db: sqlite3.Connection) -> LimitValues:
     row = db.execute(f"SELECT {COLUMNS} FROM user_limits WHERE user_id IS NULL").fetchone()
     return NO_LIMITS if row is None else from_row(row)
