@@ -535,3 +535,45 @@ async def test_editing_a_message_works_from_the_keyboard_and_stays_in_view(
     assert await users.count() == 3
     assert stored(duet_app, answer_id).parameters["max_tokens"] == 16
     assert problems == [], problems
+
+
+# 8. Search finds Chinese and Japanese; snippets read as text, not Markdown.
+
+
+async def search_for(page: Page, text: str) -> Locator:
+    """Type into the sidebar's search and return the hits once they are listed."""
+    async with page.expect_response(re.compile(r"/conversations\?")):
+        await page.fill("input.search", text)
+    return page.locator("#conversation-list .search-hit")
+
+
+async def test_search_finds_chinese_and_japanese_and_shows_text(
+    page: Page, duet_app: RunningApp
+) -> None:
+    beijing = seed_conversation(duet_app, title="Beijing", answer="我住在**北京市**，你呢？")  # noqa: RUF001
+    tokyo = seed_conversation(duet_app, title="Tokyo", answer="東京は**日本**の首都です。")
+    cats = seed_conversation(
+        duet_app, title="Cats", answer="# Cats\n\nCats are **small** [carnivores](https://x.test)."
+    )
+    problems = await open_chat(page, duet_app)
+    for query, conversation_id, marked in (
+        ("北京", beijing, "北京"),
+        ("北", beijing, "北"),  # one character
+        ("北京市", beijing, "北京市"),
+        ("東京", tokyo, "東京"),
+        ("日本", tokyo, "日本"),
+        ("首都です", tokyo, "首都です"),
+        ("carniv", cats, "carnivores"),
+    ):
+        hits = await search_for(page, query)
+        assert await hits.count() == 1, query
+        assert await hits.get_attribute("href") == f"/c/{conversation_id}", query
+        snippet = hits.locator(".snippet")
+        assert await snippet.locator("mark").all_inner_texts() == [marked], query
+        text = await snippet.inner_text()
+        for syntax in ("**", "](", "# "):
+            assert syntax not in text, (query, text)
+    hits = await search_for(page, "上海")
+    assert await hits.count() == 0
+    assert "Nothing matches" in await page.locator("#conversation-list").inner_text()
+    assert problems == [], problems

@@ -158,6 +158,26 @@ def render_markdown(text: str) -> str:
     )
 
 
+# Tokens whose text a reader sees: inline text and code, and code blocks' content.
+TEXT_TOKENS = {"text", "code_inline", "fence", "code_block"}
+BREAK_TOKENS = {"softbreak", "hardbreak"}
+
+
+def plain_text(text: str) -> str:
+    """What a piece of Markdown reads as, without its syntax (no `**`, `#`, link targets or
+    fences): the words of every block, one space between them. For search snippets."""
+    parts: list[str] = []
+    for token in PARSER.parse(text):
+        for piece in token.children or [token]:
+            if piece.type in TEXT_TOKENS:
+                parts.append(piece.content)
+            elif piece.type in BREAK_TOKENS:
+                parts.append(" ")
+        if token.type.endswith("_close") and token.block:
+            parts.append(" ")
+    return " ".join("".join(parts).split())
+
+
 if __name__ == "__main__":
     from pathlib import Path
 

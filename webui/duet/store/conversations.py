@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from duet.markdown import plain_text
 from duet.store.db import now_iso, transaction
 
 TITLE_MAX_CHARS = 200
@@ -150,14 +153,19 @@ def fork_conversation(
     return fork
 
 
-def fts_query(text: str) -> str:
-    """Turn what a person typed into an FTS5 query: every word must appear, the last one may be
-    the start of a word. Each word is quoted, so FTS5 operators and stray quotes are plain text.
+def query_words(text: str) -> list[str]:
+    """The words a person typed. Control characters and lone surrogates separate words:
+    SQLite reads a NUL as the end of the query (an unterminated string), a surrogate has no
+    UTF-8 at all, and FTS5's tokenizer splits words at control characters in the indexed text
+    too."""
+    return "".join(" " if unicodedata.category(c) in ("Cc", "Cs") else c for c in text).split()
 
-    Control characters and lone surrogates separate words: SQLite reads a NUL as the end of the
-    query (an unterminated string), a surrogate has no UTF-8 at all, and FTS5's tokenizer splits
-    words at control characters in the indexed text too."""
-    words = "".join(" " if unicodedata.category(c) in ("Cc", "Cs") else c for c in text).split()
+
+def fts_query(text: str) -> str:
+    """Turn what a person typed into an FTS5 query for the word index: every word must appear,
+    the last one may be the start of a word. Each word is quoted, so FTS5 operators and stray
+    quotes are plain text."""
+    words = query_words(text)
     if not words:
         return ""
     quoted = ['"' + word.replace('"', '""') + '"' for word in words]
@@ -165,16 +173,54 @@ def fts_query(text: str) -> str:
     return " ".join(quoted)
 
 
+# Scripts written without spaces between words (Chinese, Japanese kana, Korean, and their
+# full-width punctuation): the word index takes a whole run of them for one word, so a query
+# in them is looked up as a substring instead.
+UNSPACED = re.compile(
+    "[\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
+    "\uff00-\uffef\U00020000-\U0003134f]"
+)
+TRIGRAM = 3  # the substring index's tokens: shorter words are looked up without it
+SNIPPET_BEFORE, SNIPPET_AFTER = 40, 90  # characters of context around the first match
+
+
 def search_conversations(
     db: sqlite3.Connection, user_id: int, text: str, limit: int = 50
 ) -> list[SearchHit]:
-    """Conversations with a message matching `text`, best match first, one hit per conversation."""
-    query = fts_query(text)
-    if not query:
+    """Conversations with a message matching `text`, best match first, one hit per conversation.
+
+    Words in spaced scripts match whole words, the last one as a prefix (the unicode61 word
+    index, m004); a query with Chinese, Japanese or Korean in it matches substrings (the
+    trigram index, m009, for words of three characters or more, a scan for shorter ones). The
+    snippet is the message's text as it reads, without Markdown syntax."""
+    words = query_words(text)
+    if not words:
         return []
-    rows = db.execute(
-        """
-        SELECT conversations.*, snippet(messages_fts, -1, ?, ?, '…', 12) AS snippet
+    if any(UNSPACED.search(word) for word in words):
+        rows = _substring_matches(db, user_id, words, limit * 10)
+        marks = _substring_marks(words)
+    else:
+        rows = _word_matches(db, user_id, fts_query(text), limit * 10)
+        marks = _word_marks(words)
+    hits: dict[int, SearchHit] = {}
+    for row in rows:
+        if row["id"] not in hits:
+            snippet = make_snippet(row["hit_content"], row["hit_reasoning"], marks)
+            hits[row["id"]] = SearchHit(conversation=from_row(row), snippet=snippet)
+    return list(hits.values())[:limit]
+
+
+HIT_COLUMNS = (
+    "conversations.*, messages.content AS hit_content, messages.reasoning AS hit_reasoning"
+)
+
+
+def _word_matches(
+    db: sqlite3.Connection, user_id: int, query: str, limit: int
+) -> list[sqlite3.Row]:
+    return db.execute(
+        f"""
+        SELECT {HIT_COLUMNS}
         FROM messages_fts
         JOIN messages ON messages.id = messages_fts.rowid
         JOIN conversations ON conversations.id = messages.conversation_id
@@ -183,10 +229,94 @@ def search_conversations(
         LIMIT ?
         """,
         # Matches are messages; several can come from one conversation.
-        (MATCH_START, MATCH_END, query, user_id, limit * 10),
-    )
-    hits: dict[int, SearchHit] = {}
-    for row in rows:
-        if row["id"] not in hits:
-            hits[row["id"]] = SearchHit(conversation=from_row(row), snippet=row["snippet"])
-    return list(hits.values())[:limit]
+        (query, user_id, limit),
+    ).fetchall()
+
+
+def _substring_matches(
+    db: sqlite3.Connection, user_id: int, words: list[str], limit: int
+) -> list[sqlite3.Row]:
+    long_words = [word for word in words if len(word) >= TRIGRAM]
+    short_words = [word for word in words if len(word) < TRIGRAM]
+    conditions = ["conversations.user_id = ?"]
+    parameters: list[object] = [user_id]
+    if long_words:
+        conditions.append(
+            "messages.id IN (SELECT rowid FROM messages_trigram WHERE messages_trigram MATCH ?)"
+        )
+        parameters.append(" ".join('"' + word.replace('"', '""') + '"' for word in long_words))
+    for word in short_words:
+        # lower() folds ASCII only, as the trigram index does for the longer words.
+        conditions.append(
+            "(instr(lower(messages.content), lower(?)) > 0"
+            " OR instr(lower(messages.reasoning), lower(?)) > 0)"
+        )
+        parameters += [word, word]
+    parameters.append(limit)
+    return db.execute(
+        f"""
+        SELECT {HIT_COLUMNS}
+        FROM messages
+        JOIN conversations ON conversations.id = messages.conversation_id
+        WHERE {" AND ".join(conditions)}
+        ORDER BY messages.id DESC
+        LIMIT ?
+        """,
+        parameters,
+    ).fetchall()
+
+
+Marks = Callable[[str], list[tuple[int, int]]]
+"""Where a query matches in a text: sorted, non-overlapping (start, end) spans."""
+
+
+def _fold(word: str) -> str:
+    # What unicode61 remove_diacritics compares: case and accents aside.
+    decomposed = unicodedata.normalize("NFKD", word.casefold())
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
+def _word_marks(words: list[str]) -> Marks:
+    folded = [_fold(word) for word in words]
+    whole, prefix = set(folded[:-1]), folded[-1]
+
+    def marks(text: str) -> list[tuple[int, int]]:
+        spans = []
+        for found in re.finditer(r"[^\W_]+", text):
+            token = _fold(found.group())
+            if token in whole or token.startswith(prefix):
+                spans.append(found.span())
+        return spans
+
+    return marks
+
+
+def _substring_marks(words: list[str]) -> Marks:
+    pattern = re.compile("|".join(re.escape(word) for word in words), re.IGNORECASE)
+    return lambda text: [found.span() for found in pattern.finditer(text)]
+
+
+def make_snippet(content: str, reasoning: str, marks: Marks) -> str:
+    """A piece of the message as it reads (Markdown syntax gone) around its first match, the
+    matches between MATCH_START and MATCH_END; the answer's text first, then its reasoning."""
+    texts = [plain_text(content), plain_text(reasoning)]
+    for text in texts:
+        spans = marks(text)
+        if spans:
+            break
+    else:
+        text, spans = texts[0] or texts[1], []
+    first = spans[0][0] if spans else 0
+    start, end = max(0, first - SNIPPET_BEFORE), min(len(text), first + SNIPPET_AFTER)
+    if start > 0 and " " in text[start:first]:
+        start = text.index(" ", start) + 1  # begin at a word, not inside one
+    if end < len(text) and " " in text[first:end]:
+        end = text.rindex(" ", first, end)
+    pieces, at = [], start
+    for span_start, span_end in spans:
+        if span_start < start or span_end > end:
+            continue
+        pieces += [text[at:span_start], MATCH_START, text[span_start:span_end], MATCH_END]
+        at = span_end
+    pieces.append(text[at:end])
+    return ("…" if start > 0 else "") + "".join(pieces) + ("…" if end < len(text) else "")
