@@ -20,10 +20,19 @@ from duet.api.schema import ChatCompletionRequest
 from duet.api.translate import Answer, Head, Unsupported, chat_request, first_chunk
 from duet.app import create_app
 from duet.auth.sessions import COOKIE, token_hash
-from duet.engines.events import AnswerDelta, Done, ReasoningDelta, StreamError, Usage
+from duet.engines.events import (
+    AnswerDelta,
+    Done,
+    ReasoningDelta,
+    StreamError,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+)
 from duet.sampling import DEFAULT_MAX_TOKENS, NON_THINKING, THINKING
 from duet.settings import Settings
-from duet.store import api_keys, sessions, users
+from duet.store import api_keys, sessions, user_limits, users
+from duet.store.user_limits import LimitValues
 from duet.store.users import LOCAL_USER_ID
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -83,10 +92,62 @@ def test_messages_become_the_engines_turns() -> None:
     ]
 
 
-def test_tools_are_refused_until_the_engines_take_them() -> None:
-    tool = {"type": "function", "function": {"name": "weather", "parameters": {}}}
-    with pytest.raises(Unsupported):
-        chat_request(body(tools=[tool]), "m")
+WEATHER = {
+    "type": "function",
+    "function": {"name": "weather", "parameters": {"type": "object", "properties": {}}},
+}
+CALL = {"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": "{}"}}
+
+
+def test_tools_and_their_turns_reach_the_engine_request() -> None:
+    asked = chat_request(
+        body(
+            tools=[WEATHER],
+            messages=[
+                *QUESTION,
+                {"role": "assistant", "content": None, "tool_calls": [CALL]},
+                {"role": "tool", "tool_call_id": "call_1", "content": "12 C"},
+            ],
+        ),
+        "m",
+    )
+    assert asked.tools == (WEATHER,)
+    assistant, result = asked.messages[1:]
+    assert (
+        assistant.tool_calls == (ToolCall("call_1", "weather", "{}"),) and assistant.content == ""
+    )
+    assert (result.role, result.tool_call_id, result.content) == ("tool", "call_1", "12 C")
+    assert chat_request(body(tools=[WEATHER], tool_choice="none"), "m").tools == ()
+    for forced in ("required", {"type": "function", "function": {"name": "weather"}}):
+        with pytest.raises(Unsupported):
+            chat_request(body(tools=[WEATHER], tool_choice=forced), "m")
+
+
+def test_a_tool_call_streams_in_pieces_and_is_whole_in_the_completion() -> None:
+    head, answer = Head("vllm/m"), Answer()
+    pieces = [
+        ToolCallDelta(0, "call_a", "weather", "", 1.0, 0),
+        ToolCallDelta(0, None, None, '{"city": ', 1.1, 1),
+        ToolCallDelta(0, None, None, '"Paris"}', 1.2, 2),
+        ToolCallDelta(1, None, "time", "{}", 1.3, 3),  # an engine that gives no id
+        Done("stop", 1.4),
+    ]
+    data = sse_data(b"".join(answer.stream_bytes(head, e, False) for e in pieces))
+    calls = [c["choices"][0]["delta"]["tool_calls"][0] for c in data[:4]]
+    assert calls[0] == {
+        "index": 0, "id": "call_a", "type": "function",
+        "function": {"name": "weather", "arguments": ""},
+    }  # fmt: skip
+    assert calls[1] == {"index": 0, "function": {"arguments": '{"city": '}}
+    assert calls[3]["id"].startswith("call_") and calls[3]["function"]["name"] == "time"
+    assert data[4]["choices"][0]["finish_reason"] == "tool_calls"
+    message = answer.completion(head)["choices"][0]["message"]
+    assert message["content"] is None
+    whole = [
+        (c["id"], c["function"]["name"], c["function"]["arguments"]) for c in message["tool_calls"]
+    ]
+    assert whole == [("call_a", "weather", '{"city": "Paris"}'), (calls[3]["id"], "time", "{}")]
+    assert answer.completion(head)["choices"][0]["finish_reason"] == "tool_calls"
 
 
 def sse_data(stream: bytes) -> list[Any]:
@@ -227,7 +288,7 @@ def test_a_bad_request_is_a_400_that_says_what_is_wrong(
 
 
 def test_a_down_engine_is_a_503_with_retry_after(app: tuple[FastAPI, TestClient, str]) -> None:
-    _, client, token = app
+    made, client, token = app
     for stream in (False, True):
         got = ask(client, token, {"model": "vllm/m", "messages": QUESTION, "stream": stream})
         assert got.status_code == 503, got.text
@@ -236,6 +297,25 @@ def test_a_down_engine_is_a_503_with_retry_after(app: tuple[FastAPI, TestClient,
         assert error["code"] == "engine_unavailable" and "vLLM is down" in error["message"]
     metrics = client.get("/metrics").text
     assert 'duet_api_requests_total{engine="vllm",outcome="failed"} 2.0' in metrics
+    rows = made.state.db.execute("SELECT status, key_id FROM api_requests").fetchall()
+    assert [tuple(row) for row in rows] == [("failed", 1), ("failed", 1)], "usage kept"
+
+
+def test_over_a_limit_is_a_429_with_retry_after(app: tuple[FastAPI, TestClient, str]) -> None:
+    """/v1 asks duet.limits before the engine (tests/test_limits.py tests the limits
+    themselves): a refusal is OpenAI's rate-limit error, and it never reaches the engine."""
+    made, client, token = app
+    user_limits.set_override(made.state.db, LOCAL_USER_ID, LimitValues(0, None, None))
+    engine = made.state.engines["vllm"].inner
+    got = ask(client, token, {"model": "vllm/m", "messages": QUESTION, "stream": True})
+    assert got.status_code == 429, got.text
+    assert got.json()["error"]["type"] == "rate_limit_error"
+    assert got.json()["error"]["code"] == "rate_limit_exceeded"
+    assert got.headers["retry-after"] == "5" and engine.requests == 0
+    metrics = client.get("/metrics").text
+    assert 'duet_api_requests_total{engine="vllm",outcome="refused"} 1.0' in metrics
+    status = made.state.db.execute("SELECT status FROM api_requests").fetchall()
+    assert [row[0] for row in status] == ["refused"]
 
 
 def test_unknown_and_unlisted_models(app: tuple[FastAPI, TestClient, str]) -> None:

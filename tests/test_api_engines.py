@@ -9,6 +9,7 @@ database as /account/keys makes one.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -81,11 +82,14 @@ def reasoning_of(part: Any) -> tuple[str | None, str | None]:
 def test_models_name_every_engine_route(duet: Duet) -> None:
     listed = {m.id: m.owned_by for m in duet.client().models.list()}
     # Every model each engine has (an Ollama may hold others than the tiny one).
-    assert listed.items() >= {
-        model("vllm"): "vllm",
-        f"{model('ollama')}:latest": "ollama",
-        f"{model('ollama-openai')}:latest": "ollama-openai",
-    }.items()
+    assert (
+        listed.items()
+        >= {
+            model("vllm"): "vllm",
+            f"{model('ollama')}:latest": "ollama",
+            f"{model('ollama-openai')}:latest": "ollama-openai",
+        }.items()
+    )
     assert all(name.startswith(f"{engine}/") for name, engine in listed.items())
     # A key limited to some models lists only those, and a bare Ollama name is its :latest.
     limited = duet.client(duet.key((model("vllm"), model("ollama"))))
@@ -204,6 +208,18 @@ def test_usage_is_the_engines_own_count(duet: Duet, dev_stack: DevStack, engine:
     usage = streamed[-1].usage
     assert usage is not None and (usage.prompt_tokens, usage.completion_tokens) == expected
     assert [c.choices[0].finish_reason for c in streamed if c.choices][-1] == "length"
+    # The books (duet.limits' usage rows) hold the same counts, the key, and no text.
+    db = connect(duet.database)
+    rows = db.execute(
+        "SELECT * FROM api_requests WHERE engine = ? ORDER BY id", (engine,)
+    ).fetchall()
+    db.close()
+    assert [(r["status"], r["prompt_tokens"], r["completion_tokens"]) for r in rows] == [
+        ("completed", *expected),
+        ("completed", *expected),
+    ]
+    assert all(r["key_id"] is not None and 0 < r["ttft_ms"] <= r["duration_ms"] for r in rows)
+    assert STORY not in str([tuple(r) for r in rows])
 
 
 @pytest.mark.parametrize("engine", ["vllm", "ollama"])
@@ -325,3 +341,51 @@ def test_api_requests_are_counted_per_engine_in_metrics(duet: Duet) -> None:
         )
         assert counted == 1, engine
         assert metric_value(exposition, "duet_engine_requests_total", engine=engine) >= 1
+
+
+@pytest.mark.parametrize("thinking", [True, False], ids=["thinking", "no-thinking"])
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_tool_call_round_trip(duet: Duet, engine: str, thinking: bool) -> None:
+    """The tiny model (since v3) calls its weather tool for a weather question: the call comes
+    back as OpenAI's tool_calls, streamed in pieces and whole, and the tool's result sent back
+    gets the answer that reads it (the result names a condition the question does not)."""
+    from duet.tinymodel.corpus import WEATHER_TOOL, weather_result
+
+    client = duet.client()
+    question = [{"role": "user", "content": "What is the weather in Paris?"}]
+    asked: dict[str, Any] = {
+        "model": model(engine),
+        "tools": [WEATHER_TOOL],
+        "temperature": 0,
+        "max_tokens": 96,
+        "extra_body": thinking_switch(thinking),
+    }
+    first = client.chat.completions.create(messages=question, **asked)
+    choice = first.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    calls = choice.message.tool_calls or []
+    assert [(c.function.name, json.loads(c.function.arguments)) for c in calls] == [
+        ("get_weather", {"city": "Paris"})
+    ]
+    assert calls[0].id and not (choice.message.content or "").strip()
+    # Streamed, the same call arrives in pieces that add up to it.
+    chunks = list(client.chat.completions.create(messages=question, stream=True, **asked))
+    pieces = [p for c in chunks if c.choices for p in c.choices[0].delta.tool_calls or ()]
+    assert pieces and pieces[0].id and pieces[0].function.name == "get_weather"
+    assert json.loads("".join(p.function.arguments or "" for p in pieces)) == {"city": "Paris"}
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "tool_calls"
+    reasoning, _ = reasoning_of(choice.message)
+    called = {
+        "role": "assistant",
+        "content": "",
+        "reasoning": reasoning,
+        "tool_calls": [c.model_dump() for c in calls],
+    }
+    result = {
+        "role": "tool",
+        "tool_call_id": calls[0].id,
+        "content": weather_result("Paris", "rainy"),
+    }
+    second = client.chat.completions.create(messages=[*question, called, result], **asked)
+    assert second.choices[0].finish_reason == "stop"
+    assert second.choices[0].message.content == "It is rainy in Paris right now."

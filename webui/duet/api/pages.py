@@ -51,6 +51,7 @@ def own_keys_page(
         "now": iso(datetime.now(UTC)),
         "max_expiry_days": keys.MAX_EXPIRY_DAYS,
         "base_url": str(request.base_url).rstrip("/") + "/v1",
+        "current_page": "api keys",
         "clear_flash": htmx(request),
     }
     template = "_api_keys_panel.html" if htmx(request) else "api_keys.html"

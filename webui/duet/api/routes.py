@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing, suppress
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
@@ -42,9 +42,11 @@ from duet.engines.events import (
     ReasoningDelta,
     StreamError,
     StreamEvent,
+    ToolCallDelta,
 )
-from duet.metrics.prometheus import Telemetry
+from duet.limits import Admitted, Limits, OverLimit
 from duet.sse import SSE_HEADERS
+from duet.store.api_usage import EndStatus, Outcome
 from duet.tasks import describe_exception
 from duet.views.deps import Engines, received_at
 from duet.views.health import check
@@ -108,25 +110,57 @@ async def read_request(request: Request) -> ChatCompletionRequest:
         raise ApiError(400, message, "invalid_request", param) from None
 
 
-@dataclass(slots=True)
-class Clock:
-    """An API request's two stamps, as the web UI's answers have them (perf_counter())."""
+def ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)
 
+
+@dataclass(slots=True)
+class Ledger:
+    """One API request's books: its two stamps, as the web UI's answers have them
+    (perf_counter(): when Duet received it, when the engine request was on the wire), and how
+    it ended, written once to /metrics and to its usage row (`duet.limits`)."""
+
+    engine: EngineName
     received: float
+    counter: Counter
+    admitted: Admitted
     sent: float | None = None
+    ended: bool = False
 
     def on_sent(self, at: float) -> None:
         if self.sent is None:
             self.sent = at
 
+    @property
+    def start(self) -> float:
+        return self.sent if self.sent is not None else self.received
+
     def server_timing(self, first_at: float | None) -> str:
-        sent = self.sent if self.sent is not None else self.received
-        spans = [f'duet;desc="receipt to engine request";dur={(sent - self.received) * 1000:.3f}']
+        spans = [f'duet;desc="receipt to engine request";dur={ms(self.start - self.received)}']
         if first_at is not None:
             spans.append(
-                f'engine;desc="engine request to first token";dur={(first_at - sent) * 1000:.3f}'
+                f'engine;desc="engine request to first token";dur={ms(first_at - self.start)}'
             )
         return ", ".join(spans)
+
+    def end(self, status: EndStatus, answer: Answer | None = None) -> None:
+        """Record how the request ended (only the first call counts). Times count from the
+        engine request, like a web UI answer's."""
+        if self.ended:
+            return
+        self.ended = True
+        self.counter.labels(self.engine, status).inc()
+        usage = answer.usage if answer is not None else None
+        first = answer.first_text_at if answer is not None else None
+        self.admitted.finish(
+            Outcome(
+                status,
+                prompt_tokens=usage.prompt_tokens if usage else None,
+                completion_tokens=usage.completion_tokens if usage else None,
+                ttft_ms=None if first is None else ms(first - self.start),
+                duration_ms=ms(time.perf_counter() - self.start),
+            )
+        )
 
 
 class ClientGone(Exception):
@@ -187,17 +221,30 @@ async def next_event(stream: AsyncIterator[StreamEvent]) -> StreamEvent:
 
 
 class ChunkStream(StreamingResponse):
-    """A streamed completion whose body (and so the engine's stream) is closed the moment the
+    """A streamed completion whose body is closed, and `finish` called, the moment the
     response ends, the client's disconnect included: Starlette cancels a streaming response
-    when its client leaves but leaves a body suspended at a `yield` to the garbage collector."""
+    when its client leaves, but leaves a body suspended at a `yield` to the garbage collector,
+    and a body that never started runs none of its own cleanup."""
+
+    def __init__(
+        self,
+        content: AsyncIterator[bytes],
+        finish: Callable[[], Awaitable[None]],
+        headers: Mapping[str, str],
+    ) -> None:
+        super().__init__(content, media_type="text/event-stream", headers=headers)
+        self.finish = finish
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
             body = self.body_iterator
-            if hasattr(body, "aclose"):
-                await body.aclose()
+            try:
+                if isinstance(body, AsyncGenerator):
+                    await body.aclose()
+            finally:
+                await self.finish()
 
 
 @router.post("/chat/completions")
@@ -205,28 +252,40 @@ async def chat_completions(request: Request, caller: ApiCaller) -> Response:
     # The app's parts straight from its state, not as more dependencies: FastAPI resolves
     # each one in turn, and this request is on its way to an engine.
     received = received_at(request)
-    engines: Mapping[EngineName, Engine] = request.app.state.engines
+    state = request.app.state
+    engines: Mapping[EngineName, Engine] = state.engines
+    counter: Counter = state.telemetry.api_requests
     body = await read_request(request)
     engine_name, model = resolve(body.model, caller, engines)
     try:
         asked = chat_request(body, model)
     except Unsupported as error:
         raise ApiError(400, str(error), "unsupported", error.param) from None
+    limits: Limits = state.limits
+    try:
+        admitted = limits.admit(
+            caller.user_id, key_id=caller.key.id, engine=engine_name, model=model
+        )
+    except OverLimit as over:
+        counter.labels(engine_name, "refused").inc()
+        retry = {"Retry-After": str(over.retry_after)}
+        raise ApiError(429, over.message, "rate_limit_exceeded", headers=retry) from None
+    ledger = Ledger(engine_name, received, counter, admitted)
     engine = engines[engine_name]
-    telemetry: Telemetry = request.app.state.telemetry
-    books = telemetry.api_requests
-    clock = Clock(received)
     try:
         if body.stream:
-            return await streamed(request, engine, asked, body, clock, books)
-        return await whole(request, engine, asked, body, clock, books)
-    except ApiError:
-        books.labels(engine_name, "failed").inc()
-        raise
+            return await streamed(request, engine, asked, body, ledger)
+        return await whole(request, engine, asked, body, ledger)
     except ClientGone:
-        books.labels(engine_name, "stopped").inc()
+        ledger.end("stopped")
         # Nobody reads this: the client has gone.
         return Response(status_code=499)
+    except asyncio.CancelledError:
+        ledger.end("stopped")
+        raise
+    except BaseException:
+        ledger.end("failed")
+        raise
 
 
 async def whole(
@@ -234,12 +293,11 @@ async def whole(
     engine: Engine,
     asked: ChatRequest,
     body: ChatCompletionRequest,
-    clock: Clock,
-    books: Counter,
+    ledger: Ledger,
 ) -> Response:
     async def collect() -> Answer:
         answer = Answer()
-        async with aclosing(engine.stream_chat(asked, clock.on_sent)) as stream:
+        async with aclosing(engine.stream_chat(asked, ledger.on_sent)) as stream:
             event: StreamEvent | None = None
             while not isinstance(event, Done | StreamError):
                 event = await next_event(stream)
@@ -248,11 +306,11 @@ async def whole(
 
     answer = await unless_disconnected(request, collect())
     if answer.error is not None:
+        ledger.end("failed", answer)
         raise await engine_failure(engine, answer.error)
-    books.labels(engine.name, "completed").inc()
-    head = Head(body.model)
-    timing = {"Server-Timing": clock.server_timing(answer.first_text_at)}
-    return JSONResponse(answer.completion(head), headers=timing)
+    ledger.end("completed", answer)
+    timing = {"Server-Timing": ledger.server_timing(answer.first_text_at)}
+    return JSONResponse(answer.completion(Head(body.model)), headers=timing)
 
 
 async def streamed(
@@ -260,10 +318,9 @@ async def streamed(
     engine: Engine,
     asked: ChatRequest,
     body: ChatCompletionRequest,
-    clock: Clock,
-    books: Counter,
+    ledger: Ledger,
 ) -> Response:
-    stream = engine.stream_chat(asked, clock.on_sent)
+    stream = engine.stream_chat(asked, ledger.on_sent)
     try:
         first = await unless_disconnected(request, next_event(stream))
     except BaseException:
@@ -276,7 +333,7 @@ async def streamed(
     answer = Answer()
 
     async def chunks() -> AsyncIterator[bytes]:
-        outcome = "stopped"
+        status: EndStatus = "stopped"
         try:
             async with aclosing(stream):
                 event = first
@@ -285,12 +342,16 @@ async def streamed(
                     yield opening + answer.stream_bytes(head, event, body.include_usage)
                     opening = b""
                     if isinstance(event, Done | StreamError):
-                        outcome = "completed" if isinstance(event, Done) else "failed"
+                        status = "completed" if isinstance(event, Done) else "failed"
                         break
                     event = await next_event(stream)
         finally:
-            books.labels(engine.name, outcome).inc()
+            ledger.end(status, answer)
 
-    first_at = first.at if isinstance(first, ReasoningDelta | AnswerDelta) else None
-    headers = {**SSE_HEADERS, "Server-Timing": clock.server_timing(first_at)}
-    return ChunkStream(chunks(), media_type="text/event-stream", headers=headers)
+    async def finish() -> None:
+        await stream.aclose()
+        ledger.end("stopped", answer)  # unless it ended already
+
+    text = isinstance(first, ReasoningDelta | AnswerDelta | ToolCallDelta)
+    headers = {**SSE_HEADERS, "Server-Timing": ledger.server_timing(first.at if text else None)}
+    return ChunkStream(chunks(), finish, headers)

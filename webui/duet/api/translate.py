@@ -12,6 +12,7 @@ the name vLLM used before (vLLM PR #27752) and which older clients still read.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import secrets
 import time
@@ -20,7 +21,17 @@ from typing import Any
 
 from duet.api.schema import ChatCompletionRequest, Message
 from duet.engines.base import ChatMessage, ChatRequest, Role, Sampling
-from duet.engines.events import AnswerDelta, Done, ReasoningDelta, StreamError, StreamEvent, Usage
+from duet.engines.events import (
+    AnswerDelta,
+    Done,
+    ReasoningDelta,
+    StreamError,
+    StreamEvent,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+    tool_calls,
+)
 from duet.sampling import DEFAULT_MAX_TOKENS, recommended_sampling
 
 # finish_reason values OpenAI's clients know; an engine's other words for "it ended" read "stop".
@@ -43,10 +54,16 @@ class Unsupported(ValueError):
 
 
 def chat_message(message: Message) -> ChatMessage:
+    calls = tuple(
+        ToolCall(id=call.id, name=call.function.name, arguments=call.function.arguments)
+        for call in message.tool_calls or ()
+    )
     return ChatMessage(
         role=ROLES[message.role],
         content=message.text,
         reasoning=message.reasoning or message.reasoning_content,
+        tool_calls=calls,
+        tool_call_id=message.tool_call_id,
     )
 
 
@@ -65,19 +82,36 @@ def sampling(body: ChatCompletionRequest) -> Sampling:
     )
 
 
+def tools(body: ChatCompletionRequest) -> tuple[dict[str, Any], ...]:
+    """The functions the model may call. The engines decide for themselves whether to call one
+    (OpenAI's `auto`); `none` is honoured by offering none, and forcing a call (`required`, or
+    a named function) is refused rather than quietly left to the model."""
+    if body.tool_choice == "none" or not body.tools:
+        return ()
+    if body.tool_choice not in (None, "auto"):
+        raise Unsupported(
+            "tool_choice may be auto or none here: the engines choose whether to call a tool.",
+            "tool_choice",
+        )
+    return tuple(tool.model_dump(exclude_none=True) for tool in body.tools)
+
+
 def chat_request(body: ChatCompletionRequest, model: str) -> ChatRequest:
     """The engine request for `body`, asking for `model` (the engine's own name for it)."""
-    if body.tools or any(m.role == "tool" or m.tool_calls for m in body.messages):
-        raise Unsupported("Tool calling is not available through Duet's /v1 yet.", "tools")
     return ChatRequest(
         messages=tuple(chat_message(m) for m in body.messages),
         thinking=body.thinking,
         sampling=sampling(body),
         model=model,
+        tools=tools(body),
     )
 
 
-def finish_reason(done: Done | None) -> str:
+def finish_reason(done: Done | None, called: bool = False) -> str:
+    """OpenAI's word for how the answer ended: an answer that called a tool ends for its
+    result (`tool_calls`), whatever word the engine used."""
+    if called:
+        return "tool_calls"
     reason = done.finish_reason if done is not None else None
     return reason if reason in FINISH_REASONS else "stop"
 
@@ -137,18 +171,26 @@ class Answer:
 
     content: list[str] = field(default_factory=list)
     reasoning: list[str] = field(default_factory=list)
+    calls: list[ToolCallDelta] = field(default_factory=list)
     usage: Usage | None = None
     done: Done | None = None
     error: StreamError | None = None
     first_text_at: float | None = None
 
     def fold(self, event: StreamEvent) -> None:
-        if isinstance(event, ReasoningDelta | AnswerDelta):
-            if self.first_text_at is None:
-                self.first_text_at = event.at
-            (self.reasoning if isinstance(event, ReasoningDelta) else self.content).append(
-                event.text
-            )
+        text = isinstance(event, ReasoningDelta | AnswerDelta | ToolCallDelta)
+        if text and self.first_text_at is None:
+            self.first_text_at = event.at
+        if isinstance(event, ReasoningDelta):
+            self.reasoning.append(event.text)
+        elif isinstance(event, AnswerDelta):
+            self.content.append(event.text)
+        elif isinstance(event, ToolCallDelta):
+            if event.id is None and all(c.index != event.index for c in self.calls):
+                # A call must have an id for its result to answer; an engine that gives none
+                # gets one here, on the call's first piece.
+                event = dataclasses.replace(event, id="call_" + secrets.token_hex(12))
+            self.calls.append(event)
         elif isinstance(event, Usage):
             self.usage = event
         elif isinstance(event, Done):
@@ -161,10 +203,12 @@ class Answer:
         self.fold(event)
         if isinstance(event, ReasoningDelta | AnswerDelta):
             return sse(chunk(head, delta(event))) if event.text else b""
+        if isinstance(event, ToolCallDelta):
+            return sse(chunk(head, {"tool_calls": [call_delta(self.calls[-1])]}))
         if isinstance(event, StreamError):
             return sse(error_body(event.message)) + DONE_LINE
         if isinstance(event, Done):
-            ending = sse(chunk(head, {}, finish_reason(event)))
+            ending = sse(chunk(head, {}, finish_reason(event, bool(self.calls))))
             usage = usage_body(self.usage)
             if include_usage and usage is not None:
                 ending += sse({**chunk(head, {}), "choices": [], "usage": usage})
@@ -172,7 +216,18 @@ class Answer:
         return b""
 
     def completion(self, head: Head) -> dict[str, Any]:
-        message: dict[str, Any] = {"role": "assistant", "content": "".join(self.content)}
+        content = "".join(self.content)
+        message: dict[str, Any] = {"role": "assistant", "content": content}
+        if self.calls:
+            message["content"] = content or None
+            message["tool_calls"] = [
+                {
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": c.arguments},
+                }
+                for c in tool_calls(self.calls)
+            ]
         if self.reasoning:
             reasoning = "".join(self.reasoning)
             message.update(reasoning=reasoning, reasoning_content=reasoning)
@@ -186,7 +241,7 @@ class Answer:
                     "index": 0,
                     "message": message,
                     "logprobs": None,
-                    "finish_reason": finish_reason(self.done),
+                    "finish_reason": finish_reason(self.done, bool(self.calls)),
                 }
             ],
         }
@@ -194,6 +249,18 @@ class Answer:
         if usage is not None:
             body["usage"] = usage
         return body
+
+
+def call_delta(piece: ToolCallDelta) -> dict[str, Any]:
+    """A piece of a tool call as OpenAI streams it: the first with the call's id, type and
+    function name, each with the next part of the arguments."""
+    function: dict[str, Any] = {"arguments": piece.arguments}
+    if piece.name:
+        function["name"] = piece.name
+    entry: dict[str, Any] = {"index": piece.index, "function": function}
+    if piece.id:
+        entry.update(id=piece.id, type="function")
+    return entry
 
 
 def first_chunk(head: Head) -> bytes:
