@@ -33,8 +33,11 @@ from duet.limits import Limits, OverLimit
 from duet.metrics.prometheus import Telemetry, instrument
 from duet.settings import Settings
 from duet.store import StorageError, open_database, users
+from duet.store.checkpoints import Checkpointer, hand_over_checkpoints
+from duet.tasks import start_task
 from duet.views import accounts as accounts_views
 from duet.views import admin as admin_views
+from duet.views import admin_limits as admin_limits_views
 from duet.views import auth as auth_views
 from duet.views import chat, health, history
 from duet.views import compare as compare_views
@@ -83,6 +86,13 @@ def create_app(
             log.error("%s", error)
             raise
         app.state.db = db
+        checkpointing = None
+        if str(database_path) != ":memory:":
+            # The log is copied back into the database in a worker thread, not in a commit on
+            # the event loop (duet.store.checkpoints).
+            hand_over_checkpoints(db)
+            checkpointer = Checkpointer(database_path)
+            checkpointing = start_task(checkpointer.run(), name="database checkpoints")
         app.state.generations = Generations(db)
         app.state.limits = Limits(db)
         app.state.compare_runs = CompareRuns(db, app.state.generations)
@@ -108,6 +118,8 @@ def create_app(
                     await engine.aclose()
                 except Exception:
                     log.exception("closing %s", engine.name)
+            if checkpointing is not None:
+                await checkpointer.stop(checkpointing)
             db.close()
 
     # No OpenAPI schema or docs pages: the HTML routes are not an API, and a schema served to
@@ -143,6 +155,7 @@ def create_app(
     app.include_router(accounts_views.members)
     app.include_router(api_pages.router)
     app.include_router(admin_views.router)
+    app.include_router(admin_limits_views.router)
     app.include_router(auth_views.router)
     app.include_router(accounts_views.router)
     app.include_router(health.metrics_router)

@@ -1,0 +1,90 @@
+"""The app's connection leaves checkpoints to a worker thread (duet.store.checkpoints)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+from duet.store import checkpoints, open_database
+from duet.store.checkpoints import Checkpointer, hand_over_checkpoints
+
+ROW = "x" * 3000  # about one page per row
+
+
+def fill(db: sqlite3.Connection, rows: int) -> None:
+    db.execute("CREATE TABLE IF NOT EXISTS filler (text TEXT)")
+    for _ in range(rows):
+        db.execute("INSERT INTO filler VALUES (?)", (ROW,))
+
+
+def test_the_apps_commits_do_not_checkpoint(tmp_path: Path) -> None:
+    db = open_database(tmp_path / "duet.db")
+    hand_over_checkpoints(db)
+    assert db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    # Past SQLite's default of 1000 pages, a commit would have copied the log back and the
+    # log would restart from its beginning; handed over, it only grows.
+    fill(db, 1500)
+    assert (tmp_path / "duet.db-wal").stat().st_size > 1500 * 4096
+    db.close()
+
+
+def test_a_checkpoint_copies_the_whole_log_and_the_log_restarts(tmp_path: Path) -> None:
+    path = tmp_path / "duet.db"
+    db = open_database(path)
+    hand_over_checkpoints(db)
+    fill(db, 300)
+    checkpointer = Checkpointer(path)
+    frames, copied = checkpointer.checkpoint()
+    assert frames >= 300 and copied == frames
+    wal_size = checkpointer.log_bytes()
+    # The next commits write from the start of the log again, so it does not grow.
+    fill(db, 100)
+    assert checkpointer.log_bytes() <= wal_size
+    # Everything is in the database file: a connection reading it without the log sees it.
+    db.close()
+    checkpointer.close()
+    copy = tmp_path / "copy.db"
+    copy.write_bytes(path.read_bytes())
+    rows = sqlite3.connect(copy).execute("SELECT count(*) FROM filler").fetchone()[0]
+    assert rows == 400
+
+
+def test_the_checkpointer_runs_while_the_app_writes_and_stops_cleanly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(checkpoints, "CHECK_SECONDS", 0.01)
+    monkeypatch.setattr(checkpoints, "CHECKPOINT_BYTES", 64 * 1024)
+    path = tmp_path / "duet.db"
+    db = open_database(path)
+    hand_over_checkpoints(db)
+    checkpointer = Checkpointer(path)
+
+    async def write_while_checkpointing() -> int:
+        task = asyncio.create_task(checkpointer.run())
+        for _ in range(40):
+            fill(db, 20)
+            await asyncio.sleep(0.02)
+        await checkpointer.stop(task)
+        return checkpointer.log_bytes()
+
+    log_bytes = asyncio.run(write_while_checkpointing())
+    # 800 pages were written; checkpointed along the way, the log never held them all.
+    assert log_bytes < 400 * 4096
+    db.close()
+
+
+def test_a_failing_checkpoint_is_logged_once_while_it_fails(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    checkpointer = Checkpointer(tmp_path / "no-such-folder" / "duet.db")
+
+    async def three_times() -> None:
+        for _ in range(3):
+            await checkpointer.checkpoint_in_thread()
+
+    asyncio.run(three_times())
+    failures = [r for r in caplog.records if r.message.startswith("checkpointing")]
+    assert len(failures) == 1
+    assert "no-such-folder" in failures[0].message
