@@ -391,3 +391,19 @@ def test_admins_see_every_keys_metadata_and_revoke_any(tmp_path: Path) -> None:
             client.get("/v1/models", headers={"Authorization": f"Bearer {token}"}).status_code
             == 401
         )
+
+
+def test_api_clients_pass_the_cross_site_check_and_other_sites_do_not(
+    app: tuple[FastAPI, TestClient, str],
+) -> None:
+    """/v1 has no exemption from duet.security's cross-site check, and needs none: a script or
+    an SDK sends neither Origin nor Sec-Fetch-Site and passes it; a request another site's
+    page makes a browser send is refused before any key is looked at (and it could not carry
+    the key anyway)."""
+    _, client, token = app
+    payload = {"model": "vllm/m", "messages": QUESTION}
+    bearer = {"Authorization": f"Bearer {token}"}
+    assert client.post("/v1/chat/completions", json=payload, headers=bearer).status_code == 503
+    for browser in ({"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "cross-site"}):
+        refused = client.post("/v1/chat/completions", json=payload, headers={**bearer, **browser})
+        assert refused.status_code == 403 and "another site" in refused.text, browser
