@@ -49,6 +49,9 @@ def test_the_admin_routes_are_the_ones_this_file_tests(team: Team) -> None:
             "/admin/invites",
             "/admin/invites/{invite_id}/revoke",
             "/admin/sessions/{session_id}/end",
+            "/admin/limits",
+            "/admin/users/{user_id}/limits",
+            "/admin/users/{user_id}/limits/remove",
         ]
     )
 

@@ -1,5 +1,6 @@
 """The admin page: accounts (approve, reject, disable, promote, demote, reset a password,
 create), invite links, the signup policy, who is signed in, and usage per user and engine.
+The limits' forms are in views/admin_limits.py; this page shows them and the tokens chart.
 
 Counts, never content: nothing here reads anyone's conversations. Every route takes `Admin`
 (403 for anyone else; the router's MEMBERS_ONLY sends those not signed in or not approved
@@ -18,12 +19,13 @@ from typing import Annotated, Any, TypeVar
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import HTMLResponse, Response
 
+from duet import usage_chart
 from duet.auth import accounts
 from duet.auth.actors import Actor
 from duet.auth.passwords import hash_password
 from duet.auth.sessions import iso
 from duet.settings import Settings
-from duet.store import invites, sessions, usage, users
+from duet.store import api_usage, invites, sessions, usage, user_limits, users
 from duet.store.invites import INVITE_ROLES
 from duet.store.users import User
 from duet.views.accounts import SessionId, as_user_error, require_accounts
@@ -38,6 +40,8 @@ AccountId = Annotated[int, AsciiDigits, Path(ge=1, le=MAX_ID, description="an ac
 InviteId = Annotated[int, AsciiDigits, Path(ge=1, le=MAX_ID, description="an invite's id")]
 USAGE_DAYS = 30
 DEFAULT_INVITE_HOURS = 72
+# The largest limit the forms take: past it, a limit is no limit in practice.
+MAX_LIMIT = 1_000_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +73,13 @@ def panel_context(
         "sessions": accounts.live_sessions(db, settings),
         "usage": usage.usage_since(db, iso(now - timedelta(days=USAGE_DAYS))),
         "usage_days": USAGE_DAYS,
+        "default_limits": user_limits.defaults(db),
+        "own_limits": user_limits.overrides(db),
+        "max_limit": MAX_LIMIT,
+        "usage_chart": usage_chart.chart_of_days(db, now.date(), USAGE_DAYS),
+        "usage_totals": api_usage.totals_since(
+            db, (now - timedelta(days=USAGE_DAYS - 1)).date().isoformat()
+        ),
         "now": iso(now),
     }
 
