@@ -8,11 +8,17 @@ stream the loop serves, waits for the disk: tens of milliseconds on a busy disk,
 save of some answer or on the transaction of a message being sent.
 
 So the app's connection does not checkpoint (`wal_autocheckpoint = 0`), and `Checkpointer` does
-it from a connection of its own in a worker thread: PASSIVE checkpoints, which copy what they can
-without waiting for the app's writes (sqlite.org/pragma.html#pragma_wal_checkpoint). SQLite
-releases the GIL while it works, so the loop runs on meanwhile. The log restarts from its
-beginning once a checkpoint has copied all of it, and `journal_size_limit` truncates the file
-back, so it stays about this size.
+it from a connection of its own in a worker thread (SQLite releases the GIL while it works, so the
+loop runs on meanwhile), the way Litestream does:
+
+- PASSIVE once the log passes CHECKPOINT_BYTES: it copies what it can without waiting for the
+  app's writes (sqlite.org/pragma.html#pragma_wal_checkpoint). The log restarts from its
+  beginning only when a write finds it wholly copied, which steady writes during the copy can
+  put off for ever;
+- so past RESTART_BYTES a RESTART follows the PASSIVE one: it holds off the app's writes while it
+  copies the little the PASSIVE one left, syncs, and sees the log restart. The app's writes wait
+  for it (their busy timeout), once per RESTART_BYTES of log, where SQLite's own checkpoint made
+  them wait once every 1000 pages. `journal_size_limit` then truncates the file.
 """
 
 from __future__ import annotations
@@ -28,6 +34,10 @@ log = logging.getLogger(__name__)
 # SQLite's own 1000 pages, so each checkpoint has little to copy.
 CHECK_SECONDS = 1.0
 CHECKPOINT_BYTES = 1 << 20
+# The size from which a checkpoint also restarts the log (see the module docstring).
+RESTART_BYTES = 16 << 20
+# How long a RESTART checkpoint waits for the app's transaction in progress to end.
+BUSY_TIMEOUT_MS = 5000
 # What the log file is truncated back to after a checkpoint that reset it.
 JOURNAL_SIZE_LIMIT_BYTES = 4 << 20
 
@@ -55,13 +65,17 @@ class Checkpointer:
             return 0
 
     def checkpoint(self) -> tuple[int, int]:
-        """One PASSIVE checkpoint (blocking: run it in a worker thread). Returns SQLite's
-        (frames in the log, frames copied to the database)."""
+        """A PASSIVE checkpoint, and a RESTART one after it if the log is past RESTART_BYTES
+        (blocking: run it in a worker thread). Returns SQLite's (frames in the log, frames
+        copied to the database) after the last of them."""
         if self._db is None:
             # Opened here, in the worker thread, and used by one thread at a time.
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._db.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT_BYTES}")
+            self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         _busy, frames, copied = self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        if self.log_bytes() >= RESTART_BYTES:
+            _busy, frames, copied = self._db.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
         return frames, copied
 
     async def run(self) -> None:
