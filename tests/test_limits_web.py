@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 from duet.app import create_app
-from duet.engines.openai import VllmEngine
+from duet.engines.openai import OllamaOpenAIEngine, VllmEngine
 from duet.limits import stamp
 from duet.settings import Settings
 from duet.store import api_usage, user_limits
 from duet.store.user_limits import LimitValues
 from fastapi.testclient import TestClient
 from test_accounts import HX, Team, build_app
-from test_bad_input import SilentEngineServer
+from test_bad_input import COMPARE_FORM, SilentEngineServer
 from test_views import LOCAL, VALID_FORM
 
 
@@ -37,9 +37,13 @@ def team(tmp_path: Path) -> Iterator[Team]:
         connect_timeout=60.0,
         read_timeout=60.0,
     )
-    app = create_app(
-        Settings(mode="accounts"), engines={"vllm": engine}, database=tmp_path / "duet.sqlite3"
-    )
+    # A second engine on the same server, for compare runs.
+    other = OllamaOpenAIEngine(
+        "ollama-openai", "Ollama /v1", engine.url, "qwen3-test", connect_timeout=60.0,
+        read_timeout=60.0,
+    )  # fmt: skip
+    engines = {"vllm": engine, "ollama-openai": other}
+    app = create_app(Settings(mode="accounts"), engines=engines, database=tmp_path / "duet.sqlite3")
     with TestClient(app, base_url=LOCAL, follow_redirects=False) as client:
         yield Team(app, client, app.state.db)
     server.close()
@@ -177,3 +181,26 @@ def test_every_web_answer_is_recorded_with_its_outcome_and_no_text(tmp_path: Pat
     )  # fmt: skip
     assert row["duration_ms"] is not None and row["completion_tokens"] is None
     assert "France" not in repr(rows)
+
+
+def test_a_compare_run_starts_the_answers_it_has_room_for(team: Team) -> None:
+    team.add("ada", "admin")
+    bob = team.add("bob", "user")
+    user_limits.set_defaults(team.db, LimitValues(max_concurrent=1))
+    team.as_(bob)
+    form = {**COMPARE_FORM, "engines": ["vllm", "ollama-openai"], "content": "Compare this"}
+    started = team.client.post("/compare", data=form, headers=HX)
+    assert started.status_code == 200, started.text
+    deadline = time.monotonic() + 10
+    while True:
+        rows = team.db.execute(
+            "SELECT engine, status, error FROM compare_answers ORDER BY position"
+        )
+        answers = [tuple(row) for row in rows]
+        if answers[1][1] != "queued":
+            break
+        assert time.monotonic() < deadline, answers
+        time.sleep(0.01)
+    assert answers[0][:2] == ("vllm", "streaming")
+    assert answers[1][:2] == ("ollama-openai", "failed")
+    assert "You have 1 answer running; the limit is 1. Try again when one ends." in answers[1][2]
