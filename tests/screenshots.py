@@ -1,5 +1,6 @@
-"""Screenshots for the docs: the chat page (docs/screenshots/chat-light.png, chat-dark.png) and a
-side-by-side run on the compare page (docs/screenshots/compare.png).
+"""Screenshots for the docs (docs/screenshots/): the chat page, the compare page after a run and
+the runs page, each in light and dark, at a desktop size (1280×800) and a phone size (390×844):
+`{page}-{scheme}.png` and `{page}-{scheme}-phone.png`.
 
     python tests/screenshots.py
 
@@ -7,7 +8,8 @@ Needs the engines running (`duet dev --no-ui`: vLLM on 8000, Ollama on 11434, se
 model; DUET_VLLM_URL / DUET_OLLAMA_URL / DUET_*_MODEL point elsewhere). It holds a real
 conversation through the app, in headless Chromium, with a fresh database in a temporary
 directory: a question answered with thinking on by vLLM (the reasoning block is opened for the
-picture) and one answered by Ollama with a code block. Not part of the test run.
+picture) and one answered by Ollama with a code block; then one prompt compared on vLLM and
+Ollama at each size and scheme, which also fills the runs page. Not part of the test run.
 """
 
 from __future__ import annotations
@@ -21,16 +23,21 @@ from typing import TYPE_CHECKING
 
 from app_server import RunningApp, serve_app
 from browser import INSTALL_HINT, find_chromium, launch_chromium
+from browser_fixtures import VIEWPORTS
 from chat_page import CODE, FRANCE, open_chat, send, wait_for_status
 from duet.devstack import TINY_MODEL_NAME
 from duet.engines import build_engines
 from duet.settings import Settings
 
 if TYPE_CHECKING:
-    from playwright.async_api import Browser
+    from playwright.async_api import Browser, Page
 
 OUT_DIR = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
-VIEWPORT = {"width": 1280, "height": 900}
+SCHEMES = ("light", "dark")
+
+
+def shot_path(name: str, scheme: str, size: str) -> Path:
+    return OUT_DIR / (f"{name}-{scheme}.png" if size == "desktop" else f"{name}-{scheme}-{size}.png")
 
 
 async def take(app: RunningApp) -> None:
@@ -42,7 +49,7 @@ async def take(app: RunningApp) -> None:
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     async with async_playwright() as playwright:
         browser = await launch_chromium(playwright, chromium)
-        context = await browser.new_context(viewport=VIEWPORT, color_scheme="light")
+        context = await browser.new_context(viewport=VIEWPORTS["desktop"], color_scheme="light")
         page = await context.new_page()
         problems = await open_chat(page, app)
         first = await send(page, FRANCE, "vllm", thinking=True)
@@ -54,38 +61,52 @@ async def take(app: RunningApp) -> None:
             raise SystemExit(f"the page reported errors: {problems}")
         await context.close()
 
-        for scheme in ("light", "dark"):
-            context = await browser.new_context(viewport=VIEWPORT, color_scheme=scheme)
-            page = await context.new_page()
-            await page.goto(conversation_url)
-            await page.wait_for_selector("#health .badge.up")  # health badges have loaded
-            await page.locator(f"#message-{first} details.reasoning summary").click()
-            path = OUT_DIR / f"chat-{scheme}.png"
-            await page.screenshot(path=str(path))
-            print(f"wrote {path}")
-            await context.close()
-        await compare_run(browser, app)
+        for size, viewport in VIEWPORTS.items():
+            for scheme in SCHEMES:
+                context = await browser.new_context(viewport=viewport, color_scheme=scheme)
+                page = await context.new_page()
+                await chat(page, conversation_url, first, shot_path("chat", scheme, size))
+                await compare_run(page, app, shot_path("compare", scheme, size))
+                await runs(page, app, shot_path("runs", scheme, size))
+                await context.close()
         await browser.close()
 
 
-async def compare_run(browser: Browser, app: RunningApp) -> None:
+async def save(page: Page, path: Path, *, full_page: bool = False) -> None:
+    await page.screenshot(path=str(path), full_page=full_page)
+    print(f"wrote {path}")
+
+
+async def chat(page: Page, conversation_url: str, answer_id: int, path: Path) -> None:
+    """The conversation, scrolled to the vLLM answer with its reasoning open."""
+    await page.goto(conversation_url)
+    await page.wait_for_selector("#health .badge.up")  # health badges have loaded
+    article = page.locator(f"#message-{answer_id}")
+    await article.locator("details.reasoning summary").click()
+    await article.evaluate("element => element.scrollIntoView({block: 'start'})")
+    await save(page, path)
+
+
+async def compare_run(page: Page, app: RunningApp, path: Path) -> None:
     """One prompt to vLLM and Ollama at once, photographed when both panels are filled."""
-    context = await browser.new_context(viewport={"width": 1280, "height": 1100})
-    page = await context.new_page()
     await page.goto(app.url + "/compare")
     await page.wait_for_function("() => window.htmx !== undefined")
     await page.locator("details.settings summary").click()
     await page.fill("input[name=temperature]", "0")
     await page.fill("input[name=max_tokens]", "60")
     await page.fill("#content", FRANCE)
+    await page.locator("details.settings summary").click()
     await page.click("button.send")
     await page.wait_for_function(
         "() => document.querySelectorAll('[data-metrics-panel]').length === 2", timeout=120_000
     )
-    path = OUT_DIR / "compare.png"
-    await page.screenshot(path=str(path), full_page=True)
-    print(f"wrote {path}")
-    await context.close()
+    await page.wait_for_selector("#health .badge.up")
+    await save(page, path, full_page=True)
+
+
+async def runs(page: Page, app: RunningApp, path: Path) -> None:
+    await page.goto(app.url + "/runs")
+    await save(page, path)
 
 
 def main() -> int:

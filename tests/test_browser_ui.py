@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 from app_server import RunningApp
+from browser_fixtures import VIEWPORTS
 from chat_page import (
     ANSWER_SECONDS,
     FRANCE,
@@ -34,7 +35,7 @@ from duet.store.users import LOCAL_USER_ID
 from playwright.async_api import expect
 
 if TYPE_CHECKING:
-    from playwright.async_api import Locator, Page
+    from playwright.async_api import Browser, Locator, Page
 
 pytestmark = [pytest.mark.browser, pytest.mark.engines, pytest.mark.asyncio(loop_scope="session")]
 
@@ -576,4 +577,83 @@ async def test_search_finds_chinese_and_japanese_and_shows_text(
     hits = await search_for(page, "上海")
     assert await hits.count() == 0
     assert "Nothing matches" in await page.locator("#conversation-list").inner_text()
+    assert problems == [], problems
+
+
+# 9. A phone: the sidebar as a drawer, wide tables scroll in their box, a compact composer.
+
+WIDE_TABLE = (
+    "| engine | model | mode | TTFT | TTFA | total | tokens | decode | chunks | verdict |\n"
+    "|---|---|---|---|---|---|---|---|---|---|\n"
+    "| vLLM | qwen3-duet-tiny | thinking | 242 ms | 259 ms | 486 ms | 40 | 36.9 tok/s | 9 |"
+    " steady |\n"
+)
+
+
+async def page_width(page: Page) -> int:
+    return int(await page.evaluate("() => document.scrollingElement.scrollWidth"))
+
+
+async def test_every_page_fits_a_phone(chromium: Browser, duet_app: RunningApp) -> None:
+    context = await chromium.new_context(viewport=VIEWPORTS["phone"])
+    page = await context.new_page()
+    problems = await open_chat(page, duet_app)
+    size = VIEWPORTS["phone"]
+    table = seed_conversation(duet_app, title="A wide table", answer=WIDE_TABLE)
+    chats = [seed_conversation(duet_app, title=f"Chat {n}") for n in range(1, 4)]
+    await run_compare(page, duet_app, FRANCE, thinking=False, max_tokens=16)
+    run_id = int(await page.locator("[data-run-id]").first.get_attribute("data-run-id") or 0)
+    for path in ("/", f"/c/{table}", "/compare", "/runs", f"/runs/{run_id}"):
+        await page.goto(duet_app.url + path)
+        assert await page_width(page) <= size["width"], f"{path} is wider than the phone"
+
+    # The runs table and a table in an answer scroll inside their own boxes.
+    await page.goto(duet_app.url + "/runs")
+    box = page.locator(".table-box")
+    assert await box.evaluate("box => box.scrollWidth > box.clientWidth")
+    await page.goto(f"{duet_app.url}/c/{table}")
+    answer_table = page.locator("#messages .answer table")
+    assert await answer_table.evaluate("table => table.scrollWidth > table.clientWidth")
+
+    # The sidebar is a drawer: shut, it takes no room; open, it covers most of the screen.
+    sidebar = page.locator("#sidebar")
+    toggle = page.locator(".drawer-toggle")
+    assert not await sidebar.is_visible()
+    chat_box = await page.locator("main.chat").bounding_box()
+    assert chat_box and chat_box["width"] >= size["width"] - 1
+    await toggle.click()
+    await expect(sidebar).to_be_visible()
+    assert await toggle.get_attribute("aria-expanded") == "true"
+    # It slides in.
+    await page.wait_for_function(
+        "() => document.getElementById('sidebar').getBoundingClientRect().left >= 0"
+    )
+    drawer = await sidebar.bounding_box()
+    assert drawer and drawer["x"] >= 0 and drawer["width"] <= 0.9 * size["width"]
+    link = page.locator(f"#conversation-{chats[0]} .conversation-link")
+    assert await is_on_screen(page, link)
+    await page.keyboard.press("Escape")
+    await expect(sidebar).to_be_hidden()
+    await toggle.click()
+    await page.locator(".drawer-backdrop").click(position={"x": size["width"] - 10, "y": 400})
+    await expect(sidebar).to_be_hidden()
+    await toggle.click()
+    await link.click()
+    await page.wait_for_url(f"{duet_app.url}/c/{chats[0]}")
+    await expect(sidebar).to_be_hidden()
+
+    # A compact composer: its controls on one line under the box; open Settings scroll
+    # inside it instead of covering the conversation.
+    composer = page.locator("#composer")
+    closed = await composer.bounding_box()
+    assert closed and closed["height"] <= 0.25 * size["height"], closed
+    tops = {
+        round((await page.locator(selector).bounding_box() or {"y": -1})["y"] / 10)
+        for selector in ("select[name=engine]", "button.send", "details.settings summary")
+    }
+    assert len(tops) == 1, tops
+    await page.locator("details.settings summary").click()
+    opened = await composer.bounding_box()
+    assert opened and opened["height"] <= 0.5 * size["height"], opened
+    await context.close()
     assert problems == [], problems

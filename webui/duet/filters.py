@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from markupsafe import Markup
 
 from duet.markdown import render_markdown
@@ -68,6 +70,15 @@ def decode_rate(
     return Markup('<span class="decode-rate" title="{}">{}</span>').format(hint, text)
 
 
+def when(stamp: str) -> str:
+    """A stored ISO 8601 time (UTC) for people: "2026-12-01 11:54 UTC"."""
+    try:
+        moment = datetime.fromisoformat(stamp).astimezone(UTC)
+    except ValueError:
+        return stamp
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
 def highlight(snippet: str) -> Markup:
     """Escape a search snippet, then mark the matched words FTS5 delimited."""
     escaped = str(Markup.escape(snippet))
@@ -80,6 +91,7 @@ FILTERS = {
     "ms_fine": ms_fine,
     "highlight": highlight,
     "decode_rate": decode_rate,
+    "when": when,
 }
 
 

@@ -66,3 +66,25 @@ function revealEditBox(article) {
 htmx.onLoad((root) => {
   if (root instanceof Element && root.matches("article.editing")) revealEditBox(root);
 });
+
+// The sidebar as a drawer on a narrow screen (duet.css shows the toggle only there): the toggle
+// opens it over the page; the backdrop, Esc, or going to a conversation closes it.
+const drawerToggle = document.querySelector(".drawer-toggle");
+const backdrop = document.querySelector(".drawer-backdrop");
+
+function setDrawer(open) {
+  document.body.classList.toggle("drawer-open", open);
+  drawerToggle.setAttribute("aria-expanded", String(open));
+  backdrop.hidden = !open;
+  if (open) document.querySelector("#sidebar .search").focus();
+}
+
+drawerToggle.addEventListener("click", () => setDrawer(!document.body.classList.contains("drawer-open")));
+backdrop.addEventListener("click", () => setDrawer(false));
+document.addEventListener("keydown", (event) => {
+  const open = document.body.classList.contains("drawer-open");
+  if (event.key === "Escape" && open && !event.defaultPrevented) {
+    setDrawer(false);
+    drawerToggle.focus();
+  }
+});

@@ -203,7 +203,8 @@ document.addEventListener("click", (event) => {
 });
 
 document.addEventListener("keydown", (event) => {
-  if (event.key !== "Escape") return;
+  if (event.key !== "Escape" || !openMenus().length) return;
+  event.preventDefault(); // this Esc is spent: nothing else closes on it
   openMenus().forEach((menu) => {
     const hadFocus = menu.contains(document.activeElement);
     menu.open = false;
