@@ -8,6 +8,7 @@ import re
 from datetime import UTC, datetime
 
 import pytest
+from duet.api.keys import create_key
 from duet.auth import accounts
 from duet.auth.passwords import verify_sync
 from duet.auth.sessions import COOKIE
@@ -52,6 +53,8 @@ def test_the_admin_routes_are_the_ones_this_file_tests(team: Team) -> None:
             "/admin/limits",
             "/admin/users/{user_id}/limits",
             "/admin/users/{user_id}/limits/remove",
+            "/admin/api-keys",
+            "/admin/api-keys/{key_id}/revoke",
         ]
     )
 
@@ -64,7 +67,13 @@ def test_no_one_but_an_admin_reaches_any_admin_route(team: Team) -> None:
     made = accounts.create_invite(team.db, ada.id, "user", 24, datetime.now(UTC))
     team.as_(ada)
     ada_session = sessions.list_sessions(team.db, ada.id)[0]
-    ids = {"{user_id}": carol.id, "{invite_id}": made.invite.id, "{session_id}": ada_session.id}
+    key = create_key(team.db, bob.id, "bob's key", None, None, datetime.now(UTC)).key
+    ids = {
+        "{user_id}": carol.id,
+        "{invite_id}": made.invite.id,
+        "{session_id}": ada_session.id,
+        "{key_id}": key.id,
+    }
     form = {"name": "mallory", "role": "admin", "hours": "24", "policy": "open"}
     for method, template in admin_routes(team):
         path = template
