@@ -1,5 +1,5 @@
 """Screenshots for the docs (docs/screenshots/): the chat page, the compare page after a run and
-the runs page, each in light and dark, at a desktop size (1280×800) and a phone size (390×844):
+the runs page, each in light and dark, at a desktop size (1280x800) and a phone size (390x844):
 `{page}-{scheme}.png` and `{page}-{scheme}-phone.png`.
 
     python tests/screenshots.py
@@ -30,14 +30,15 @@ from duet.engines import build_engines
 from duet.settings import Settings
 
 if TYPE_CHECKING:
-    from playwright.async_api import Browser, Page
+    from playwright.async_api import Page
 
 OUT_DIR = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
 SCHEMES = ("light", "dark")
 
 
 def shot_path(name: str, scheme: str, size: str) -> Path:
-    return OUT_DIR / (f"{name}-{scheme}.png" if size == "desktop" else f"{name}-{scheme}-{size}.png")
+    suffix = "" if size == "desktop" else f"-{size}"
+    return OUT_DIR / f"{name}-{scheme}{suffix}.png"
 
 
 async def take(app: RunningApp) -> None:
