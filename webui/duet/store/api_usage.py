@@ -18,7 +18,7 @@ transaction with everything else it wrote) and count towards nothing.
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from duet.store.messages import AnswerRecord
@@ -250,42 +250,30 @@ class UsageTotal:
     completion_tokens: int
 
 
-TOTALS = """
-    SELECT api_requests.user_id, users.name AS user_name, api_requests.engine,
-           sum(api_requests.status != 'refused') AS requests,
-           sum(api_requests.status = 'refused') AS refused,
-           coalesce(sum(api_requests.prompt_tokens), 0) AS prompt_tokens,
-           coalesce(sum(api_requests.completion_tokens), 0) AS completion_tokens
-    FROM api_requests JOIN users ON users.id = api_requests.user_id
-    WHERE api_requests.created_at >= :since
-    GROUP BY api_requests.user_id, api_requests.engine
-    ORDER BY lower(users.name), api_requests.engine
-"""
-
-
 def totals_since(db: sqlite3.Connection, since: str) -> list[UsageTotal]:
-    """Requests and tokens per user and engine since `since`, then one row of everything."""
-    rows = [
-        UsageTotal(
-            user_id=row["user_id"],
-            user_name=row["user_name"],
-            engine=row["engine"],
-            requests=int(row["requests"]),
-            refused=int(row["refused"]),
-            prompt_tokens=int(row["prompt_tokens"]),
-            completion_tokens=int(row["completion_tokens"]),
-        )
-        for row in db.execute(TOTALS, {"since": since})
-    ]
+    """Requests and tokens per user and engine since `since`, in name order, then one row of
+    everything (none at all without requests)."""
+    rows = daily_usage(db, since)
     if not rows:
         return []
-    everything = UsageTotal(
-        user_id=None,
-        user_name="everyone",
-        engine="",
-        requests=sum(row.requests for row in rows),
-        refused=sum(row.refused for row in rows),
-        prompt_tokens=sum(row.prompt_tokens for row in rows),
-        completion_tokens=sum(row.completion_tokens for row in rows),
+    by_series: dict[tuple[int, str], UsageTotal] = {}
+    everything = UsageTotal(None, "everyone", "", 0, 0, 0, 0)
+    for row in rows:
+        key = (row.user_id, row.engine)
+        before = by_series.get(key) or UsageTotal(
+            row.user_id, row.user_name, row.engine, 0, 0, 0, 0
+        )
+        by_series[key] = plus(before, row)
+        everything = plus(everything, row)
+    ordered = sorted(by_series.values(), key=lambda total: (total.user_name.lower(), total.engine))
+    return [*ordered, everything]
+
+
+def plus(total: UsageTotal, day: DailyUsage) -> UsageTotal:
+    return replace(
+        total,
+        requests=total.requests + day.requests,
+        refused=total.refused + day.refused,
+        prompt_tokens=total.prompt_tokens + day.prompt_tokens,
+        completion_tokens=total.completion_tokens + day.completion_tokens,
     )
-    return [*rows, everything]
