@@ -183,7 +183,9 @@ def test_every_web_answer_is_recorded_with_its_outcome_and_no_text(tmp_path: Pat
     assert "France" not in repr(rows)
 
 
-def test_a_compare_run_starts_the_answers_it_has_room_for(team: Team) -> None:
+def test_a_compare_run_starts_the_answers_it_has_room_for(
+    team: Team, caplog: pytest.LogCaptureFixture
+) -> None:
     team.add("ada", "admin")
     bob = team.add("bob", "user")
     user_limits.set_defaults(team.db, LimitValues(max_concurrent=1))
@@ -203,4 +205,8 @@ def test_a_compare_run_starts_the_answers_it_has_room_for(team: Team) -> None:
         time.sleep(0.01)
     assert answers[0][:2] == ("vllm", "streaming")
     assert answers[1][:2] == ("ollama-openai", "failed")
-    assert "You have 1 answer running; the limit is 1. Try again when one ends." in answers[1][2]
+    assert answers[1][2] == (
+        "Did not start: You have 1 answer running; the limit is 1. Try again when one ends."
+    )
+    # A limit is not a failure of Duet's: nothing is logged as an error.
+    assert not [r for r in caplog.records if r.levelname in {"ERROR", "CRITICAL"}], caplog.text

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 
 from duet.engines.base import Engine
 from duet.generation import REPLAY_SECONDS, Generation, Generations
+from duet.limits import OverLimit
 from duet.store import conversations, messages, runs
 from duet.store.db import transaction
 from duet.store.runs import CompareRun, Mode
@@ -176,8 +177,11 @@ class CompareRuns:
                 running.received_at,
             )
         except Exception as error:
-            log.exception("compare answer %s did not start", slot.answer_id)
-            reason = f"Did not start: {describe_exception(error)}"
+            if isinstance(error, OverLimit):  # the user's limit, not a failure: said as it is
+                reason = f"Did not start: {error.message}"
+            else:
+                log.exception("compare answer %s did not start", slot.answer_id)
+                reason = f"Did not start: {describe_exception(error)}"
             runs.finish_without_message(self.db, slot.answer_id, "failed", reason)
             slot.ready.set()
             slot.recorded.set()
