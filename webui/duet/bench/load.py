@@ -91,6 +91,7 @@ class LoadOptions:
     seed: int = 0
     tokenizer: str | None = None
     progress: bool = True
+    probe: bool = True  # one extra interactive request in each run (duet.bench.load_run)
     command: str = "duet bench load"
 
 
@@ -167,7 +168,7 @@ async def one_run(
         if failures:
             bar.set_postfix(failed=failures)
 
-    state = new_state(point, requests, options.limits, on_record)
+    state = new_state(point, requests, options.limits, on_record, options.probe)
     rng = random.Random(seed)
     try:
         if duet_pid is None:
@@ -262,6 +263,7 @@ def configuration(
         "requests_per_run": {p.label: requests_for(p, options.requests) for p in options.points},
         "repeats": options.repeats,
         "warmup_requests_per_series": options.warmup,
+        "probe": options.probe,
         "limits": asdict(options.limits),
         "goodput_slos_ms": options.slos_ms,
         "seed": options.seed,

@@ -106,6 +106,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="folder for load.json, requests.jsonl and the plots (default ./duet-load-DATE)",
     )
     add("--no-progress", action="store_true", help="no progress bars")
+    add(
+        "--no-probe",
+        action="store_true",
+        help="no extra interactive request during each run (to compare with vllm bench serve)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -136,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         tokenizer=args.tokenizer,
         progress=not args.no_progress,
+        probe=not args.no_probe,
         command="duet " + " ".join(sys.argv[1:]),
     )
     return run_bench_load(options)

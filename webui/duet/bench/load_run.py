@@ -113,6 +113,7 @@ class RunState:
     stop_cause: FailureCause = "cancelled: saturated"
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
     on_record: Callable[[RequestRecord], None] | None = None  # e.g. a progress bar
+    send_probe: bool = True
     probe_task: asyncio.Task | None = None
     probe: RequestRecord | None = None
 
@@ -156,8 +157,15 @@ def new_state(
     requests: int,
     limits: Limits,
     on_record: Callable[[RequestRecord], None] | None = None,
+    probe: bool = True,
 ) -> RunState:
-    return RunState(requests, point.concurrency, limits.saturation_growth, on_record=on_record)
+    return RunState(
+        requests,
+        point.concurrency,
+        limits.saturation_growth,
+        on_record=on_record,
+        send_probe=probe,
+    )
 
 
 async def send_probe(sender: Sender, state: RunState) -> None:
@@ -173,7 +181,8 @@ async def run_job(job: Job, sender: Sender, state: RunState) -> None:
         index = state.sent
         state.sent += 1
         state.in_flight[index] = (time.perf_counter(), turn)
-        if state.probe_task is None and state.sent >= (state.requests + 1) // 2:
+        half_sent = state.sent >= (state.requests + 1) // 2
+        if state.send_probe and state.probe_task is None and half_sent:
             state.probe_task = asyncio.create_task(send_probe(sender, state))
         record = await sender.send(content, chat, index, turn)
         del state.in_flight[index]
