@@ -23,4 +23,5 @@ load_cost.py        Duet's own CPU and memory, from its process's counters
 load_config.py      what the engines say of themselves, and the settings they run with
 load_report.py      the table, load.json and requests.jsonl
 load_plots.py       the plots, every series overlaid
+load_compare.py     its numbers against `vllm bench serve`'s on the same vLLM, alternating
 """
