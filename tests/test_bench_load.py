@@ -4,7 +4,9 @@ prompts' lengths, and the plots' content."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import json
 import random
 import re
 import statistics
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from duet.bench.load import LoadOptions, check_options, requests_for
+from duet.bench.load_compare import compare, duet_command, report, vllm_command
 from duet.bench.load_cost import cost_numbers
 from duet.bench.load_metrics import (
     RequestRecord,
@@ -400,3 +403,46 @@ def test_the_svg_files_carry_the_series_and_axes_as_text(tmp_path: Path) -> None
     assert {"vllm, straight", "ollama, through Duet", "output tokens/s"} <= texts
     assert any(re.fullmatch(r"concurrency \(requests in flight\)", text) for text in texts)
     assert (tmp_path / "ttft.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_comparison_with_vllm_bench_serve_takes_medians_of_the_repeats() -> None:
+    duet = [
+        {"median_ttft_ms": t, "median_tpot_ms": 20.0, "output_throughput": 100.0}
+        for t in (90, 100, 200)
+    ]
+    vllm = [
+        {"median_ttft_ms": t, "median_tpot_ms": 22.0, "output_throughput": 96.0}
+        for t in (300, 96, 98)
+    ]
+    rows = compare(duet, vllm)
+    # Medians 100 and 98: +2.0 %, within 5 % although single runs differ by far more.
+    assert (
+        rows["median_ttft_ms"]["duet_median"] == 100 and rows["median_ttft_ms"]["vllm_median"] == 98
+    )
+    assert rows["median_ttft_ms"]["difference"] == pytest.approx(100 / 98 - 1)
+    assert rows["median_ttft_ms"]["within_tolerance"]
+    assert not rows["median_tpot_ms"]["within_tolerance"]  # 20 against 22: -9 %
+    assert rows["output_throughput"]["difference"] == pytest.approx(100 / 96 - 1)
+    assert "over 5%" in report(rows)[2] and report(rows)[1].endswith("ok")
+
+
+def test_both_tools_get_the_same_workload() -> None:
+    args = argparse.Namespace(
+        vllm_python=Path("py"), vllm_url="http://127.0.0.1:8000", model="m", tokenizer=Path("t"),
+        concurrency=2, requests=20, input_len=128, output_len=64, warmup=2,
+    )  # fmt: skip
+    theirs = vllm_command(args, 3, Path("out/v.json"))
+    ours = duet_command(args, 3, Path("out/d"))
+
+    def value(command: list[str], flag: str) -> str:
+        return command[command.index(flag) + 1]
+
+    assert value(theirs, "--max-concurrency") == value(ours, "--concurrency") == "2"
+    assert value(theirs, "--num-prompts") == value(ours, "--requests") == "20"
+    assert value(theirs, "--random-input-len") == value(ours, "--input-len") == "128"
+    assert value(theirs, "--random-output-len") == value(ours, "--output-len") == "64"
+    assert "--ignore-eos" in theirs and "--fixed-output" in ours and "--no-probe" in ours
+    assert value(theirs, "--temperature") == "0"
+    assert json.loads(value(theirs, "--extra-body")) == {
+        "chat_template_kwargs": {"enable_thinking": False}
+    }
