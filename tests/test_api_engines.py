@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -244,59 +244,66 @@ def wait_until_idle(vllm_metrics: VllmMetrics, seconds: float = 10) -> float:
     return running
 
 
-def story_request(stream: bool, max_tokens: int) -> dict[str, Any]:
+STORY_TOKENS = 3000
+
+
+def story_request(stream: bool) -> dict[str, Any]:
     return {
         "model": model("vllm"),
         "messages": [{"role": "user", "content": STORY}],
-        "max_tokens": max_tokens,
+        "max_tokens": STORY_TOKENS,
         "stream": stream,
         "chat_template_kwargs": {"enable_thinking": False},
     }
 
 
-def test_a_client_that_leaves_a_stream_aborts_the_vllm_request(
-    duet: Duet, vllm_metrics: VllmMetrics
+def vllm_stops_when_the_client_leaves(
+    duet: Duet,
+    vllm_metrics: VllmMetrics,
+    leave: Callable[[httpx.Client], None],
+    timeout: float,
 ) -> None:
-    """The client closes the stream at its first text: vLLM stops long before its budget."""
-    max_tokens = 3000
+    """`leave` asks for a long story and goes away; vLLM's own books must show it stopped long
+    before the story's budget was spent."""
     assert wait_until_idle(vllm_metrics) == 0, "vLLM is busy with another request"
     generated_before = vllm_metrics.generated()
     headers = {"Authorization": f"Bearer {duet.token}"}
-    with (
-        httpx.Client(base_url=duet.url, timeout=120) as client,
-        client.stream(
-            "POST", "/v1/chat/completions", json=story_request(True, max_tokens), headers=headers
-        ) as response,
-    ):
-        assert response.status_code == 200
-        for line in response.iter_lines():
-            if '"content"' in line and '"content": ""' not in line:
-                break
-        assert vllm_metrics.running() >= 1, "the story was still being written"
+    with httpx.Client(base_url=duet.url, timeout=timeout, headers=headers) as client:
+        leave(client)
     closed = time.monotonic()
     running = wait_until_idle(vllm_metrics)
     generated = vllm_metrics.generated() - generated_before
-    timeline = f"{running:.0f} running {time.monotonic() - closed:.2f} s after the close"
+    timeline = f"{running:.0f} running {time.monotonic() - closed:.2f} s after the client left"
     assert running == 0, timeline
-    assert 0 < generated < max_tokens / 2, f"{generated:.0f} tokens generated; {timeline}"
+    assert 0 < generated < STORY_TOKENS / 2, f"{generated:.0f} tokens generated; {timeline}"
+
+
+def test_a_client_that_leaves_a_stream_aborts_the_vllm_request(
+    duet: Duet, vllm_metrics: VllmMetrics
+) -> None:
+    """The client closes the stream at its first text."""
+
+    def leave(client: httpx.Client) -> None:
+        with client.stream("POST", "/v1/chat/completions", json=story_request(True)) as response:
+            assert response.status_code == 200
+            for line in response.iter_lines():
+                if '"content"' in line and '"content": ""' not in line:
+                    break
+            assert vllm_metrics.running() >= 1, "the story was still being written"
+
+    vllm_stops_when_the_client_leaves(duet, vllm_metrics, leave, timeout=120)
 
 
 def test_a_client_that_gives_up_on_a_whole_answer_aborts_it(
     duet: Duet, vllm_metrics: VllmMetrics
 ) -> None:
-    """A whole (non-streamed) answer whose client times out: vLLM stops too."""
-    max_tokens = 3000
-    assert wait_until_idle(vllm_metrics) == 0, "vLLM is busy with another request"
-    generated_before = vllm_metrics.generated()
-    headers = {"Authorization": f"Bearer {duet.token}"}
-    with (
-        httpx.Client(base_url=duet.url, timeout=3) as client,
-        pytest.raises(httpx.ReadTimeout),
-    ):
-        client.post("/v1/chat/completions", json=story_request(False, max_tokens), headers=headers)
-    running = wait_until_idle(vllm_metrics)
-    generated = vllm_metrics.generated() - generated_before
-    assert running == 0 and 0 < generated < max_tokens / 2, (running, generated)
+    """A whole (non-streamed) answer whose client stops waiting for it."""
+
+    def leave(client: httpx.Client) -> None:
+        with pytest.raises(httpx.ReadTimeout):
+            client.post("/v1/chat/completions", json=story_request(False))
+
+    vllm_stops_when_the_client_leaves(duet, vllm_metrics, leave, timeout=3)
 
 
 def test_errors_are_what_the_openai_client_expects(duet: Duet) -> None:
