@@ -6,10 +6,12 @@ against the real engines, at a desktop size and a phone size where layout matter
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from app_server import RunningApp
+from app_server import RunningApp, serve_app
 from browser_fixtures import VIEWPORTS
 from chat_page import (
     ANSWER_SECONDS,
@@ -21,7 +23,9 @@ from chat_page import (
     squash,
     stored,
     wait_for_status,
+    watch_problems,
 )
+from down_engine import DownEngine, closed_port
 from duet.metrics.answers import answer_metrics
 from duet.store import conversations, runs
 from duet.store.db import connect
@@ -35,6 +39,7 @@ from duet.store.users import LOCAL_USER_ID
 from playwright.async_api import expect
 
 if TYPE_CHECKING:
+    from duet.engines.base import Engine
     from playwright.async_api import Browser, Locator, Page
 
 pytestmark = [pytest.mark.browser, pytest.mark.engines, pytest.mark.asyncio(loop_scope="session")]
@@ -657,3 +662,42 @@ async def test_every_page_fits_a_phone(chromium: Browser, duet_app: RunningApp) 
     assert opened and opened["height"] <= 0.5 * size["height"], opened
     await context.close()
     assert problems == [], problems
+
+
+# 5. A failed compare column leads with its error and shows only the numbers it has.
+
+
+@pytest.fixture
+def half_down_app(engines: Mapping[str, Engine], tmp_path: Path) -> Iterator[RunningApp]:
+    """The app with the real vLLM and an Ollama whose server is down."""
+    mixed: dict[str, Any] = {
+        "vllm": engines["vllm"],
+        "ollama": DownEngine("ollama", "Ollama", closed_port()),
+    }
+    with serve_app(mixed, tmp_path / "duet.sqlite3") as running:
+        yield running
+
+
+async def test_a_failed_compare_column_leads_with_its_error(
+    page: Page, half_down_app: RunningApp
+) -> None:
+    problems = await watch_problems(page)
+    await run_compare(page, half_down_app, FRANCE, thinking=False, max_tokens=40)
+    healthy, failed = page.locator(".compare-answer").nth(0), page.locator(".compare-answer").nth(1)
+    assert (await healthy.locator("h2").inner_text()).strip() == "vLLM"
+    assert "status-failed" in (await failed.get_attribute("class") or "")
+
+    # The failed column: its header, then why, and no numbers it does not have.
+    first = failed.locator("> :nth-child(2)")
+    assert "message-error" in (await first.get_attribute("class") or "")
+    assert await first.inner_text()
+    assert await failed.locator("[data-metrics-panel], svg[data-timeline]").count() == 0
+    text = await failed.inner_text()
+    for healthy_looking in ("all arrived", "Steady", "n/a", "0 chunks"):
+        assert healthy_looking not in text, (healthy_looking, text)
+    assert "nothing to time" in text
+
+    # The healthy column keeps its numbers and timeline.
+    assert await healthy.locator("[data-metrics-panel]").count() == 1
+    assert await healthy.locator("svg[data-timeline]").count() == 1
+    assert unexpected(problems, 503) == [], problems

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from markupsafe import Markup
 
 from duet.markdown import render_markdown
-from duet.metrics.stream import BURST_GAP_S, decode_speed
+from duet.metrics.stream import BURST_GAP_S, MIN_GAPS_FOR_VERDICT, decode_speed
 from duet.store.conversations import MATCH_END, MATCH_START
 
 
@@ -95,6 +95,11 @@ FILTERS = {
 }
 
 
+# The constants the templates' wording depends on.
+GLOBALS = {"MIN_CHUNKS_FOR_VERDICT": MIN_GAPS_FOR_VERDICT + 1}
+
+
 def register(environment: object) -> None:
-    """Add every filter to a Jinja environment."""
+    """Add every filter (and the constants in GLOBALS) to a Jinja environment."""
     environment.filters.update(FILTERS)  # type: ignore[attr-defined]
+    environment.globals.update(GLOBALS)  # type: ignore[attr-defined]
