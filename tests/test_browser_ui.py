@@ -701,3 +701,32 @@ async def test_a_failed_compare_column_leads_with_its_error(
     assert await healthy.locator("[data-metrics-panel]").count() == 1
     assert await healthy.locator("svg[data-timeline]").count() == 1
     assert unexpected(problems, 503) == [], problems
+
+
+# 10. Compare answers belong to their run: the chat sidebar lists one once it is continued.
+
+
+async def test_compare_runs_add_nothing_to_the_sidebar_until_continued(
+    page: Page, duet_app: RunningApp
+) -> None:
+    problems = await open_chat(page, duet_app)
+    await run_compare(page, duet_app, FRANCE, thinking=False, max_tokens=16)
+    await run_compare(page, duet_app, FRANCE, thinking=False, max_tokens=16)
+    await page.goto(duet_app.url + "/")
+    assert await page.locator("#conversation-items .conversation-item").count() == 0
+
+    # Continued from the last run's first column: listed while open, and kept once written in.
+    await page.goto(duet_app.url + "/runs")
+    await page.locator("#runs-table a[href^='/runs/']").first.click()
+    await page.locator(".compare-answer .continue a").first.click()
+    await page.wait_for_url(re.compile(r"/c/\d+$"))
+    conversation_id = int(page.url.rsplit("/", 1)[1])
+    current = page.locator(f"#conversation-{conversation_id}.current")
+    await expect(current).to_have_count(1)
+    answer_id = await send(page, "And of Italy?", "vllm", thinking=False, max_tokens=16)
+    await wait_for_status(page, answer_id, "complete")
+    await page.goto(duet_app.url + "/")
+    items = page.locator("#conversation-items .conversation-item")
+    await expect(items).to_have_count(1)
+    assert await items.get_attribute("id") == f"conversation-{conversation_id}"
+    assert problems == [], problems

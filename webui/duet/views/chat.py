@@ -107,7 +107,9 @@ def page(
     conversation: Conversation | None,
 ) -> HTMLResponse:
     context: dict[str, Any] = {
-        "conversations": conversations.list_conversations(db, user_id),
+        "conversations": conversations.list_conversations(
+            db, user_id, keep=conversation.id if conversation else None
+        ),
         "engines": engines,
         "engine_labels": engine_labels(engines),
         "conversation": None,
