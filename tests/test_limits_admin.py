@@ -37,9 +37,13 @@ def test_an_admin_sets_the_defaults_and_an_accounts_own_limits(team: Team) -> No
         "tokens a day 50,000." in saved.text
     )
     assert user_limits.defaults(team.db) == LimitValues(2, None, 50_000)
-    assert "the defaults: 2 at once, any number a minute, 50,000 tokens a day" in limits_row(
-        saved.text, "bob"
-    )
+    bobs_row = limits_row(saved.text, "bob")
+    assert "<td>the defaults</td>" in bobs_row
+    assert re.findall(r'name="(\w+)" [^>]*value="([^"]*)"', bobs_row) == [
+        ("max_concurrent", "2"),
+        ("requests_per_minute", ""),
+        ("tokens_per_day", "50000"),
+    ]
 
     # Bob has no limits at all of his own: blank fields are no limit, not "the defaults".
     own = client.post(f"/admin/users/{bob.id}/limits", data=BLANK, headers=HX)
@@ -48,7 +52,8 @@ def test_an_admin_sets_the_defaults_and_an_accounts_own_limits(team: Team) -> No
     assert user_limits.limits_for(team.db, bob.id) == NO_LIMITS
     assert user_limits.limits_for(team.db, ada.id) == LimitValues(2, None, 50_000)
     bobs_row = limits_row(own.text, "bob")
-    assert "own: no limits" in bobs_row and "Use the defaults" in bobs_row
+    assert "<td>their own</td>" in bobs_row and "Use the defaults" in bobs_row
+    assert re.findall(r'value="([^"]*)"', bobs_row) == ["", "", ""]
     assert "Use the defaults" not in limits_row(own.text, "ada")
 
     back = client.post(f"/admin/users/{bob.id}/limits/remove", headers=HX)
