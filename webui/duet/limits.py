@@ -43,6 +43,9 @@ or, for a request answered within one block::
 where leaving the block without a `finish` records `stopped` if the task was cancelled (the
 client left), `failed` on any other exception, `completed` otherwise. `finish` keeps the first
 outcome it is given. Outcome statuses: completed, stopped, failed (see store/api_usage.py).
+`Limits.admit` records a refusal as a `refused` row. A /v1 request that also keeps its answer
+as a message (a key's `keep_history`) is counted twice if that message is `streaming` while
+its request row is: store the message as it ends, or admit it only through its message.
 """
 
 from __future__ import annotations
