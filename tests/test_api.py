@@ -407,3 +407,59 @@ def test_api_clients_pass_the_cross_site_check_and_other_sites_do_not(
     for browser in ({"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "cross-site"}):
         refused = client.post("/v1/chat/completions", json=payload, headers={**bearer, **browser})
         assert refused.status_code == 403 and "another site" in refused.text, browser
+
+
+def answer_of(text: str, reasoning: str = "") -> Answer:
+    answer = Answer()
+    for event in (
+        ReasoningDelta(reasoning, 1.0, 0),
+        AnswerDelta(text, 1.1, 1),
+        Usage(prompt_tokens=9, completion_tokens=4, at=1.2),
+        Done("stop", 1.3),
+    ):
+        answer.fold(event)
+    return answer
+
+
+def test_a_key_that_keeps_history_keeps_one_conversation_per_chat(tmp_path: Path) -> None:
+    """What duet.api.history keeps of a request and its answer (the engines test asks through
+    /v1): a first request makes a conversation; the tool's next request, which sends it all
+    again plus a question, continues it; tool turns and failed answers are not kept."""
+    from duet.api.history import Kept
+    from duet.store import conversations, messages, open_database
+
+    db = open_database(tmp_path / "duet.sqlite3")
+    system = {"role": "system", "content": "Be brief."}
+    first = body(messages=[system, {"role": "user", "content": "Capital of France?"}])
+    kept = Kept(LOCAL_USER_ID, first, "vllm", "m", chat_request(first, "m").sampling)
+    made = kept.keep(db, "completed", answer_of("Paris.", "Easy."), 12.5, 40.0)
+    assert made is not None
+    later = body(
+        messages=[
+            system,
+            {"role": "user", "content": "Capital of France?"},
+            {"role": "assistant", "content": "Paris.", "reasoning": "Easy."},
+            {"role": "user", "content": "And of Italy?"},
+            {"role": "assistant", "content": None, "tool_calls": [CALL]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "{}"},
+        ]
+    )
+    again = Kept(LOCAL_USER_ID, later, "vllm", "m", chat_request(later, "m").sampling)
+    assert again.keep(db, "stopped", answer_of("Rome."), None, 10.0) == made
+    assert again.keep(db, "failed", answer_of(""), None, 1.0) is None
+    conversation = conversations.get_conversation(db, LOCAL_USER_ID, made)
+    assert conversation is not None and conversation.system_prompt == "Be brief."
+    assert conversation.title == "Capital of France?"
+    stored = messages.list_messages(db, made)
+    assert [(m.role, m.content, m.status) for m in stored] == [
+        ("user", "Capital of France?", "complete"),
+        ("assistant", "Paris.", "complete"),
+        ("user", "And of Italy?", "complete"),
+        ("assistant", "Rome.", "stopped"),
+    ]
+    answer = stored[1]
+    assert (answer.reasoning, answer.engine, answer.prompt_tokens, answer.ttft_ms) == (
+        "Easy.", "vllm", 9, 12.5
+    )  # fmt: skip
+    assert answer.parameters["top_k"] == 20 and answer.parameters["thinking"] is True
+    assert len(conversations.list_conversations(db, LOCAL_USER_ID)) == 1

@@ -47,10 +47,27 @@ class Duet:
             base_url=f"{self.url}/v1", api_key=token or self.token, max_retries=0, timeout=120
         )
 
-    def key(self, models: tuple[str, ...] | None = None) -> str:
+    def rows_once_ended(self, query: str, values: tuple[Any, ...], count: int) -> list[Any]:
+        """`query`'s rows once it has `count` of them (at most a few seconds): a streamed
+        request's books are written as its stream ends, which the client may see first (the
+        openai client stops reading at `data: [DONE]`)."""
+        deadline = time.monotonic() + 5
+        while True:
+            db = connect(self.database)
+            try:
+                rows = db.execute(query, values).fetchall()
+            finally:
+                db.close()
+            if len(rows) >= count or time.monotonic() > deadline:
+                return rows
+            time.sleep(0.05)
+
+    def key(self, models: tuple[str, ...] | None = None, keep_history: bool = False) -> str:
         db = connect(self.database)
         try:
-            return create_key(db, LOCAL_USER_ID, "test", models, None, datetime.now(UTC)).token
+            now = datetime.now(UTC)
+            made = create_key(db, LOCAL_USER_ID, "test", models, None, now, keep_history)
+            return made.token
         finally:
             db.close()
 
@@ -209,11 +226,9 @@ def test_usage_is_the_engines_own_count(duet: Duet, dev_stack: DevStack, engine:
     assert usage is not None and (usage.prompt_tokens, usage.completion_tokens) == expected
     assert [c.choices[0].finish_reason for c in streamed if c.choices][-1] == "length"
     # The books (duet.limits' usage rows) hold the same counts, the key, and no text.
-    db = connect(duet.database)
-    rows = db.execute(
-        "SELECT * FROM api_requests WHERE engine = ? ORDER BY id", (engine,)
-    ).fetchall()
-    db.close()
+    rows = duet.rows_once_ended(
+        "SELECT * FROM api_requests WHERE engine = ? ORDER BY id", (engine,), count=2
+    )
     assert [(r["status"], r["prompt_tokens"], r["completion_tokens"]) for r in rows] == [
         ("completed", *expected),
         ("completed", *expected),
@@ -396,3 +411,42 @@ def test_a_tool_call_round_trip(duet: Duet, engine: str, thinking: bool) -> None
     second = client.chat.completions.create(messages=[*question, called, result], **asked)
     assert second.choices[0].finish_reason == "stop"
     assert second.choices[0].message.content == "It is rainy in Paris right now."
+
+
+def test_a_key_that_keeps_history_puts_its_chat_in_the_history(duet: Duet) -> None:
+    """Two requests of one chat, whole then streamed, through a key that keeps history: one
+    conversation in the owner's history, readable in the web UI. A key that does not keep it
+    leaves no text anywhere."""
+    keeping = duet.client(duet.key(keep_history=True))
+    asked: dict[str, Any] = {
+        "model": model("vllm"),
+        "max_tokens": 60,
+        "temperature": 0,
+        "extra_body": thinking_switch(False),
+    }
+    question = [{"role": "user", "content": FRANCE}]
+    duet.client().chat.completions.create(messages=question, **asked)  # the tests' own key
+    first = keeping.chat.completions.create(messages=question, **asked)
+    said = first.choices[0].message.content or ""
+    follow_up = [
+        *question,
+        {"role": "assistant", "content": said},
+        {"role": "user", "content": STORY},
+    ]
+    chunks = list(keeping.chat.completions.create(messages=follow_up, stream=True, **asked))
+    story = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    turns = duet.rows_once_ended(
+        "SELECT conversation_id, role, content, engine, completion_tokens FROM messages"
+        " ORDER BY id",
+        (),
+        count=4,
+    )
+    kept = duet.rows_once_ended("SELECT id, title FROM conversations", (), count=1)
+    assert [row["title"] for row in kept] == [FRANCE], "one conversation, the keeping key's"
+    assert {t["conversation_id"] for t in turns} == {kept[0]["id"]}
+    assert [(t["role"], t["content"]) for t in turns] == [
+        ("user", FRANCE), ("assistant", said), ("user", STORY), ("assistant", story),
+    ]  # fmt: skip
+    assert turns[3]["engine"] == "vllm" and turns[3]["completion_tokens"] == 60
+    page = httpx.get(f"{duet.url}/c/{kept[0]['id']}", timeout=30)
+    assert page.status_code == 200 and "Paris" in page.text

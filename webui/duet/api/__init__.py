@@ -7,4 +7,5 @@ translate.py  requests into `ChatRequest`, typed engine events into OpenAI's chu
 models.py     `<engine>/<model>` names, and every engine's models
 errors.py     refusals in OpenAI's error shape
 pages.py      the key pages: one's own keys (/account/keys), every key for admins
+history.py    a key's conversations in its owner's history, when they chose that
 """

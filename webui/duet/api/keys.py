@@ -79,6 +79,7 @@ def create_key(
     allowed_models: tuple[str, ...] | None,
     expires_days: int | None,
     now: datetime,
+    keep_history: bool = False,
 ) -> NewKey:
     token = new_token()
     expires = None if expires_days is None else iso(now + timedelta(days=expires_days))
@@ -91,6 +92,7 @@ def create_key(
         allowed_models,
         expires,
         iso(now),
+        keep_history,
     )
     return NewKey(key, token)
 

@@ -23,7 +23,7 @@ from duet.store import api_keys
 from duet.views.accounts import require_accounts
 from duet.views.deps import MEMBERS_ONLY, Admin, AppSettings, Db, Engines, UserId, render
 from duet.views.errors import UserError
-from duet.views.forms import parse_integer, read_form, text_field
+from duet.views.forms import parse_checkbox, parse_integer, read_form, text_field
 from duet.views.params import MAX_ID, AsciiDigits
 
 router = APIRouter(dependencies=MEMBERS_ONLY)
@@ -85,7 +85,10 @@ async def create_key(request: Request, db: Db, engines: Engines, user_id: UserId
     unknown = [model for model in chosen if model not in models]
     if unknown:
         raise UserError(422, f"No engine serves {unknown[0][:100]!r} now: choose from the list.")
-    made = keys.create_key(db, user_id, name, chosen or None, expires_days, datetime.now(UTC))
+    keep = parse_checkbox(form, "keep_history")
+    made = keys.create_key(
+        db, user_id, name, chosen or None, expires_days, datetime.now(UTC), keep_history=keep
+    )
     notice = f"The key {made.key.name!r}, shown this once: copy it now."
     return own_keys_page(request, db, user_id, models, notice, made.token)
 

@@ -17,6 +17,8 @@ stream, which is how vLLM and Ollama learn to stop generating.
 from __future__ import annotations
 
 import asyncio
+import logging
+import sqlite3
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing, suppress
@@ -30,6 +32,7 @@ from pydantic import ValidationError
 from starlette.types import Receive, Scope, Send
 
 from duet.api.errors import ApiError
+from duet.api.history import Kept
 from duet.api.keys import Caller, api_caller
 from duet.api.models import model_id, served_models, split_model_id
 from duet.api.schema import ChatCompletionRequest, problems
@@ -50,6 +53,8 @@ from duet.store.api_usage import EndStatus, Outcome
 from duet.tasks import describe_exception
 from duet.views.deps import Engines, received_at
 from duet.views.health import check
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(api_caller)])
 
@@ -124,6 +129,8 @@ class Ledger:
     received: float
     counter: Counter
     admitted: Admitted
+    # The owner's history, when the key keeps its conversations (`duet.api.history`).
+    history: Kept | None = None
     sent: float | None = None
     ended: bool = False
 
@@ -152,15 +159,24 @@ class Ledger:
         self.counter.labels(self.engine, status).inc()
         usage = answer.usage if answer is not None else None
         first = answer.first_text_at if answer is not None else None
+        ttft_ms = None if first is None else ms(first - self.start)
+        duration_ms = ms(time.perf_counter() - self.start)
         self.admitted.finish(
             Outcome(
                 status,
                 prompt_tokens=usage.prompt_tokens if usage else None,
                 completion_tokens=usage.completion_tokens if usage else None,
-                ttft_ms=None if first is None else ms(first - self.start),
-                duration_ms=ms(time.perf_counter() - self.start),
+                ttft_ms=ttft_ms,
+                duration_ms=duration_ms,
             )
         )
+        if self.history is not None and answer is not None:
+            try:
+                self.history.keep(self.admitted.db, status, answer, ttft_ms, duration_ms)
+            except sqlite3.Error:
+                # The answer went out already: a history that could not be written must not
+                # fail it (the usage row above has its counts).
+                log.exception("keeping a /v1 answer in %s's history", self.history.user_id)
 
 
 class ClientGone(Exception):
@@ -270,7 +286,10 @@ async def chat_completions(request: Request, caller: ApiCaller) -> Response:
         counter.labels(engine_name, "refused").inc()
         retry = {"Retry-After": str(over.retry_after)}
         raise ApiError(429, over.message, "rate_limit_exceeded", headers=retry) from None
-    ledger = Ledger(engine_name, received, counter, admitted)
+    history = None
+    if caller.key.keep_history:
+        history = Kept(caller.user_id, body, engine_name, model, asked.sampling)
+    ledger = Ledger(engine_name, received, counter, admitted, history)
     engine = engines[engine_name]
     try:
         if body.stream:
