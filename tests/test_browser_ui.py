@@ -255,12 +255,21 @@ async def test_an_invalid_sampling_value_is_shown_at_its_field(
 
 
 async def run_compare(
-    page: Page, app: RunningApp, prompt: str, *, thinking: bool, max_tokens: int
+    page: Page,
+    app: RunningApp,
+    prompt: str,
+    *,
+    thinking: bool,
+    max_tokens: int,
+    every_engine: bool = False,
 ) -> None:
-    """Send one prompt to vLLM and Ollama from the compare page (greedy) and wait until both
-    columns show their final numbers."""
+    """Send one prompt from the compare page (greedy) to vLLM and Ollama, or to every engine,
+    and wait until every column shows its final numbers."""
     await page.goto(app.url + "/compare")
     await page.wait_for_function("() => window.htmx !== undefined")
+    if every_engine:
+        for engine in await page.locator("input[name=engines]").all():
+            await engine.set_checked(True)
     box = page.locator("input[name=thinking]")
     if await box.is_checked() != thinking:
         async with page.expect_response(re.compile(r"/composer/sampling")):
@@ -729,4 +738,48 @@ async def test_compare_runs_add_nothing_to_the_sidebar_until_continued(
     items = page.locator("#conversation-items .conversation-item")
     await expect(items).to_have_count(1)
     assert await items.get_attribute("id") == f"conversation-{conversation_id}"
+    assert problems == [], problems
+
+
+# 14. Compare details: one time scale, readable labels, unwrapped values, readable times, and
+# the definitions one click away.
+
+
+async def test_compare_details_read_well(page: Page, duet_app: RunningApp) -> None:
+    problems = await open_chat(page, duet_app)
+    await run_compare(page, duet_app, FRANCE, thinking=False, max_tokens=24, every_engine=True)
+    columns = page.locator(".compare-answer")
+    assert await columns.count() == 3
+
+    async def scales() -> list[str]:
+        timelines = page.locator("svg[data-timeline]")
+        return [await svg.get_attribute("data-scale-ms") or "" for svg in await timelines.all()]
+
+    # Drawn live, each column ends up on the run's one scale, the one its page uses.
+    await page.wait_for_function(
+        "() => new Set([...document.querySelectorAll('svg[data-timeline]')]"
+        ".map(svg => svg.dataset.scaleMs)).size === 1"
+    )
+    live = await scales()
+    assert len(live) == 3
+    for label in await page.locator(".tl-labels span, .tl-axis span").all():
+        size = await label.evaluate("element => parseFloat(getComputedStyle(element).fontSize)")
+        assert size >= 11, size
+    run_id = int(await page.locator("[data-run-id]").first.get_attribute("data-run-id") or 0)
+    await page.goto(f"{duet_app.url}/runs/{run_id}")
+    assert await scales() == live
+    assert re.fullmatch(
+        r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", await page.locator(".run-prompt .when").inner_text()
+    )
+
+    # The runs table: every value on one line, and what the numbers mean one click away.
+    await page.goto(duet_app.url + "/runs")
+    line = await page.evaluate("() => parseFloat(getComputedStyle(document.body).lineHeight)")
+    for cell in await page.locator("#runs-table td:not([rowspan])").all():
+        box = await cell.bounding_box()
+        assert box and box["height"] < 2 * line, await cell.inner_text()
+    help_text = page.locator(".numbers-help")
+    await help_text.locator("summary").click()
+    assert "arrived together" in await help_text.inner_text()
+    assert await is_on_screen(page, help_text.locator("dt").first)
     assert problems == [], problems

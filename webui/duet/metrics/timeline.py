@@ -50,6 +50,15 @@ class Timeline:
     def tick_count(self) -> int:
         return sum(len(row.ticks) for row in self.rows)
 
+    @property
+    def plot_width(self) -> int:
+        """The width of the part where ticks go (labels and axis are drawn beside it)."""
+        return self.plot_right - self.plot_left
+
+    @property
+    def rows_height(self) -> int:
+        return len(self.rows) * (ROW_HEIGHT + ROW_GAP)
+
 
 def scale_for(answers: Iterable[CompareAnswer]) -> float:
     """The time span that fits every answer's last chunk, at both hops (at least 1 ms)."""

@@ -64,6 +64,21 @@ async function finish(id, state) {
   }
   if (response === null) response = await fetch(`/compare/answers/${id}`);
   replaceColumn(id, await response.text());
+  await shareScale(id);
+}
+
+// A column is drawn when its answer ends, on the time scale of what the run had by then; once
+// the run's last column has ended, the others are drawn again, so every timeline of the run has
+// the one scale the run's own page uses.
+async function shareScale(id) {
+  const run = document.getElementById("answer-" + id)?.closest("[data-run-id]");
+  if (!run || run.querySelector("[data-compare-stream]")) return;
+  const timelines = [...run.querySelectorAll("svg[data-timeline]")];
+  if (new Set(timelines.map((svg) => svg.dataset.scaleMs)).size <= 1) return;
+  for (const column of run.querySelectorAll(".compare-answer")) {
+    const response = await fetch(`/compare/answers/${column.dataset.answerId}`);
+    if (response.ok) replaceColumn(column.dataset.answerId, await response.text());
+  }
 }
 
 function replaceColumn(id, html) {
