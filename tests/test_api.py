@@ -463,3 +463,13 @@ def test_a_key_that_keeps_history_keeps_one_conversation_per_chat(tmp_path: Path
     )  # fmt: skip
     assert answer.parameters["top_k"] == 20 and answer.parameters["thinking"] is True
     assert len(conversations.list_conversations(db, LOCAL_USER_ID)) == 1
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_read(
+    app: tuple[FastAPI, TestClient, str],
+) -> None:
+    made, client, token = app
+    limit = made.state.settings.max_body_bytes
+    payload = {"model": "vllm/m", "messages": [{"role": "user", "content": "x" * (limit + 1)}]}
+    got = ask(client, token, payload)
+    assert got.status_code == 413 and "DUET_MAX_BODY_BYTES" in got.text
