@@ -3,9 +3,12 @@ editor plugins, scripts and tools of the people who have accounts here.
 
 Every route has `api_caller` (a Bearer key; never a cookie). A completion goes through the same
 instrumented engine adapters as the web UI's answers, so it is counted and timed in `/metrics`
-per engine, and it carries the web UI's two stamps: when Duet received the request (`Received`)
-and when the engine request was on the wire (`on_sent`); the `Server-Timing` header gives both
-spans (Duet's own time before the engine request, and the engine's time to its first token).
+per engine, and it carries the web UI's two stamps: when Duet received the request (the
+receipt stamp, `received_at`) and when the engine request was on the wire (`on_sent`); the
+`Server-Timing` header gives both spans (Duet's own time before the engine request, and the
+engine's time to its first token). Before the engine is asked, `duet.limits` admits the request
+(429 over a limit); when it has ended, its usage row gets its outcome and counts, and a key that
+keeps its conversations has the answer kept in its owner's history (`duet.api.history`).
 
 The response starts once the engine has said something: its first event is read before the
 status line is written, so that an engine that refuses or cannot be reached is a proper HTTP
