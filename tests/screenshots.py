@@ -79,12 +79,14 @@ async def save(page: Page, path: Path, *, full_page: bool = False) -> None:
 
 
 async def chat(page: Page, conversation_url: str, answer_id: int, path: Path) -> None:
-    """The conversation, scrolled to the vLLM answer with its reasoning open."""
+    """The conversation from its top (title and engine badges), the vLLM answer's reasoning
+    open. The page opens at its latest message: scrolled up, it offers Jump to latest."""
     await page.goto(conversation_url)
     await page.wait_for_selector("#health .badge.up")  # health badges have loaded
     article = page.locator(f"#message-{answer_id}")
     await article.locator("details.reasoning summary").click()
-    await article.evaluate("element => element.scrollIntoView({block: 'start'})")
+    await page.evaluate("() => window.scrollTo(0, 0)")
+    await page.wait_for_timeout(100)  # the scroll's handler shows or hides Jump to latest
     await save(page, path)
 
 
