@@ -783,3 +783,66 @@ async def test_compare_details_read_well(page: Page, duet_app: RunningApp) -> No
     assert "arrived together" in await help_text.inner_text()
     assert await is_on_screen(page, help_text.locator("dt").first)
     assert problems == [], problems
+
+
+# 13. A long time to first token says where it went, where the engine reports it.
+
+
+def seed_ollama_answer(app: RunningApp, ttft_ms: float, timings: dict[str, float]) -> int:
+    """A conversation whose one answer came from Ollama with these timings (seconds)."""
+    db = connect(app.database)
+    try:
+        conversation = conversations.create_conversation(db, LOCAL_USER_ID, "Queued", "")
+        add_user_message(db, conversation.id, "Anyone there?")
+        answer = start_assistant_message(
+            db, conversation.id, engine="ollama", model="qwen3-duet-tiny", thinking=False,
+            parameters={"max_tokens": 512},
+        )  # fmt: skip
+        record = AnswerRecord(
+            "complete", content="Yes.", completion_tokens=30, ttft_ms=ttft_ms,
+            total_ms=ttft_ms + 1850, engine_timings=timings,
+        )  # fmt: skip
+        save_assistant(db, answer.id, record)
+    finally:
+        db.close()
+    return conversation.id
+
+
+async def test_a_long_time_to_first_token_says_where_it_went(
+    page: Page, duet_app: RunningApp
+) -> None:
+    problems = await open_chat(page, duet_app)
+    # The issue's case: TTFT 16.7 s with 0.55 s loading and 0.07 s of prompt by Ollama's clock.
+    timings = {"load_duration": 0.55, "prompt_eval_duration": 0.07, "eval_duration": 1.85}
+    queued = seed_ollama_answer(duet_app, 16_700.0, timings)
+    await page.goto(f"{duet_app.url}/c/{queued}")
+    note = page.locator("#messages [data-ttft-split]")
+    text = squash(await note.inner_text())
+    assert "16.08 s waiting" in text and "550 ms loading" in text and "70 ms reading" in text
+    assert "Ollama's own clock" in text
+    # A quick one says it only in the TTFT's tooltip.
+    quick = seed_ollama_answer(duet_app, 300.0, {**timings, "load_duration": 0.1})
+    await page.goto(f"{duet_app.url}/c/{quick}")
+    assert await note.count() == 0
+    ttft = page.locator("#messages .stats span", has_text="TTFT")
+    assert "loading the model" in (await ttft.get_attribute("title") or "")
+    # vLLM reports none of it: a long TTFT says so.
+    slow_vllm = seed_timed_answer(duet_app, tokens=40, ttft_ms=2500.0, total_ms=3500.0)
+    await page.goto(f"{duet_app.url}/c/{slow_vllm}")
+    assert "vLLM does not report" in await note.inner_text()
+
+    # A real run: Ollama's column says where its TTFT went, by Ollama's clock.
+    await run_compare(page, duet_app, FRANCE, thinking=False, max_tokens=16)
+    run_id = int(await page.locator("[data-run-id]").first.get_attribute("data-run-id") or 0)
+    db = connect(duet_app.database)
+    try:
+        run = runs.get_run(db, LOCAL_USER_ID, run_id)
+    finally:
+        db.close()
+    assert run is not None
+    ollama = next(answer for answer in run.answers if answer.engine == "ollama")
+    assert {"load_duration", "prompt_eval_duration"} <= ollama.engine_timings.keys()
+    row = page.locator(f"#answer-{ollama.id} [data-metrics-panel] tr", has_text="TTFT").first
+    hint = await row.get_attribute("title") or ""
+    assert "loading the model" in hint and "Ollama's own clock" in hint
+    assert problems == [], problems

@@ -7,7 +7,13 @@ from datetime import UTC, datetime
 from markupsafe import Markup
 
 from duet.markdown import render_markdown
-from duet.metrics.stream import BURST_GAP_S, MIN_GAPS_FOR_VERDICT, decode_speed
+from duet.metrics.stream import (
+    BURST_GAP_S,
+    MIN_GAPS_FOR_VERDICT,
+    TtftSplit,
+    decode_speed,
+    ttft_split,
+)
 from duet.store.conversations import MATCH_END, MATCH_START
 
 
@@ -70,6 +76,11 @@ def decode_rate(
     return Markup('<span class="decode-rate" title="{}">{}</span>').format(hint, text)
 
 
+def split_ttft(ttft_ms: float | None, engine_timings: dict[str, float]) -> TtftSplit | None:
+    """`metrics.stream.ttft_split` for a template, from a TTFT in ms."""
+    return ttft_split(None if ttft_ms is None else ttft_ms / 1000, engine_timings or {})
+
+
 def when(stamp: str) -> str:
     """A stored ISO 8601 time (UTC) for people: "2026-12-01 11:54 UTC"."""
     try:
@@ -92,11 +103,16 @@ FILTERS = {
     "highlight": highlight,
     "decode_rate": decode_rate,
     "when": when,
+    "split_ttft": split_ttft,
 }
 
 
 # The constants the templates' wording depends on.
-GLOBALS = {"MIN_CHUNKS_FOR_VERDICT": MIN_GAPS_FOR_VERDICT + 1}
+GLOBALS = {
+    "MIN_CHUNKS_FOR_VERDICT": MIN_GAPS_FOR_VERDICT + 1,
+    # A time to first token from this long (ms) says where it went under the answer.
+    "LONG_TTFT_MS": 1000,
+}
 
 
 def register(environment: object) -> None:

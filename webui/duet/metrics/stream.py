@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Literal
@@ -106,6 +106,30 @@ def decode_speed(
     if per_token < BURST_GAP_S:
         return DecodeSpeed(tokens_per_s=None, arrived_together=True)
     return DecodeSpeed(tokens_per_s=1.0 / per_token, arrived_together=False)
+
+
+@dataclass(frozen=True, slots=True)
+class TtftSplit:
+    """Where an answer's time to first token went, in seconds, as far as the engine says.
+
+    Ollama's last chunk reports, by its own clock, how long it spent loading the model
+    (`load_duration`) and reading the prompt (`prompt_eval_duration`); the rest of the TTFT
+    Duet measured is `waiting`: queued behind other requests (Ollama answers
+    OLLAMA_NUM_PARALLEL at a time), the way to Ollama and back, and generating the first token.
+    vLLM's stream (and Ollama's /v1) reports none of this."""
+
+    waiting: float
+    loading: float
+    prompt: float
+
+
+def ttft_split(ttft: float | None, engine_timings: Mapping[str, float]) -> TtftSplit | None:
+    """The TTFT split by the engine's own timings, or None when the engine gave none."""
+    loading = engine_timings.get("load_duration")
+    prompt = engine_timings.get("prompt_eval_duration")
+    if ttft is None or loading is None or prompt is None:
+        return None
+    return TtftSplit(waiting=max(0.0, ttft - loading - prompt), loading=loading, prompt=prompt)
 
 
 @dataclass(frozen=True, slots=True)
