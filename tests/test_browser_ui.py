@@ -846,3 +846,39 @@ async def test_a_long_time_to_first_token_says_where_it_went(
     hint = await row.get_attribute("title") or ""
     assert "loading the model" in hint and "Ollama's own clock" in hint
     assert problems == [], problems
+
+
+# 16. Two tabs on one conversation stay in step.
+
+
+async def test_two_tabs_on_one_conversation_stay_in_step(
+    page: Page, chromium: Browser, duet_app: RunningApp
+) -> None:
+    conversation_id = seed_conversation(duet_app)
+    problems = await open_chat(page, duet_app)
+    await page.goto(f"{duet_app.url}/c/{conversation_id}")
+    other = await page.context.new_page()  # a second tab of the same browser
+    other_problems = await open_chat(other, duet_app)
+    await other.goto(f"{duet_app.url}/c/{conversation_id}")
+
+    # A turn sent from one tab appears in the other, and its answer streams there too.
+    answer_id = await send(page, FRANCE, "vllm", thinking=False, max_tokens=16)
+    await other.locator("#messages article.user .user-text", has_text=FRANCE).wait_for()
+    await wait_for_status(other, answer_id, "complete")
+    await wait_for_status(page, answer_id, "complete")
+    assert await other.locator("#messages article").count() == 4
+    assert await other.locator("#messages #messages").count() == 0
+
+    # A tab of another browser (no channel between them) catches up when it comes back into view.
+    elsewhere = await chromium.new_context(viewport=VIEWPORTS["desktop"])
+    away = await elsewhere.new_page()
+    away_problems = await open_chat(away, duet_app)
+    await away.goto(f"{duet_app.url}/c/{conversation_id}")
+    second = await send(page, "And of Italy?", "vllm", thinking=False, max_tokens=16)
+    await wait_for_status(page, second, "complete")
+    assert await away.locator(f"#message-{second}").count() == 0
+    await away.evaluate("() => document.dispatchEvent(new Event('visibilitychange'))")
+    await wait_for_status(away, second, "complete")
+    assert await away.locator("#messages article").count() == 6
+    await elsewhere.close()
+    assert problems == other_problems == away_problems == [], (problems, other_problems)

@@ -88,3 +88,40 @@ document.addEventListener("keydown", (event) => {
     drawerToggle.focus();
   }
 });
+
+// Two tabs on one conversation stay in step. A tab that sends, edits or regenerates tells the
+// others of this browser (a BroadcastChannel); one that shows the same conversation
+// loads its messages again, and follows the new answer as it streams. A tab that comes back
+// into view (another device may have written) does the same. Not while this tab streams an
+// answer (its stream writes into the messages it shows) or holds an edit box open.
+const tabs = "BroadcastChannel" in window ? new BroadcastChannel("duet-conversations") : null;
+const CHANGES_THE_CONVERSATION = "#composer, .edit-form, button.regenerate";
+
+const shownConversation = () => document.getElementById("conversation-id").value;
+
+function reloadMessages() {
+  const id = shownConversation();
+  if (!id || document.querySelector("#messages [data-stream], #messages .edit-form")) return;
+  htmx.ajax("GET", "/c/" + id, {
+    target: "#messages",
+    select: "#messages",
+    selectOOB: "#conversation-title",
+    swap: "outerHTML",
+  });
+}
+
+document.addEventListener("htmx:afterRequest", (event) => {
+  if (!tabs || !event.detail.successful) return;
+  if (!event.detail.elt.matches(CHANGES_THE_CONVERSATION)) return;
+  tabs.postMessage({ conversation: shownConversation() });
+});
+if (tabs) {
+  tabs.addEventListener("message", (event) => {
+    if (event.data.conversation && event.data.conversation === shownConversation()) {
+      reloadMessages();
+    }
+  });
+}
+document.addEventListener("visibilitychange", () => {
+  if (document.visibilityState === "visible") reloadMessages();
+});
