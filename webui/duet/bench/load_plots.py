@@ -3,7 +3,7 @@
 One colour per engine route, a solid line straight to the engine and a dashed one through
 Duet; each point is the median of its repeats, its bar the lowest to the highest repeat.
 
-- ttft:       TTFT p50 and p99 against the load (two panels)
+- ttft:       TTFT p50 and p99 against the load (two panels, log scale)
 - tpot:       TPOT p50 against the load
 - throughput: output tokens/s against the load
 - per_user:   one user's tokens/s (1 / TPOT p50) against the total output tokens/s, each
@@ -94,6 +94,9 @@ def ttft_figure(results: Sequence[PointResult], subtitle: str) -> Figure:
     p50.set_title("time to first token, median")
     plot_metric(p99, results, "p99_ttft_ms", "TTFT p99 (ms)")
     p99.set_title("time to first token, 99th percentile")
+    for axes in (p50, p99):
+        # A queue makes one engine's wait many times another's: both stay readable.
+        axes.set_yscale("log")
     return titled(figure, "Time to first token under load", subtitle)
 
 
