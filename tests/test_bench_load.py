@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from duet.bench.load import LoadOptions, check_options, requests_for
 from duet.bench.load_compare import compare, duet_command, report, vllm_command
+from duet.bench.load_config import flag_values, local_process
 from duet.bench.load_cost import cost_numbers
 from duet.bench.load_metrics import (
     RequestRecord,
@@ -446,3 +447,15 @@ def test_both_tools_get_the_same_workload() -> None:
     assert json.loads(value(theirs, "--extra-body")) == {
         "chat_template_kwargs": {"enable_thinking": False}
     }
+
+
+def test_engine_settings_are_read_from_the_command_line_or_recorded_as_defaults() -> None:
+    command = ["python", "-m", "vllm", "--max-num-seqs", "16", "--max-model-len=4096"]
+    flags = ("--max-num-seqs", "--max-model-len", "--dtype")
+    assert flag_values(command, flags) == {
+        "--max-num-seqs": "16",
+        "--max-model-len": "4096",
+        "--dtype": "not set (the engine's default)",
+    }
+    # Another machine's engine cannot be looked into: its settings are unknown, not defaults.
+    assert local_process("http://vllm:8000") is None
