@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urljoin
 
 import pytest
 from app_server import RunningApp, serve_app
@@ -351,7 +353,7 @@ async def test_error_banners_are_cleared_when_their_cause_is_gone(
     # Sending while an answer streams is refused until it ends: Stop takes the banner away.
     answer_id = await send(page, STORY, "ollama", thinking=False, max_tokens=STORY_MAX_TOKENS)
     await page.fill("#content", "And another thing")
-    await page.click("button.send")
+    await page.press("#content", "Control+Enter")  # Send gives way to Stop while it streams
     await flash.get_by_text("still streaming").wait_for()
     await press_stop(page, answer_id)
     await wait_for_status(page, answer_id, "stopped")
@@ -894,3 +896,112 @@ async def test_two_tabs_on_one_conversation_stay_in_step(
     assert await away.locator("#messages article").count() == 6
     await elsewhere.close()
     assert problems == other_problems == away_problems == [], (problems, other_problems)
+
+
+# What users expect from a chat page: Stop in the composer and on Esc, a new-chat shortcut,
+# copying a whole message, a favicon, times and prompt tokens on messages, a sidebar by date.
+
+
+async def test_stop_from_the_composer_and_with_esc(page: Page, duet_app: RunningApp) -> None:
+    problems = await open_chat(page, duet_app)
+    send_button, stop_button = page.locator("#composer button.send"), page.locator(".composer-stop")
+    assert await send_button.is_visible() and not await stop_button.is_visible()
+    first = await send(page, STORY, "ollama", thinking=False, max_tokens=STORY_MAX_TOKENS)
+    await expect(stop_button).to_be_visible()
+    assert not await send_button.is_visible()
+    await stop_button.click()
+    await wait_for_status(page, first, "stopped")
+    await expect(send_button).to_be_visible()
+
+    second = await send(page, STORY, "ollama", thinking=False, max_tokens=STORY_MAX_TOKENS)
+    await wait_for_more_text(page, second, 0)
+    await page.keyboard.press("Escape")
+    await wait_for_status(page, second, "stopped")
+    assert stored(duet_app, second).status == "stopped"
+    assert problems == [], problems
+
+
+async def test_a_shortcut_starts_a_new_chat(page: Page, duet_app: RunningApp) -> None:
+    conversation_id = seed_conversation(duet_app)
+    problems = await open_chat(page, duet_app)
+    for path in (f"/c/{conversation_id}", "/runs"):
+        await page.goto(duet_app.url + path)
+        await page.keyboard.press("Control+Shift+O")
+        await page.wait_for_url(duet_app.url + "/")
+        assert await page.title() == "New chat · Duet"
+    assert problems == [], problems
+
+
+async def test_copy_a_whole_message_and_the_favicon(page: Page, duet_app: RunningApp) -> None:
+    await page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=duet_app.url)
+    markdown = "Use **bold** and `code`:\n\n```python\nprint(1)\n```"
+    conversation_id = seed_conversation(duet_app, answer=markdown)
+    problems = await open_chat(page, duet_app)
+    await page.goto(f"{duet_app.url}/c/{conversation_id}")
+    await page.locator("#messages article.assistant button.copy-message").click()
+    await page.locator(
+        "#messages article.assistant button.copy-message", has_text="Copied"
+    ).wait_for()
+    assert await page.evaluate("navigator.clipboard.readText()") == markdown
+    await page.locator("#messages article.user button.copy-message").click()
+    await page.locator("#messages article.user button.copy-message", has_text="Copied").wait_for()
+    assert await page.evaluate("navigator.clipboard.readText()") == "Question 1?"
+
+    icon = await page.locator("link[rel=icon]").get_attribute("href") or ""
+    response = await page.request.get(urljoin(page.url, icon))
+    assert response.ok and response.headers["content-type"].startswith("image/svg+xml")
+    assert problems == [], problems
+
+
+async def test_messages_show_their_time_and_prompt_tokens(page: Page, duet_app: RunningApp) -> None:
+    problems = await open_chat(page, duet_app)
+    answer_id = await send(page, FRANCE, "vllm", thinking=False, max_tokens=16)
+    await wait_for_status(page, answer_id, "complete")
+    message = stored(duet_app, answer_id)
+    assert message.prompt_tokens
+    stats = page.locator(f"#message-{answer_id} .stats")
+    assert f"{message.prompt_tokens} prompt tokens" in await stats.inner_text()
+    for time in await page.locator("#messages article time").all():
+        # The reader's own clock (hours and minutes), the full moment in the tooltip.
+        assert re.fullmatch(r"\d\d:\d\d( [AP]M)?", await time.inner_text()), await time.inner_text()
+        assert await time.get_attribute("title")
+    assert problems == [], problems
+
+
+async def test_the_sidebar_is_grouped_by_date(page: Page, duet_app: RunningApp) -> None:
+    ages = {"Today": 0, "Yesterday": 1, "Previous 7 days": 3, "Previous 30 days": 12}
+    ids = {label: seed_conversation(duet_app, title=label) for label in ages}
+    old = seed_conversation(duet_app, title="Long ago")
+    db = connect(duet_app.database)
+    try:
+        now = datetime.now(UTC)
+        for label, days in [*ages.items(), ("Long ago", 90)]:
+            stamp = (now - timedelta(days=days)).isoformat()
+            conversation_id = ids.get(label, old)
+            db.execute(
+                "UPDATE conversations SET updated_at = ? WHERE id = ?", (stamp, conversation_id)
+            )
+        db.commit()
+    finally:
+        db.close()
+    long_ago = (now - timedelta(days=90)).strftime("%B %Y")
+    problems = await open_chat(page, duet_app)
+    headings = page.locator("#conversation-list .group-label:visible")
+    assert await headings.all_inner_texts() == [label.upper() for label in [*ages, long_ago]]
+    for label, conversation_id in ids.items():
+        group = page.locator(f"#conversation-{conversation_id}").locator("xpath=..")
+        heading = group.locator("xpath=preceding-sibling::h2[1]")
+        assert await heading.inner_text() == label.upper()
+    assert await page.locator("#no-conversations").is_hidden()
+
+    # With nothing written in today, there is no Today heading.
+    db = connect(duet_app.database)
+    try:
+        stamp = (now - timedelta(days=2)).isoformat()
+        db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (stamp, ids["Today"]))
+        db.commit()
+    finally:
+        db.close()
+    await page.reload()
+    assert "TODAY" not in await headings.all_inner_texts()
+    assert problems == [], problems

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from markupsafe import Markup
 
@@ -81,6 +83,32 @@ def split_ttft(ttft_ms: float | None, engine_timings: dict[str, float]) -> TtftS
     return ttft_split(None if ttft_ms is None else ttft_ms / 1000, engine_timings or {})
 
 
+def age_groups(items: Sequence[Any], now: datetime | None = None) -> list[tuple[str, list[Any]]]:
+    """Items with an ISO `updated_at`, latest first, in the sidebar's groups by age (UTC days):
+    Today (always first, maybe empty: a new conversation goes there), Yesterday, Previous 7
+    days, Previous 30 days, then one group per month."""
+    today = (now or datetime.now(UTC)).astimezone(UTC).date()
+    groups: dict[str, list[Any]] = {"Today": []}
+    for item in items:
+        try:
+            day = datetime.fromisoformat(item.updated_at).astimezone(UTC).date()
+        except ValueError:
+            day = today
+        age = (today - day).days
+        if age <= 0:
+            label = "Today"
+        elif age == 1:
+            label = "Yesterday"
+        elif age < 7:
+            label = "Previous 7 days"
+        elif age < 30:
+            label = "Previous 30 days"
+        else:
+            label = day.strftime("%B %Y")
+        groups.setdefault(label, []).append(item)
+    return list(groups.items())
+
+
 def when(stamp: str) -> str:
     """A stored ISO 8601 time (UTC) for people: "2026-12-01 11:54 UTC"."""
     try:
@@ -104,6 +132,7 @@ FILTERS = {
     "decode_rate": decode_rate,
     "when": when,
     "split_ttft": split_ttft,
+    "age_groups": age_groups,
 }
 
 

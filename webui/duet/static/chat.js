@@ -67,6 +67,21 @@ htmx.onLoad((root) => {
   if (root instanceof Element && root.matches("article.editing")) revealEditBox(root);
 });
 
+// Stop in the composer, or Esc anywhere not spent on something else (an edit box, a menu, the
+// drawer), stops the answer that is streaming: its own Stop button does the work.
+function stopStreaming() {
+  const stop = document.querySelector("#messages [data-stream] button.stop");
+  if (stop) stop.click();
+  return Boolean(stop);
+}
+
+document.querySelector(".composer-stop").addEventListener("click", stopStreaming);
+document.addEventListener("keydown", (event) => {
+  if (event.key !== "Escape" || event.defaultPrevented) return;
+  if (document.body.classList.contains("drawer-open")) return;
+  if (stopStreaming()) event.preventDefault();
+});
+
 // The sidebar as a drawer on a narrow screen (duet.css shows the toggle only there): the toggle
 // opens it over the page; the backdrop, Esc, or going to a conversation closes it.
 const drawerToggle = document.querySelector(".drawer-toggle");
@@ -84,6 +99,7 @@ backdrop.addEventListener("click", () => setDrawer(false));
 document.addEventListener("keydown", (event) => {
   const open = document.body.classList.contains("drawer-open");
   if (event.key === "Escape" && open && !event.defaultPrevented) {
+    event.preventDefault();
     setDrawer(false);
     drawerToggle.focus();
   }

@@ -17,7 +17,10 @@
 //    "duet:answer-ended").
 //  - Menus (<details data-menu>, the sidebar's ⋯): one open at a time; a click outside one, a
 //    choice in it, or Esc closes it.
-//  - Copy buttons on code blocks.
+//  - Ctrl+Shift+O (⌘+Shift+O) starts a new chat, from any page.
+//  - Copy buttons on code blocks, and on messages (a message's Markdown source, kept in a
+//    <template> beside it).
+//  - <time datetime> elements show their moment in the reader's own time zone.
 
 document.addEventListener("keydown", (event) => {
   const box = event.target;
@@ -228,15 +231,46 @@ async function copyText(text) {
   scratch.remove();
 }
 
+function textToCopy(button) {
+  if (button.matches(".copy-code")) return button.parentElement.querySelector("code").textContent;
+  const source = button.closest("article").querySelector("template.message-source");
+  return source.content.textContent;
+}
+
 document.addEventListener("click", async (event) => {
-  const button = event.target.closest(".copy-code");
+  const button = event.target.closest(".copy-code, .copy-message");
   if (!button) return;
-  const code = button.parentElement.querySelector("code");
+  const label = button.textContent;
   try {
-    await copyText(code.textContent);
+    await copyText(textToCopy(button));
     button.textContent = "Copied";
   } catch (error) {
     button.textContent = "Copy failed";
   }
-  setTimeout(() => (button.textContent = "Copy"), 1500);
+  setTimeout(() => (button.textContent = label), 1500);
 });
+
+document.addEventListener("keydown", (event) => {
+  if (event.key.toLowerCase() !== "o" || !event.shiftKey || !(event.ctrlKey || event.metaKey)) {
+    return;
+  }
+  event.preventDefault();
+  location.href = "/";
+});
+
+const sameDay = (a, b) => a.toDateString() === b.toDateString();
+
+function showLocalTimes(root) {
+  root.querySelectorAll("time[datetime]").forEach((element) => {
+    const moment = new Date(element.getAttribute("datetime"));
+    if (Number.isNaN(moment.getTime())) return;
+    const clock = moment.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    element.textContent = sameDay(moment, new Date())
+      ? clock
+      : moment.toLocaleDateString([], { day: "numeric", month: "short" }) + ", " + clock;
+    element.title = moment.toLocaleString();
+  });
+}
+
+showLocalTimes(document);
+document.addEventListener("htmx:load", (event) => showLocalTimes(event.detail.elt));
