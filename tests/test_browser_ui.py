@@ -1005,3 +1005,30 @@ async def test_the_sidebar_is_grouped_by_date(page: Page, duet_app: RunningApp) 
     await page.reload()
     assert "TODAY" not in await headings.all_inner_texts()
     assert problems == [], problems
+
+
+async def test_enter_can_be_set_to_send(page: Page, duet_app: RunningApp) -> None:
+    problems = await open_chat(page, duet_app)
+    box = page.locator("#content")
+    # By default Enter makes a new line.
+    await box.fill("one")
+    await box.press("Enter")
+    assert await box.input_value() == "one\n"
+    assert await page.locator("#messages article").count() == 0
+    # Set in Settings, kept for the next page: Enter sends, Shift+Enter makes a new line.
+    await page.locator("details.settings summary").click()
+    await page.locator("input[data-enter-sends]").check()
+    await page.reload()
+    assert await page.locator("input[data-enter-sends]").is_checked()
+    await page.locator("details.settings summary").click()
+    await page.fill("input[name=max_tokens]", "8")
+    await box.fill("What is")
+    await box.press("Shift+Enter")
+    await box.type("the capital of France?")
+    assert await box.input_value() == "What is\nthe capital of France?"
+    await box.press("Enter")
+    await page.locator("#messages article.user").wait_for()
+    assert await page.locator("#messages article.user .user-text").inner_text() == (
+        "What is\nthe capital of France?"
+    )
+    assert problems == [], problems

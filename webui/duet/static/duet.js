@@ -1,5 +1,8 @@
 // Every page's script: what the templates would otherwise ask of inline handlers, which the
 // Content-Security-Policy forbids (script-src 'self': no inline script, and htmx may not eval).
+//  - "Enter sends" (a box in Settings, kept in this browser's localStorage): Enter alone sends
+//    from those textareas too, Shift+Enter makes a new line; never while an input method is
+//    composing (Chinese, Japanese), where Enter picks the characters.
 //  - A textarea with data-send-shortcut submits its form on Ctrl+Enter (⌘+Enter on a Mac); one
 //    with data-escape-cancels presses its form's [data-cancel] button on Esc.
 //  - A textarea with data-clear-after-send is emptied when its form's request succeeds. Until
@@ -31,8 +34,34 @@ document.addEventListener("keydown", (event) => {
   cancel.click();
 });
 
+const ENTER_SENDS = "duet:enter-sends";
+
+function enterSends() {
+  try {
+    return localStorage.getItem(ENTER_SENDS) === "1";
+  } catch {
+    return false;
+  }
+}
+
+document.querySelectorAll("input[data-enter-sends]").forEach((box) => (box.checked = enterSends()));
+document.addEventListener("change", (event) => {
+  if (!event.target.matches("input[data-enter-sends]")) return;
+  try {
+    localStorage.setItem(ENTER_SENDS, event.target.checked ? "1" : "0");
+  } catch {
+    // Storage turned off: the setting lasts for this page only.
+  }
+});
+
+function sendsOnEnter(event) {
+  if (event.key !== "Enter" || event.isComposing || event.keyCode === 229) return false;
+  if (event.ctrlKey || event.metaKey) return true;
+  return !event.shiftKey && !event.altKey && enterSends();
+}
+
 document.addEventListener("keydown", (event) => {
-  if (event.key !== "Enter" || !(event.ctrlKey || event.metaKey)) return;
+  if (!sendsOnEnter(event)) return;
   const box = event.target;
   if (!(box instanceof HTMLTextAreaElement) || !box.hasAttribute("data-send-shortcut")) return;
   if (!box.form) return;
