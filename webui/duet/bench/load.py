@@ -275,7 +275,7 @@ def configuration(
 def output_length_control(workload: Workload, options: LoadOptions) -> str:
     if workload.fixed_output:
         return (
-            f"straight to vLLM exactly {workload.output_len} tokens (ignore_eos, min_tokens);"
+            f"straight to vLLM exactly {workload.output_len} tokens (ignore_eos);"
             f" Ollama at most {workload.output_len} (num_predict / max_tokens: Ollama has no"
             " ignore_eos)"
         )

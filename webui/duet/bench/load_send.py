@@ -43,7 +43,6 @@ from duet.settings import Settings
 
 PathKind = Literal["direct", "duet"]
 PATH_KINDS: tuple[PathKind, ...] = ("direct", "duet")
-SEED = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,13 +58,13 @@ class Series:
 
 
 class FixedLengthVllm(VllmEngine):
-    """vLLM asked for exactly max_tokens tokens (`ignore_eos`, `min_tokens`: vLLM's own
-    extensions to the OpenAI schema), as `vllm bench serve --ignore-eos` asks."""
+    """vLLM asked for exactly max_tokens tokens: `ignore_eos` (vLLM's own extension to the
+    OpenAI schema), as `vllm bench serve --ignore-eos` asks. Not `min_tokens` too: with the
+    end of sequence ignored it changes nothing but adds a logits processor to every step."""
 
     def payload(self, request: ChatRequest) -> dict:
         payload = super().payload(request)
         payload["ignore_eos"] = True
-        payload["min_tokens"] = request.sampling.max_tokens
         return payload
 
 
@@ -99,9 +98,11 @@ def cause_of(status: int | None, message: str) -> FailureCause:
 
 
 def sampling(workload: Workload, max_tokens: int | None = None) -> Sampling:
-    # Greedy and seeded: every run of a workload asks the same thing of each engine.
+    # Greedy: every run of a workload asks the same thing of each engine. No seed: greedy
+    # needs none, Duet's composer sends none, and `vllm bench serve` sends none (vLLM keeps a
+    # random generator for each seeded request).
     return Sampling(
-        temperature=0.0, top_p=1.0, top_k=0, max_tokens=max_tokens or workload.output_len, seed=SEED
+        temperature=0.0, top_p=1.0, top_k=0, max_tokens=max_tokens or workload.output_len
     )
 
 

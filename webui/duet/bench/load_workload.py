@@ -44,7 +44,7 @@ class Workload:
     output_len: int  # every request: the largest number of output tokens
     thinking: bool
     # Ask the engine to produce exactly output_len tokens where the request can say so
-    # (straight to vLLM: ignore_eos and min_tokens); elsewhere output_len is a cap.
+    # (straight to vLLM: ignore_eos); elsewhere output_len is a cap.
     fixed_output: bool = False
 
     def describe(self) -> dict[str, Any]:
