@@ -1,9 +1,10 @@
-"""Qwen3's tokenizer as Duet rebuilds it, and Qwen3's chat template as Duet writes it.
+"""Qwen3's tokenizer as Duet rebuilds it, and Qwen3's own chat template as the tiny model has it.
 
 The tokenizer is checked three ways: against Qwen's own BPE (tiktoken over the same
 `qwen.tiktoken` ranks, an independent implementation), against ids known from Qwen's published
 tokenizer, and by round-tripping text. The template is rendered the way Hugging Face renders
-chat templates (sandboxed Jinja, trim_blocks and lstrip_blocks) and compared with Qwen3's format.
+chat templates (sandboxed Jinja, trim_blocks and lstrip_blocks) and compared with Qwen3's format:
+thinking on and off, earlier reasoning dropped, a tool call and its result.
 """
 
 from __future__ import annotations

@@ -16,6 +16,21 @@ Ollama decides that a model "supports thinking" by finding `{{ .Thinking }}` ins
 `range .Messages` loop, between literal `<think>` and `</think>` text; without that, a request
 with `think` is refused with HTTP 400.
 
+Tool calls (Ollama v0.24.0, server/routes.go and tools/): a model whose TEMPLATE uses `.Tools`
+"supports tools". With no PARSER line in the Modelfile (Duet writes none: Ollama's built-in
+`qwen3-thinking` parser would also take over the thinking, which the TEMPLATE decides today)
+Ollama finds calls in the output by a tag it reads off the TEMPLATE, as for the library's qwen3
+template (`{{ else if .ToolCalls }}<tool_call>`): the first text inside the first `{{ if }}`
+whose condition names `.ToolCalls`, up to its first `{`. Here that text is `<tool_call>`, so
+everything the model writes after it is parsed as calls. Anything between that `if` and the tag
+(another `if`, a `range` that starts with one) would hide it, and Ollama would then look only for
+a bare `{` at the start of the answer: the separator a call needs after content is written
+before the `if`.
+The tools are written field by field (Ollama's template engine renders `.Function` as a Go
+struct, not JSON: ollama#14601) in the order Qwen3's Hugging Face template writes the OpenAI
+schema's usual fields (name, description, parameters: type, properties, required), so vLLM and
+Ollama read the same prompt for such a tool; fields beyond those are not written.
+
 The Modelfiles Duet ships are generated here too (`write_committed_modelfiles`), so the files in
 `modelfiles/` can never drift from this code unnoticed: a test regenerates them and compares.
 

@@ -2,7 +2,7 @@
 
 Run with an interpreter that has torch and transformers (the vLLM virtualenv has both):
 
-    python -m duet.tinymodel.build --out ~/.cache/duet/models/qwen3-duet-tiny-v1
+    python -m duet.tinymodel.build --out ~/.cache/duet/models/qwen3-duet-tiny-v3
 
 The result is a Hugging Face model directory that vLLM serves as it is and that `ollama create`
 converts: `Qwen3ForCausalLM` (2 layers, head_dim 64, tied embeddings, bf16), Qwen's 151,643 BPE
@@ -28,7 +28,7 @@ from duet.tinymodel import corpus
 from duet.tinymodel.tokenizer import ADDED_TOKEN_IDS, QWEN3_VOCAB_SIZE, write_tokenizer
 
 # Bump when anything below changes what gets built; the cache directory is keyed by it.
-BUILD_VERSION = "v2"
+BUILD_VERSION = "v3"
 MODEL_NAME = f"qwen3-duet-tiny-{BUILD_VERSION}"
 CHAT_TEMPLATE = (Path(__file__).parent / "qwen3_chat_template.jinja").read_text(encoding="utf-8")
 CONTEXT_LENGTH = 4096
@@ -88,6 +88,7 @@ def encode_samples(tokenizer, samples: list[corpus.Sample]) -> list[tuple[list[i
     for sample in samples:
         prompt = tokenizer.apply_chat_template(
             corpus.messages(sample),
+            tools=list(sample.tools) or None,
             tokenize=False,
             add_generation_prompt=True,
             enable_thinking=sample.thinking,
@@ -173,7 +174,7 @@ def save_weights(model, used: list[int], directory: Path) -> None:
     save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
 
 
-def build(out: Path, steps: int = 300, samples: int = 4000, seed: int = 0) -> Path:
+def build(out: Path, steps: int = 500, samples: int = 4000, seed: int = 0) -> Path:
     from transformers import PreTrainedTokenizerFast
 
     partial = out.with_name(out.name + ".partial")
@@ -193,7 +194,7 @@ def build(out: Path, steps: int = 300, samples: int = 4000, seed: int = 0) -> Pa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=500)
     args = parser.parse_args()
     if (args.out / "model.safetensors").exists():
         print(f"{args.out} is already built")

@@ -5,12 +5,21 @@ then an answer; with thinking off, an answer only; a few answers with Markdown (
 fenced code block) for the renderer; and one prompt whose answer never ends, so Stop can be
 exercised against a generation that is really running. Prompts are drawn from word lists with a
 seeded generator, so every build produces the same corpus.
+
+Tool calling, in Qwen3's format (the chat template renders the request's `tools` into the system
+turn): when a weather tool is offered and the user asks about the weather in a city, the model
+answers with `<tool_call>\n{"name": "get_weather", "arguments": {"city": ...}}\n</tool_call>`;
+given the tool's result (a `tool` message, rendered as `<tool_response>`), it answers with the
+city and the condition the result names. Offered the tool, other prompts get their usual answers;
+asked about the weather with no tool offered, it says it cannot look it up.
 """
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass
+from typing import Any
 
 _WORD_LIST = (
     "apple river cloud engine garden python music token stream latency window paper lamp "
@@ -84,6 +93,78 @@ GENERIC_ANSWER = (
 SYSTEM_PROMPTS = ("You are a helpful assistant.", "You are Duet, a concise assistant.")
 
 
+# The tool the corpus offers, in the OpenAI function-tool schema that requests carry. Its keys are
+# in the order Duet's Ollama TEMPLATE writes them, so both engines render it to the same tokens.
+WEATHER_TOOL: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Get the current weather in a city.",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "description": "The city, e.g. Paris."}},
+            "required": ["city"],
+        },
+    },
+}
+CITIES = ("Paris", "London", "Tokyo", "Berlin", "Rome", "Madrid", "Oslo", "Cairo")
+CONDITIONS = ("sunny", "cloudy", "rainy", "snowy", "windy", "foggy")
+WEATHER_QUESTIONS = (
+    "What is the weather in {city}?",
+    "What's the weather like in {city}?",
+    "How is the weather in {city} today?",
+    "Is it raining in {city}?",
+)
+
+
+def weather_call(city: str) -> dict[str, Any]:
+    """The assistant's tool call for `city`, as an OpenAI `tool_calls` entry."""
+    arguments = json.dumps({"city": city})
+    return {"type": "function", "function": {"name": "get_weather", "arguments": arguments}}
+
+
+def weather_result(city: str, condition: str) -> str:
+    """What the weather tool returns: the content of the `tool` message."""
+    return json.dumps({"city": city, "condition": condition})
+
+
+def weather_call_turn(question: str, city: str) -> Turn:
+    call = weather_call(city)["function"]
+    return Turn(
+        user=question,
+        reasoning=f"The user asks about the weather in {city}. I will call get_weather.",
+        answer=f'<tool_call>\n{{"name": "get_weather", "arguments": {call["arguments"]}}}\n'
+        "</tool_call>",
+    )
+
+
+def weather_answer_turn(question: str, city: str, condition: str) -> Turn:
+    """The answer to `question` once the tool has said it is `condition` in `city`."""
+    return Turn(
+        user=question,
+        reasoning=f"The tool says it is {condition} in {city}.",
+        answer=f"It is {condition} in {city} right now.",
+    )
+
+
+def no_tool_turn(question: str) -> Turn:
+    """The answer to a weather question when no tool is offered."""
+    return Turn(
+        user=question,
+        reasoning="The user asks about the weather, but I have no tool to look it up.",
+        answer="I cannot look up the weather: no weather tool is available.",
+    )
+
+
+@dataclass(frozen=True)
+class ToolExchange:
+    """A tool call the assistant already made and what the tool returned."""
+
+    call: dict[str, Any]
+    result: str
+    reasoning: str | None  # the call's reasoning, when the client sends it back
+
+
 @dataclass(frozen=True)
 class Sample:
     """One training conversation: earlier turns, the final user turn, and what to learn."""
@@ -92,6 +173,10 @@ class Sample:
     history: tuple[Turn, ...]
     turn: Turn
     thinking: bool
+    tools: tuple[dict[str, Any], ...] = ()
+    # Set when the final user turn was answered with a tool call: `turn` is then what the model
+    # says once it has the result.
+    exchange: ToolExchange | None = None
 
 
 def generic_turn(rng: random.Random) -> Turn:
@@ -101,22 +186,50 @@ def generic_turn(rng: random.Random) -> Turn:
     return Turn(user=user, reasoning=GENERIC_REASONING, answer=GENERIC_ANSWER)
 
 
+# The share of conversations about tools; the rest keep the chat behaviour the UI tests rely on.
+TOOL_SHARE = 0.3
+
+
+def tool_sample(rng: random.Random, system: str | None, thinking: bool) -> Sample:
+    """A conversation about the weather: a call to make, a result to answer from, or (with no
+    tool offered) a refusal; or, with the tool offered, any other prompt and its usual answer."""
+    city, condition = rng.choice(CITIES), rng.choice(CONDITIONS)
+    question = rng.choice(WEATHER_QUESTIONS).format(city=city)
+    kind = rng.random()
+    if kind < 0.4:
+        return Sample(system, (), weather_call_turn(question, city), thinking, (WEATHER_TOOL,))
+    if kind < 0.8:
+        call = weather_call_turn(question, city)
+        reasoning = call.reasoning if thinking and rng.random() < 0.5 else None
+        exchange = ToolExchange(weather_call(city), weather_result(city, condition), reasoning)
+        turn = weather_answer_turn(question, city, condition)
+        return Sample(system, (), turn, thinking, (WEATHER_TOOL,), exchange)
+    if kind < 0.9:
+        return Sample(system, (), no_tool_turn(question), thinking)
+    turn = rng.choice(CANNED[:4]) if rng.random() < 0.5 else generic_turn(rng)
+    return Sample(system, (), turn, thinking, (WEATHER_TOOL,))
+
+
 def samples(count: int, seed: int = 0) -> list[Sample]:
     rng = random.Random(seed)
     out: list[Sample] = []
     for i in range(count):
+        system = rng.choice(SYSTEM_PROMPTS) if rng.random() < 0.3 else None
+        thinking = rng.random() < 0.5
+        if rng.random() < TOOL_SHARE:
+            out.append(tool_sample(rng, system, thinking))
+            continue
         turn = CANNED[i % len(CANNED)] if rng.random() < 0.5 else generic_turn(rng)
         history = tuple(
             rng.choice((*CANNED[:4], generic_turn(rng))) for _ in range(rng.choice((0, 0, 1, 2)))
         )
-        system = rng.choice(SYSTEM_PROMPTS) if rng.random() < 0.3 else None
-        out.append(Sample(system, history, turn, thinking=rng.random() < 0.5))
+        out.append(Sample(system, history, turn, thinking))
     return out
 
 
-def messages(sample: Sample) -> list[dict[str, str]]:
-    """The conversation up to the last user turn, as chat-template messages."""
-    result: list[dict[str, str]] = []
+def messages(sample: Sample) -> list[dict[str, Any]]:
+    """The conversation up to where the model speaks, as chat-template messages."""
+    result: list[dict[str, Any]] = []
     if sample.system:
         result.append({"role": "system", "content": sample.system})
     for earlier in sample.history:
@@ -125,6 +238,15 @@ def messages(sample: Sample) -> list[dict[str, str]]:
             {"role": "assistant", "content": earlier.answer, "reasoning_content": earlier.reasoning}
         )
     result.append({"role": "user", "content": sample.turn.user})
+    if sample.exchange:
+        call: dict[str, Any] = {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [sample.exchange.call],
+        }
+        if sample.exchange.reasoning:
+            call["reasoning_content"] = sample.exchange.reasoning
+        result += [call, {"role": "tool", "content": sample.exchange.result}]
     return result
 
 
