@@ -369,9 +369,11 @@ def test_api_requests_are_counted_per_engine_in_metrics(duet: Duet) -> None:
 @pytest.mark.parametrize("engine", ENGINES)
 def test_a_tool_call_round_trip(duet: Duet, engine: str, thinking: bool) -> None:
     """The tiny model (since v3) calls its weather tool for a weather question: the call comes
-    back as OpenAI's tool_calls, streamed in pieces and whole, and the tool's result sent back
-    gets the answer that reads it (the result names a condition the question does not)."""
-    from duet.tinymodel.corpus import WEATHER_TOOL, weather_result
+    back as OpenAI's tool_calls, whole and streamed in pieces that add up to it, and the tool's
+    result sent back gets the answer that reads it (the result names a condition the question
+    does not). The tiny model writes a city its corpus knows, not always the one asked about,
+    so the result goes back for the city it called."""
+    from duet.tinymodel.corpus import CITIES, WEATHER_TOOL, weather_result
 
     client = duet.client()
     question = [{"role": "user", "content": "What is the weather in Paris?"}]
@@ -386,31 +388,34 @@ def test_a_tool_call_round_trip(duet: Duet, engine: str, thinking: bool) -> None
     choice = first.choices[0]
     assert choice.finish_reason == "tool_calls"
     calls = choice.message.tool_calls or []
-    assert [(c.function.name, json.loads(c.function.arguments)) for c in calls] == [
-        ("get_weather", {"city": "Paris"})
-    ]
+    assert [c.function.name for c in calls] == ["get_weather"]
+    arguments = json.loads(calls[0].function.arguments)
+    assert set(arguments) == {"city"} and arguments["city"] in CITIES
     assert calls[0].id and not (choice.message.content or "").strip()
-    # Streamed, the same call arrives in pieces that add up to it.
+    reasoning, _ = reasoning_of(choice.message)
+    assert ("the weather in" in (reasoning or "")) if thinking else reasoning is None
     chunks = list(client.chat.completions.create(messages=question, stream=True, **asked))
     pieces = [p for c in chunks if c.choices for p in c.choices[0].delta.tool_calls or ()]
     assert pieces and pieces[0].id and pieces[0].function.name == "get_weather"
-    assert json.loads("".join(p.function.arguments or "" for p in pieces)) == {"city": "Paris"}
+    assert json.loads("".join(p.function.arguments or "" for p in pieces)) == arguments
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "tool_calls"
-    reasoning, _ = reasoning_of(choice.message)
     called = {
         "role": "assistant",
         "content": "",
         "reasoning": reasoning,
         "tool_calls": [c.model_dump() for c in calls],
     }
+    city = arguments["city"]
     result = {
         "role": "tool",
         "tool_call_id": calls[0].id,
-        "content": weather_result("Paris", "rainy"),
+        "content": weather_result(city, "rainy"),
     }
     second = client.chat.completions.create(messages=[*question, called, result], **asked)
     assert second.choices[0].finish_reason == "stop"
-    assert second.choices[0].message.content == "It is rainy in Paris right now."
+    assert not second.choices[0].message.tool_calls
+    # vLLM's reasoning parser leaves the blank line after </think> at the answer's head.
+    assert (second.choices[0].message.content or "").strip() == f"It is rainy in {city} right now."
 
 
 def test_a_key_that_keeps_history_puts_its_chat_in_the_history(duet: Duet) -> None:
