@@ -23,10 +23,11 @@ import asyncio
 import math
 import os
 import random
+import signal
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -191,7 +192,9 @@ async def sweep(
     duet: DuetUnderTest | None,
     duet_pid: int | None,
     prompts: PromptMaker | None,
+    on_point: Callable[[list[PointResult]], None] | None = None,
 ) -> list[PointResult]:
+    """Every series at every point; `on_point` is given the results so far after each point."""
     series = [Series(route, path) for route in options.routes for path in options.paths]
     results = {(s, p): PointResult(s, p) for p in options.points for s in series}
     async with bench_client() as client:
@@ -224,6 +227,10 @@ async def sweep(
                         result = results[(s, point)]
                         result.runs.append(run_numbers(outcome, options.slos_ms, cost))
                         result.outcomes.append(outcome)
+                if on_point is not None:
+                    done = [r for r in results.values() if r.runs]
+                    add_duet_overhead(done)
+                    on_point(done)
         finally:
             for engine in engines.values():
                 await engine.aclose()
@@ -312,26 +319,32 @@ def measure(
     if options.workload.kind == "random":
         prompts = PromptMaker(tokenizer_source(options.tokenizer))
     workdir = Path(tempfile.mkdtemp(prefix="duet-load-"))
-    load_before = os.getloadavg()
+    load: dict[str, Any] = {"before": os.getloadavg(), "after": None}
     process = duet = None
     if "duet" in options.paths:
         process, duet = start_duet_under_test(settings, options, workdir)
     try:
+        duet_facts = None
+        if duet is not None:
+            duet_facts = {
+                "url": duet.url,
+                "mode": "local",
+                "environment": duet_limits(options),
+                "workdir": str(workdir),
+            }
+        config = configuration(options, settings, prompts, duet_facts, load)
+
+        def keep(results: list[PointResult]) -> None:
+            # A run stopped halfway still leaves every point it finished.
+            write_documents(options.out, {**config, "complete": False}, results)
+
         pid = process.pid if process is not None else None
-        results = asyncio.run(sweep(options, engines, duet, pid, prompts))
+        results = asyncio.run(sweep(options, engines, duet, pid, prompts, keep))
     finally:
         if process is not None:
             stop_processes([process])
-    duet_facts = None
-    if duet is not None:
-        duet_facts = {
-            "url": duet.url,
-            "mode": "local",
-            "environment": duet_limits(options),
-            "workdir": str(workdir),
-        }
-    load = {"before": load_before, "after": os.getloadavg()}
-    return configuration(options, settings, prompts, duet_facts, load), results
+    load["after"] = os.getloadavg()
+    return {**config, "complete": True}, results
 
 
 def plot_subtitle(config: dict[str, Any]) -> str:
@@ -349,6 +362,8 @@ def run_bench_load(options: LoadOptions) -> int:
     if problem is not None:
         print(f"duet bench load: {problem}", file=sys.stderr)
         return 2
+    # Stopped with SIGTERM, still stop the Duet under test (the finally clauses run).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
         config, results = measure(options)
     except (RuntimeError, FileNotFoundError) as error:
