@@ -37,6 +37,7 @@ from duet.store.messages import (
     save_assistant,
     start_assistant_message,
 )
+from duet.store.runs import CompareRun
 from duet.store.users import LOCAL_USER_ID
 from playwright.async_api import expect
 
@@ -51,9 +52,16 @@ LONG_ANSWER = "\n\n".join(f"Paragraph {n} of a long stored answer." for n in ran
 
 
 def seed_conversation(
-    app: RunningApp, title: str = "Seeded", turns: int = 1, answer: str = LONG_ANSWER
+    app: RunningApp,
+    title: str = "Seeded",
+    turns: int = 1,
+    answer: str = LONG_ANSWER,
+    engine: str = "vllm",
+    **numbers: Any,
 ) -> int:
-    """A stored conversation of `turns` questions, each with a finished vLLM answer."""
+    """A stored conversation of `turns` questions, each with a finished answer from `engine`;
+    `numbers` are the answer's AnswerRecord fields (tokens, times, the engine's timings)."""
+    numbers = {"completion_tokens": 40, "ttft_ms": 50.0, "total_ms": 1050.0, **numbers}
     db = connect(app.database)
     try:
         conversation = conversations.create_conversation(db, LOCAL_USER_ID, title, "")
@@ -62,18 +70,43 @@ def seed_conversation(
             stored = start_assistant_message(
                 db,
                 conversation.id,
-                engine="vllm",
+                engine=engine,
                 model="qwen3-duet-tiny",
                 thinking=False,
                 parameters={"temperature": 0.0, "max_tokens": 512},
             )
-            record = AnswerRecord(
-                "complete", content=answer, completion_tokens=40, ttft_ms=50.0, total_ms=1050.0
-            )
-            save_assistant(db, stored.id, record)
+            save_assistant(db, stored.id, AnswerRecord("complete", content=answer, **numbers))
     finally:
         db.close()
     return conversation.id
+
+
+def stored_run(app: RunningApp, run_id: int) -> CompareRun:
+    db = connect(app.database)
+    try:
+        run = runs.get_run(db, LOCAL_USER_ID, run_id)
+    finally:
+        db.close()
+    assert run is not None
+    return run
+
+
+async def shown_run_id(page: Page) -> int:
+    """The id of the compare run the page shows (the first, on the runs page)."""
+    return int(await page.locator("[data-run-id]").first.get_attribute("data-run-id") or 0)
+
+
+def touch_conversation(app: RunningApp, conversation_id: int, updated_at: datetime) -> None:
+    """Make a conversation look last written in at `updated_at`."""
+    db = connect(app.database)
+    try:
+        db.execute(
+            "UPDATE conversations SET updated_at = ? WHERE id = ?",
+            (updated_at.isoformat(), conversation_id),
+        )
+        db.commit()
+    finally:
+        db.close()
 
 
 def unexpected(problems: list[str], *statuses: int) -> list[str]:
@@ -376,38 +409,18 @@ async def test_error_banners_are_cleared_when_their_cause_is_gone(
 # 3. One tok/s, the decode speed, the same on every page; a burst is not a speed.
 
 
-def seed_timed_answer(app: RunningApp, tokens: int, ttft_ms: float, total_ms: float) -> int:
-    """A conversation whose one answer has these numbers; returns the conversation's id."""
-    db = connect(app.database)
-    try:
-        conversation = conversations.create_conversation(db, LOCAL_USER_ID, "Timed", "")
-        add_user_message(db, conversation.id, "How fast?")
-        answer = start_assistant_message(
-            db, conversation.id, engine="vllm", model="qwen3-duet-tiny", thinking=False,
-            parameters={"max_tokens": 512},
-        )  # fmt: skip
-        record = AnswerRecord(
-            "complete", content="Fast.", completion_tokens=tokens, ttft_ms=ttft_ms,
-            total_ms=total_ms,
-        )  # fmt: skip
-        save_assistant(db, answer.id, record)
-    finally:
-        db.close()
-    return conversation.id
-
-
 async def test_tokens_per_second_is_the_decode_speed_on_every_page(
     page: Page, duet_app: RunningApp
 ) -> None:
     problems = await open_chat(page, duet_app)
     # 40 tokens, the 39 after the first in 1 s: 39.0 tok/s.
-    steady = seed_timed_answer(duet_app, tokens=40, ttft_ms=50.0, total_ms=1050.0)
+    steady = seed_conversation(duet_app, answer="Fast.")
     await page.goto(f"{duet_app.url}/c/{steady}")
     rate = page.locator("#messages .stats .decode-rate")
     assert await rate.inner_text() == "decode 39.0 tok/s"
     assert "decode speed" in (await rate.get_attribute("title") or "")
     # The 39 after the first within half a millisecond: a burst, not 78,000 tok/s.
-    burst = seed_timed_answer(duet_app, tokens=40, ttft_ms=500.0, total_ms=500.5)
+    burst = seed_conversation(duet_app, answer="Fast.", ttft_ms=500.0, total_ms=500.5)
     await page.goto(f"{duet_app.url}/c/{burst}")
     assert await rate.inner_text() == "chunks arrived together"
     assert "tok/s" not in await page.locator("#messages .stats").inner_text()
@@ -419,13 +432,8 @@ async def test_tokens_per_second_is_the_decode_speed_on_every_page(
         await columns.nth(index).locator('[data-metric="server_decode_rate"]').inner_text()
         for index in range(2)
     ]
-    run_id = int(await page.locator("[data-run-id]").first.get_attribute("data-run-id") or 0)
-    db = connect(duet_app.database)
-    try:
-        run = runs.get_run(db, LOCAL_USER_ID, run_id)
-    finally:
-        db.close()
-    assert run is not None
+    run_id = await shown_run_id(page)
+    run = stored_run(duet_app, run_id)
     for answer, figure in zip(run.answers, shown, strict=True):
         server = answer_metrics(answer).server
         assert server.ttft is not None and server.e2e is not None and answer.output_tokens
@@ -624,7 +632,7 @@ async def test_every_page_fits_a_phone(chromium: Browser, duet_app: RunningApp) 
     table = seed_conversation(duet_app, title="A wide table", answer=WIDE_TABLE)
     chats = [seed_conversation(duet_app, title=f"Chat {n}") for n in range(1, 4)]
     await run_compare(page, duet_app, FRANCE, thinking=False, max_tokens=16)
-    run_id = int(await page.locator("[data-run-id]").first.get_attribute("data-run-id") or 0)
+    run_id = await shown_run_id(page)
     for path in ("/", f"/c/{table}", "/compare", "/runs", f"/runs/{run_id}"):
         await page.goto(duet_app.url + path)
         assert await page_width(page) <= size["width"], f"{path} is wider than the phone"
@@ -773,7 +781,7 @@ async def test_compare_details_read_well(page: Page, duet_app: RunningApp) -> No
     for label in await page.locator(".tl-labels span, .tl-axis span").all():
         size = await label.evaluate("element => parseFloat(getComputedStyle(element).fontSize)")
         assert size >= 11, size
-    run_id = int(await page.locator("[data-run-id]").first.get_attribute("data-run-id") or 0)
+    run_id = await shown_run_id(page)
     await page.goto(f"{duet_app.url}/runs/{run_id}")
     assert await scales() == live
     assert re.fullmatch(
@@ -802,58 +810,37 @@ async def test_compare_details_read_well(page: Page, duet_app: RunningApp) -> No
 # 13. A long time to first token says where it went, where the engine reports it.
 
 
-def seed_ollama_answer(app: RunningApp, ttft_ms: float, timings: dict[str, float]) -> int:
-    """A conversation whose one answer came from Ollama with these timings (seconds)."""
-    db = connect(app.database)
-    try:
-        conversation = conversations.create_conversation(db, LOCAL_USER_ID, "Queued", "")
-        add_user_message(db, conversation.id, "Anyone there?")
-        answer = start_assistant_message(
-            db, conversation.id, engine="ollama", model="qwen3-duet-tiny", thinking=False,
-            parameters={"max_tokens": 512},
-        )  # fmt: skip
-        record = AnswerRecord(
-            "complete", content="Yes.", completion_tokens=30, ttft_ms=ttft_ms,
-            total_ms=ttft_ms + 1850, engine_timings=timings,
-        )  # fmt: skip
-        save_assistant(db, answer.id, record)
-    finally:
-        db.close()
-    return conversation.id
-
-
 async def test_a_long_time_to_first_token_says_where_it_went(
     page: Page, duet_app: RunningApp
 ) -> None:
     problems = await open_chat(page, duet_app)
     # The issue's case: TTFT 16.7 s with 0.55 s loading and 0.07 s of prompt by Ollama's clock.
     timings = {"load_duration": 0.55, "prompt_eval_duration": 0.07, "eval_duration": 1.85}
-    queued = seed_ollama_answer(duet_app, 16_700.0, timings)
+    queued = seed_conversation(
+        duet_app, engine="ollama", ttft_ms=16_700.0, total_ms=18_550.0, engine_timings=timings
+    )
     await page.goto(f"{duet_app.url}/c/{queued}")
     note = page.locator("#messages [data-ttft-split]")
     text = squash(await note.inner_text())
     assert "16.08 s waiting" in text and "550 ms loading" in text and "70 ms reading" in text
     assert "Ollama's own clock" in text
     # A quick one says it only in the TTFT's tooltip.
-    quick = seed_ollama_answer(duet_app, 300.0, {**timings, "load_duration": 0.1})
+    quick = seed_conversation(
+        duet_app, engine="ollama", ttft_ms=300.0, engine_timings={**timings, "load_duration": 0.1}
+    )
     await page.goto(f"{duet_app.url}/c/{quick}")
     assert await note.count() == 0
     ttft = page.locator("#messages .stats span", has_text="TTFT")
     assert "loading the model" in (await ttft.get_attribute("title") or "")
     # vLLM reports none of it: a long TTFT says so.
-    slow_vllm = seed_timed_answer(duet_app, tokens=40, ttft_ms=2500.0, total_ms=3500.0)
+    slow_vllm = seed_conversation(duet_app, ttft_ms=2500.0, total_ms=3500.0)
     await page.goto(f"{duet_app.url}/c/{slow_vllm}")
     assert "vLLM does not report" in await note.inner_text()
 
     # A real run: Ollama's column says where its TTFT went, by Ollama's clock.
     await run_compare(page, duet_app, FRANCE, thinking=False, max_tokens=16)
-    run_id = int(await page.locator("[data-run-id]").first.get_attribute("data-run-id") or 0)
-    db = connect(duet_app.database)
-    try:
-        run = runs.get_run(db, LOCAL_USER_ID, run_id)
-    finally:
-        db.close()
-    assert run is not None
+    run_id = await shown_run_id(page)
+    run = stored_run(duet_app, run_id)
     ollama = next(answer for answer in run.answers if answer.engine == "ollama")
     assert {"load_duration", "prompt_eval_duration"} <= ollama.engine_timings.keys()
     row = page.locator(f"#answer-{ollama.id} [data-metrics-panel] tr", has_text="TTFT").first
@@ -972,18 +959,9 @@ async def test_the_sidebar_is_grouped_by_date(page: Page, duet_app: RunningApp) 
     ages = {"Today": 0, "Yesterday": 1, "Previous 7 days": 3, "Previous 30 days": 12}
     ids = {label: seed_conversation(duet_app, title=label) for label in ages}
     old = seed_conversation(duet_app, title="Long ago")
-    db = connect(duet_app.database)
-    try:
-        now = datetime.now(UTC)
-        for label, days in [*ages.items(), ("Long ago", 90)]:
-            stamp = (now - timedelta(days=days)).isoformat()
-            conversation_id = ids.get(label, old)
-            db.execute(
-                "UPDATE conversations SET updated_at = ? WHERE id = ?", (stamp, conversation_id)
-            )
-        db.commit()
-    finally:
-        db.close()
+    now = datetime.now(UTC)
+    for label, days in [*ages.items(), ("Long ago", 90)]:
+        touch_conversation(duet_app, ids.get(label, old), now - timedelta(days=days))
     long_ago = (now - timedelta(days=90)).strftime("%B %Y")
     problems = await open_chat(page, duet_app)
     headings = page.locator("#conversation-list .group-label:visible")
@@ -995,13 +973,7 @@ async def test_the_sidebar_is_grouped_by_date(page: Page, duet_app: RunningApp) 
     assert await page.locator("#no-conversations").is_hidden()
 
     # With nothing written in today, there is no Today heading.
-    db = connect(duet_app.database)
-    try:
-        stamp = (now - timedelta(days=2)).isoformat()
-        db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (stamp, ids["Today"]))
-        db.commit()
-    finally:
-        db.close()
+    touch_conversation(duet_app, ids["Today"], now - timedelta(days=2))
     await page.reload()
     assert "TODAY" not in await headings.all_inner_texts()
     assert problems == [], problems
