@@ -29,7 +29,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 
 from duet.engines.base import ChatRequest, Engine
-from duet.engines.events import AnswerDelta, Done, ReasoningDelta, StreamError, StreamEvent, Usage
+from duet.engines.events import (
+    AnswerDelta,
+    Done,
+    ReasoningDelta,
+    StreamError,
+    StreamEvent,
+    ToolCallDelta,
+    Usage,
+)
 from duet.published import AnswerEnded, AnswerEvent, Published, RequestSent
 from duet.store import api_usage, describe_storage_error
 from duet.store.messages import AnswerRecord, Arrival, Status, save_assistant
@@ -163,6 +171,8 @@ class Generation:
 
     def apply(self, event: StreamEvent) -> None:
         """Fold one engine event into the answer and pass it on to subscribers."""
+        if isinstance(event, ToolCallDelta):
+            return  # the web UI offers the model no tools, so it has no call to show
         state = self.state
         # An adapter that does not report the send still has sent it by its first event.
         self.sent.set()
