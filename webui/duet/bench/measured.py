@@ -14,16 +14,18 @@ from typing import Literal
 
 from duet.bench.stall_watch import Stall, overlap_ms
 
-PathName = Literal["direct", "duet", "reference", "signed_in"]
+PathName = Literal["direct", "duet", "reference", "api", "signed_in"]
 # Every run's paths, and with accounts on (`--accounts`) the path through a second Duet in
 # accounts mode with a signed-in session, interleaved with the others in the same rounds.
-PATHS: tuple[PathName, ...] = ("direct", "duet", "reference")
+PATHS: tuple[PathName, ...] = ("direct", "duet", "reference", "api")
 ACCOUNTS_PATHS: tuple[PathName, ...] = (*PATHS, "signed_in")
 # What each path is, as the report and the summary say it.
 PATH_DESCRIPTIONS: dict[PathName, str] = {
     "direct": "Duet's engine adapter in the benchmark process, straight to the engine",
     "duet": "duet serve (DUET_MODE=local): POST /chat/send, then the answer's event stream",
     "reference": "the reference relay (duet.bench.reference_relay), the floor for a Python relay",
+    "api": "the same duet serve's OpenAI-compatible /v1 (POST /v1/chat/completions, streamed,"
+    " with an API key), as a team's tools use it",
     "signed_in": "duet serve (DUET_MODE=accounts), every request with a signed-in session's"
     " cookie: POST /chat/send, then the answer's event stream",
 }
@@ -100,6 +102,8 @@ class EngineResult:
     duet: list[Measured] = field(default_factory=list)
     # Through the reference relay (duet.bench.reference_relay): the floor for a Python relay.
     reference: list[Measured] = field(default_factory=list)
+    # Through Duet's /v1, with an API key.
+    api: list[Measured] = field(default_factory=list)
     # Through Duet in accounts mode, signed in (only in a run with accounts on).
     signed_in: list[Measured] = field(default_factory=list)
     paths: tuple[PathName, ...] = PATHS
@@ -109,6 +113,7 @@ class EngineResult:
             "direct": self.direct,
             "duet": self.duet,
             "reference": self.reference,
+            "api": self.api,
             "signed_in": self.signed_in,
         }[path]
 

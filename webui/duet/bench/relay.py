@@ -73,6 +73,7 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,7 @@ from urllib.parse import urlencode
 import aiohttp
 import httpx
 
+from duet.api import keys as api_keys
 from duet.auth.passwords import HASHER
 from duet.auth.sessions import COOKIE
 from duet.bench.measured import (
@@ -349,6 +351,75 @@ async def stream_through_duet(
     )
 
 
+def api_body(engine: Engine, request: ChatRequest) -> dict[str, Any]:
+    """The benchmark's request as an OpenAI client sends it to Duet's /v1 for this engine."""
+    sampling = request.sampling
+    return {
+        "model": f"{engine.name}/{engine.model}",
+        "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "max_tokens": sampling.max_tokens,
+        "temperature": sampling.temperature,
+        "top_p": sampling.top_p,
+        "top_k": sampling.top_k,
+        "seed": sampling.seed,
+        "chat_template_kwargs": {"enable_thinking": request.thinking},
+    }
+
+
+def server_timing_ms(header: str) -> dict[str, float]:
+    """The `dur` of each metric of a Server-Timing header, by name."""
+    spans = {}
+    for metric in header.split(","):
+        name, *params = (part.strip() for part in metric.split(";"))
+        for param in params:
+            if param.startswith("dur="):
+                spans[name] = float(param.removeprefix("dur="))
+    return spans
+
+
+async def stream_through_api(
+    client: aiohttp.ClientSession, duet: DuetUnderTest, engine: Engine, request: ChatRequest
+) -> Measured:
+    """Through Duet's /v1, streamed, read as the engines' own OpenAI streams are read. Duet's
+    Server-Timing header gives its own spans for the request: receipt to engine request
+    (`duet`) and engine request to first token (`engine`)."""
+    on_wire: list[float] = []
+    arrivals: list[ChunkArrival] = []
+    tokens = None
+    sent_at = time.perf_counter()
+    async with client.post(
+        duet.url + "/v1/chat/completions",
+        json=api_body(engine, request),
+        headers=duet.headers,
+        trace_request_ctx={"on_sent": on_wire.append},
+    ) as response:
+        if response.status != 200:
+            raise RuntimeError(f"Duet's /v1 refused the request ({response.status})")
+        spans = server_timing_ms(response.headers.get("Server-Timing", ""))
+        async for arrived, event in stamped_events(read_lines(response)):
+            if event.data == "[DONE]":
+                continue
+            chunk = event.json()
+            if chunk.get("usage"):
+                tokens = chunk["usage"].get("completion_tokens")
+            for choice in chunk.get("choices", ()):
+                delta = choice.get("delta", {})
+                kind = "answer" if delta.get("content") else "reasoning"
+                if delta.get("content") or delta.get("reasoning"):
+                    arrivals.append(ChunkArrival(at=arrived, kind=kind, chunk=len(arrivals)))
+    return measure(
+        "api",
+        sent_at,
+        arrivals,
+        output_tokens=tokens,
+        server_ttft_ms=spans.get("engine"),
+        before_engine_ms=spans.get("duet"),
+        pre_wire_ms=(on_wire[0] - sent_at) * 1000 if on_wire else None,
+    )
+
+
 async def stream_through_reference(
     engine: Engine, request: ChatRequest, client: aiohttp.ClientSession, reference_url: str
 ) -> Measured:
@@ -527,6 +598,8 @@ async def relay_one_engine(
             return await stream_through_reference(
                 engine.via_reference, request, client, reference_url
             )
+        if path == "api":
+            return await stream_through_api(client, duet_of[path], engine.direct, request)
         return await stream_through_duet(client, duet_of[path], engine.name, max_tokens)
 
     for _ in range(WARMUP_REQUESTS):
@@ -547,6 +620,17 @@ def create_account(database: Path, name: str, password: str) -> None:
     db = open_database(database)
     try:
         users.create_user(db, name, HASHER.hash(password), "user")
+    finally:
+        db.close()
+
+
+def create_api_key(database: Path) -> str:
+    """An API key of the local user in a new database, made before `duet serve` opens it."""
+    db = open_database(database)
+    try:
+        return api_keys.create_key(
+            db, users.LOCAL_USER_ID, "duet bench relay", None, None, datetime.now(UTC)
+        ).token
     finally:
         db.close()
 
@@ -580,6 +664,7 @@ def start_relays(
             database, log = workdir / f"{path}.sqlite3", workdir / f"duet-serve-{path}.log"
             if mode == "accounts":
                 create_account(database, BENCH_ACCOUNT, password)
+            api_key = create_api_key(database) if path == "duet" and "api" in paths else None
             port = free_port()
             process = start_duet(settings, port, log, database, mode)
             processes.append(process)
@@ -589,10 +674,14 @@ def start_relays(
                 f"Duet under test: duet serve ({mode}) on {duets[-1].url} (pid {process.pid})",
                 file=sys.stderr,
             )
+            if api_key is not None:
+                # The /v1 path goes through the same server as the web UI's.
+                headers = {"Authorization": f"Bearer {api_key}"}
+                duets.append(DuetUnderTest("api", duets[-1].url, headers))
         for url, process, log in waits:
             wait_until_up(url, process, log)
         for index, duet in enumerate(duets):
-            if DUET_MODES[duet.path] == "accounts":
+            if DUET_MODES.get(duet.path) == "accounts":
                 token = sign_in(duet.url, BENCH_ACCOUNT, password)
                 duets[index] = replace(duet, headers={"Cookie": f"{COOKIE}={token}"})
     except BaseException:

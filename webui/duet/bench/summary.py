@@ -184,10 +184,12 @@ class DuetPath:
 
 
 # Duet as it serves one private user (its keys are those of runs before accounts existed),
-# and Duet in accounts mode with a signed-in session on every request (`--accounts`).
+# the same Duet's /v1 for a team's tools, and Duet in accounts mode with a signed-in session on
+# every request (`--accounts`).
 LOCAL = DuetPath("duet", "", "", "Duet")
+API = DuetPath("api", "api_", ", /v1", "Duet's /v1")
 SIGNED_IN = DuetPath("signed_in", "signed_in_", ", signed in", "Duet signed in")
-DUET_PATHS = (LOCAL, SIGNED_IN)
+DUET_PATHS = (LOCAL, API, SIGNED_IN)
 
 TTFT = attrgetter("ttft_ms")
 PRE_WIRE = attrgetter("pre_wire_ms")
@@ -391,6 +393,7 @@ ROWS: tuple[Row, ...] = (
         p50(pooled_gaps("reference", ITL)),
     ),
     *duet_rows(LOCAL),
+    *duet_rows(API),
     *duet_rows(SIGNED_IN),
     # What the accounts add: the two Duets' added TTFT, measured in the same rounds.
     Row(
