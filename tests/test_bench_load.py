@@ -408,11 +408,11 @@ def test_the_svg_files_carry_the_series_and_axes_as_text(tmp_path: Path) -> None
 
 def test_the_comparison_with_vllm_bench_serve_takes_medians_of_the_repeats() -> None:
     duet = [
-        {"median_ttft_ms": t, "median_tpot_ms": 20.0, "output_throughput": 100.0}
+        {"completed": 20, "median_ttft_ms": t, "median_tpot_ms": 20.0, "output_throughput": 100.0}
         for t in (90, 100, 200)
     ]
     vllm = [
-        {"median_ttft_ms": t, "median_tpot_ms": 22.0, "output_throughput": 96.0}
+        {"completed": 20, "median_ttft_ms": t, "median_tpot_ms": 22.0, "output_throughput": 96.0}
         for t in (300, 96, 98)
     ]
     rows = compare(duet, vllm)
@@ -425,6 +425,15 @@ def test_the_comparison_with_vllm_bench_serve_takes_medians_of_the_repeats() -> 
     assert not rows["median_tpot_ms"]["within_tolerance"]  # 20 against 22: -9 %
     assert rows["output_throughput"]["difference"] == pytest.approx(100 / 96 - 1)
     assert "over 5%" in report(rows)[2] and report(rows)[1].endswith("ok")
+    # vLLM's client writes 0 where every request failed; Duet writes None: neither is a median.
+    ours = [{**run, "completed": 20} for run in duet[:2]]
+    ours.append({"completed": 0, "median_ttft_ms": None, "median_tpot_ms": None})
+    theirs = [{"completed": 0, "median_ttft_ms": 0.0, "median_tpot_ms": 0.0}] * 3
+    rows = compare(ours, theirs)
+    assert rows["median_ttft_ms"]["duet_median"] == 95  # of 90 and 100; the failed one left out
+    assert rows["median_ttft_ms"]["vllm_median"] is None
+    assert not rows["median_ttft_ms"]["within_tolerance"]
+    assert "not measured by both" in report(rows)[1]
 
 
 def test_both_tools_get_the_same_workload() -> None:

@@ -32,6 +32,22 @@ pytestmark = pytest.mark.engines
 SMALL_QUEUE_PORT = 21600
 
 
+def small_run(out: Path, **changes: object) -> LoadOptions:
+    """A short run: the tests change only what they are about."""
+    base = LoadOptions(
+        routes=("vllm",),
+        paths=("direct",),
+        points=(LoadPoint(1),),
+        workload=Workload("random", 32, 12, thinking=False),
+        out=out,
+        requests=3,
+        repeats=1,
+        warmup=1,
+        progress=False,
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
 def accounted(results: list[PointResult]) -> None:
     for result in results:
         for run in result.runs:
@@ -42,16 +58,11 @@ def accounted(results: list[PointResult]) -> None:
 def test_a_small_sweep_on_every_route_and_both_paths(
     engine_settings: Settings, tmp_path: Path
 ) -> None:
-    options = LoadOptions(
+    options = small_run(
+        tmp_path,
         routes=("vllm", "ollama", "ollama-openai"),
         paths=("direct", "duet"),
         points=(LoadPoint(1), LoadPoint(2)),
-        workload=Workload("random", 32, 12, thinking=False),
-        out=tmp_path,
-        requests=3,
-        repeats=1,
-        warmup=1,
-        progress=False,
     )
     config, results = measure(options, engine_settings)
     accounted(results)
@@ -70,7 +81,7 @@ def test_a_small_sweep_on_every_route_and_both_paths(
         else:
             assert "duet_cpu_ms_per_chunk" not in run
     assert config["engines"]["vllm"]["version"] and config["engines"]["ollama"]["version"]
-    assert config["engines"]["ollama"]["loaded_context_length"]
+    assert config["engines"]["ollama"]["loaded_context_length"] and config["complete"]
     summary, raw = write_documents(tmp_path, config, results)
     lines = raw.read_text().splitlines()
     assert len(lines) == 12 * 3 + 12  # every request, and each run's probe
@@ -85,16 +96,12 @@ def test_vllm_straight_gives_exactly_the_asked_length_with_fixed_output(
     engine_settings: Settings, tmp_path: Path
 ) -> None:
     # The tiny model stops a random prompt's answer well before 48 tokens of its own accord.
-    options = LoadOptions(
-        routes=("vllm",),
-        paths=("direct",),
+    options = small_run(
+        tmp_path,
         points=(LoadPoint(2),),
         workload=Workload("random", 32, 48, thinking=False, fixed_output=True),
-        out=tmp_path,
         requests=2,
-        repeats=1,
         warmup=0,
-        progress=False,
     )
     _, results = measure(options, engine_settings)
     (result,) = results
@@ -146,16 +153,14 @@ def test_ollamas_503s_with_a_full_queue_are_counted_on_both_paths(
     engine_settings: Settings, small_queue_ollama: str, tmp_path: Path
 ) -> None:
     settings = replace(engine_settings, ollama_url=small_queue_ollama)
-    options = LoadOptions(
+    options = small_run(
+        tmp_path,
         routes=("ollama", "ollama-openai"),
         paths=("direct", "duet"),
         points=(LoadPoint(6),),
         workload=Workload("random", 32, 24, thinking=False),
-        out=tmp_path,
         requests=12,
-        repeats=1,
         warmup=0,
-        progress=False,
     )
     config, results = measure(options, settings)
     accounted(results)

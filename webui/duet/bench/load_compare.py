@@ -76,24 +76,36 @@ def compare(duet: Sequence[dict[str, Any]], vllm: Sequence[dict[str, Any]]) -> d
     difference from vLLM's, and whether it is within TOLERANCE."""
     rows = {}
     for key in COMPARED:
-        ours = [run[key] for run in duet]
-        theirs = [run[key] for run in vllm]
-        ours_median, theirs_median = statistics.median(ours), statistics.median(theirs)
-        difference = ours_median / theirs_median - 1
+        ours = [run[key] if run.get("completed") else None for run in duet]
+        theirs = [run[key] if run.get("completed") else None for run in vllm]
+        ours_median, theirs_median = median_of_completed(ours), median_of_completed(theirs)
+        difference = None
+        if ours_median is not None and theirs_median:
+            difference = ours_median / theirs_median - 1
         rows[key] = {
             "duet": ours,
             "vllm": theirs,
             "duet_median": ours_median,
             "vllm_median": theirs_median,
             "difference": difference,
-            "within_tolerance": abs(difference) <= TOLERANCE,
+            "within_tolerance": difference is not None and abs(difference) <= TOLERANCE,
         }
     return rows
+
+
+def median_of_completed(values: Sequence[float | None]) -> float | None:
+    """The median of the repeats that completed requests (None stands for one that did not:
+    vLLM's client writes 0 for its numbers then, Duet's writes None); None when none did."""
+    present = [value for value in values if value is not None]
+    return statistics.median(present) if present else None
 
 
 def report(rows: dict[str, Any]) -> list[str]:
     lines = [f"{'':18}{'duet (median)':>15}{'vllm (median)':>15}{'difference':>12}"]
     for key, row in rows.items():
+        if row["difference"] is None:
+            lines.append(f"{key:18}  not measured by both (see each run's log)")
+            continue
         verdict = "ok" if row["within_tolerance"] else f"over {TOLERANCE:.0%}"
         lines.append(
             f"{key:18}{row['duet_median']:>15.2f}{row['vllm_median']:>15.2f}"
