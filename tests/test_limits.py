@@ -107,10 +107,13 @@ async def test_n_plus_one_simultaneous_requests_against_a_limit_of_n_give_exactl
 
 
 def test_web_ui_answers_and_api_requests_share_the_limit(
-    db: sqlite3.Connection, limits: Limits, ada: int
+    db: sqlite3.Connection, limits: Limits, clock: Clock, ada: int
 ) -> None:
     user_limits.set_defaults(db, LimitValues(max_concurrent=2, requests_per_minute=3))
     conversation = conversations.create_conversation(db, ada, "a chat")
+    # Web answers are stamped by the store's own clock, the real one: so is /v1's here, or the
+    # minute's window would hold only one kind.
+    clock.now = datetime.now(UTC)
 
     def web_answer() -> messages.Message:
         """What turns.store_answer_row does: the check, then the answer's streaming row."""
