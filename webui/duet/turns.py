@@ -32,14 +32,19 @@ class TurnOptions:
     system_prompt: str
 
     def parameters(self) -> dict[str, Any]:
-        """The parameters as stored with the answer (and shown in exports)."""
-        return {
-            "temperature": self.sampling.temperature,
-            "top_p": self.sampling.top_p,
-            "top_k": self.sampling.top_k,
-            "max_tokens": self.sampling.max_tokens,
-            "thinking": self.thinking,
-        }
+        return stored_parameters(self.sampling, self.thinking)
+
+
+def stored_parameters(sampling: Sampling, thinking: bool) -> dict[str, Any]:
+    """An answer's parameters as stored with it (and shown in exports), however it was asked
+    for: the web UI's composer or a /v1 request kept in its owner's history."""
+    return {
+        "temperature": sampling.temperature,
+        "top_p": sampling.top_p,
+        "top_k": sampling.top_k,
+        "max_tokens": sampling.max_tokens,
+        "thinking": thinking,
+    }
 
 
 def chat_messages(

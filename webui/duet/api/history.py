@@ -27,6 +27,7 @@ from duet.store import conversations, messages
 from duet.store.api_usage import EndStatus
 from duet.store.db import transaction
 from duet.store.messages import AnswerRecord, Status
+from duet.turns import stored_parameters
 
 Turn = tuple[Literal["user", "assistant"], str]
 # How many of the owner's latest conversations a request may continue.
@@ -77,13 +78,7 @@ class Kept:
 
     def parameters(self) -> dict[str, Any]:
         """The answer's parameters as the web UI stores them with its own answers."""
-        return {
-            "temperature": self.sampling.temperature,
-            "top_p": self.sampling.top_p,
-            "top_k": self.sampling.top_k,
-            "max_tokens": self.sampling.max_tokens,
-            "thinking": self.body.thinking,
-        }
+        return stored_parameters(self.sampling, self.body.thinking)
 
     def keep(
         self,
