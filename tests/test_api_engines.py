@@ -48,9 +48,10 @@ class Duet:
         )
 
     def rows_once_ended(self, query: str, values: tuple[Any, ...], count: int) -> list[Any]:
-        """`query`'s rows once it has `count` of them (at most a few seconds): a streamed
-        request's books are written as its stream ends, which the client may see first (the
-        openai client stops reading at `data: [DONE]`)."""
+        """`query`'s rows once it has `count` of them and none is still streaming (at most a
+        few seconds): a request's row is written when it is admitted and ended as its stream
+        ends, which the client may see first (the openai client stops reading at
+        `data: [DONE]`)."""
         deadline = time.monotonic() + 5
         while True:
             db = connect(self.database)
@@ -58,7 +59,8 @@ class Duet:
                 rows = db.execute(query, values).fetchall()
             finally:
                 db.close()
-            if len(rows) >= count or time.monotonic() > deadline:
+            ended = len(rows) >= count and all(dict(r).get("status") != "streaming" for r in rows)
+            if ended or time.monotonic() > deadline:
                 return rows
             time.sleep(0.05)
 
