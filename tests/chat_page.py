@@ -11,8 +11,11 @@ from typing import TYPE_CHECKING
 
 from app_server import RunningApp
 from duet.markdown import render_markdown
+from duet.store import runs
 from duet.store.db import connect
 from duet.store.messages import Message, require_message
+from duet.store.runs import CompareRun
+from duet.store.users import LOCAL_USER_ID
 
 if TYPE_CHECKING:
     from playwright.async_api import Page
@@ -191,6 +194,16 @@ def stored(app: RunningApp, message_id: int) -> Message:
         return require_message(db, message_id)
     finally:
         db.close()
+
+
+def stored_run(app: RunningApp, run_id: int) -> CompareRun:
+    db = connect(app.database)
+    try:
+        run = runs.get_run(db, LOCAL_USER_ID, run_id)
+    finally:
+        db.close()
+    assert run is not None
+    return run
 
 
 def squash(text: str) -> str:

@@ -24,12 +24,13 @@ from chat_page import (
     send,
     squash,
     stored,
+    stored_run,
     wait_for_status,
     watch_problems,
 )
 from down_engine import DownEngine, closed_port
 from duet.metrics.answers import answer_metrics
-from duet.store import conversations, runs
+from duet.store import conversations
 from duet.store.db import connect
 from duet.store.messages import (
     AnswerRecord,
@@ -37,7 +38,6 @@ from duet.store.messages import (
     save_assistant,
     start_assistant_message,
 )
-from duet.store.runs import CompareRun
 from duet.store.users import LOCAL_USER_ID
 from playwright.async_api import expect
 
@@ -79,16 +79,6 @@ def seed_conversation(
     finally:
         db.close()
     return conversation.id
-
-
-def stored_run(app: RunningApp, run_id: int) -> CompareRun:
-    db = connect(app.database)
-    try:
-        run = runs.get_run(db, LOCAL_USER_ID, run_id)
-    finally:
-        db.close()
-    assert run is not None
-    return run
 
 
 async def shown_run_id(page: Page) -> int:

@@ -13,12 +13,11 @@ from pathlib import Path
 import httpx
 import pytest
 from app_server import RunningApp, serve_app
+from chat_page import stored_run
 from duet.bench.sse_client import parse_events
 from duet.engines.base import Engine
 from duet.metrics.answers import answer_metrics
 from duet.store import runs
-from duet.store.db import connect
-from duet.store.users import LOCAL_USER_ID
 
 pytestmark = pytest.mark.engines
 
@@ -92,16 +91,6 @@ def run_compare(app: RunningApp, mode: str) -> int:
             assert f'duet_time_to_first_token_seconds_count{{engine="{engine}"}} 1.0' in metrics
             assert f'duet_inter_token_latency_seconds_count{{engine="{engine}"}}' in metrics
     return run_id
-
-
-def stored_run(app: RunningApp, run_id: int) -> runs.CompareRun:
-    db = connect(app.database)
-    try:
-        run = runs.get_run(db, LOCAL_USER_ID, run_id)
-    finally:
-        db.close()
-    assert run is not None
-    return run
 
 
 def check_answers_stored_with_metrics(run: runs.CompareRun) -> None:
