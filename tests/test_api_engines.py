@@ -254,13 +254,6 @@ def test_stop_ends_the_answer_before_the_stop_text(duet: Duet, engine: str) -> N
     assert stopped.choices[0].finish_reason == "stop"
 
 
-def wait_until_idle(vllm_metrics: VllmMetrics, seconds: float = 10) -> float:
-    deadline = time.monotonic() + seconds
-    while (running := vllm_metrics.running()) > 0 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return running
-
-
 STORY_TOKENS = 3000
 
 
@@ -282,13 +275,13 @@ def vllm_stops_when_the_client_leaves(
 ) -> None:
     """`leave` asks for a long story and goes away; vLLM's own books must show it stopped long
     before the story's budget was spent."""
-    assert wait_until_idle(vllm_metrics) == 0, "vLLM is busy with another request"
+    assert vllm_metrics.settle() == 0, "vLLM is busy with another request"
     generated_before = vllm_metrics.generated()
     headers = {"Authorization": f"Bearer {duet.token}"}
     with httpx.Client(base_url=duet.url, timeout=timeout, headers=headers) as client:
         leave(client)
     closed = time.monotonic()
-    running = wait_until_idle(vllm_metrics)
+    running = vllm_metrics.settle(seconds=10)
     generated = vllm_metrics.generated() - generated_before
     timeline = f"{running:.0f} running {time.monotonic() - closed:.2f} s after the client left"
     assert running == 0, timeline

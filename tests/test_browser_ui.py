@@ -562,9 +562,21 @@ async def test_editing_a_message_works_from_the_keyboard_and_stays_in_view(
 
 
 async def search_for(page: Page, text: str) -> Locator:
-    """Type into the sidebar's search and return the hits once they are listed."""
-    async with page.expect_response(re.compile(r"/conversations\?")):
-        await page.fill("input.search", text)
+    """Type into the sidebar's search and return the hits once htmx has put them in the list.
+
+    It waits for the list's own swap, not for the response: htmx swaps after the response has
+    arrived, and a fresh-clone CI run once counted the hits in between (and found none)."""
+    await page.evaluate(
+        """() => { window.searchSettled = new Promise(resolve => {
+            document.body.addEventListener("htmx:afterSettle", function settled(event) {
+                if (event.detail.target.id !== "conversation-list") return;
+                document.body.removeEventListener("htmx:afterSettle", settled);
+                resolve();
+            });
+        }); }"""
+    )
+    await page.fill("input.search", text)
+    await page.evaluate("() => window.searchSettled")
     return page.locator("#conversation-list .search-hit")
 
 

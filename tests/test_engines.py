@@ -271,6 +271,7 @@ async def test_closing_the_stream_aborts_the_vllm_request(
     failed when it spent tens of seconds between them (reading 20 chunks from a vLLM that merges
     waiting deltas when it falls behind, then opening a new HTTP client for every reading)."""
     max_tokens = 3000
+    assert vllm_metrics.settle() == 0, "vLLM is busy with another request"
     generated_before = vllm_metrics.generated()
     stream = engines["vllm"].stream_chat(
         request("Tell me a story that never ends.", thinking=False, max_tokens=max_tokens)
@@ -291,6 +292,7 @@ async def test_closing_the_stream_aborts_the_vllm_request(
     while (running := vllm_metrics.running()) > 0 and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     stopped_after = time.monotonic() - closed
+    vllm_metrics.settle(seconds=10)  # every token of the aborted story counted
     generated = vllm_metrics.generated() - generated_before
     timeline = (
         f"first text after {first_text_after:.2f} s ({len(seen)} events), "

@@ -58,6 +58,7 @@ START_SECONDS = 10.0
 # kept on the direct path and still count as not falling: a buffering proxy takes it near zero.
 ITL_FLOOR = 0.5
 BUFFERING_ON = "proxy_buffering off;"
+ATTEMPTS = 3
 
 
 def find_nginx() -> Path:
@@ -321,6 +322,28 @@ def assert_every_event_apart(measured: Measured) -> None:
     assert measured.proxied.itl_kept() >= ITL_FLOOR * measured.direct.itl_kept(), summary
 
 
+async def assert_streams_apart_through(
+    site: str, app: RunningApp, box: Box, engine: EngineName, prefix: Path
+) -> None:
+    """`assert_every_event_apart` on one of up to ATTEMPTS measurements.
+
+    A buffering hop groups the events of every stream (test_a_buffering_proxy_is_caught, one
+    measurement); a stall of this shared machine groups one stretch of one stream. A CI run once
+    saw 41 % of the gaps through the shipped site collapse, with the typical gap kept whole
+    (0.99 of Duet's): one client stall of about a second. So a site fails only if every
+    attempt does, and the message gives each attempt's numbers."""
+    failures = []
+    for attempt in range(ATTEMPTS):
+        measured = await measure_through(site, app, box, engine, prefix / str(attempt))
+        try:
+            assert_every_event_apart(measured)
+        except AssertionError as failure:
+            failures.append(f"attempt {attempt + 1}: {failure}")
+        else:
+            return
+    pytest.fail("\n".join(failures))
+
+
 def test_the_docs_show_the_site_this_test_runs() -> None:
     blocks = re.findall(r"```nginx\n(.*?)```", DOCS.read_text(), flags=re.DOTALL)
     assert blocks == [SITE.read_text()], f"docs/team.md's nginx block differs from {SITE}"
@@ -332,8 +355,7 @@ async def test_the_shipped_site_passes_every_event_apart(
     app: RunningApp, box: Box, engine: EngineName, tmp_path: Path
 ) -> None:
     site = site_for(box, SITE.read_text())
-    measured = await measure_through(site, app, box, engine, tmp_path / "nginx")
-    assert_every_event_apart(measured)
+    await assert_streams_apart_through(site, app, box, engine, tmp_path / "nginx")
 
 
 @pytest.mark.engines
@@ -343,8 +365,7 @@ async def test_duets_header_alone_keeps_events_apart(
     # Buffering on, as in an nginx site that never heard of event streams: Duet's streams
     # carry X-Accel-Buffering: no, which turns it off for them.
     site = replaced(site_for(box, SITE.read_text()), BUFFERING_ON, "proxy_buffering on;")
-    measured = await measure_through(site, app, box, "ollama", tmp_path / "nginx")
-    assert_every_event_apart(measured)
+    await assert_streams_apart_through(site, app, box, "ollama", tmp_path / "nginx")
 
 
 @pytest.mark.engines

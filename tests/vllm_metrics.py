@@ -10,6 +10,7 @@ between two readings. With one client a reading takes tens of milliseconds.
 from __future__ import annotations
 
 import re
+import time
 
 import httpx
 
@@ -40,6 +41,23 @@ class VllmMetrics:
 
     def generated(self) -> float:
         return self.value("vllm:generation_tokens_total")
+
+    def settle(self, seconds: float = 30, quiet: float = 0.3) -> float:
+        """Wait, for at most `seconds`, until vLLM runs nothing and its token count has stopped
+        moving for `quiet` seconds; return how many requests it still runs.
+
+        Both matter before a reading is taken as a baseline: vLLM's API server counts the tokens
+        of the engine's outputs as it handles them, and on a busy machine it can fall behind and
+        count a stream's backlog later, in one go. A CI run once saw 1,593 tokens counted within
+        0.1 s of a new request's start: the tail of an earlier test's story."""
+        deadline = time.monotonic() + seconds
+        last = self.generated()
+        while True:
+            time.sleep(quiet)
+            running, now = self.running(), self.generated()
+            if (running == 0 and now == last) or time.monotonic() > deadline:
+                return running
+            last = now
 
     def close(self) -> None:
         self.client.close()
