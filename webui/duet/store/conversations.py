@@ -204,8 +204,9 @@ def search_conversations(
 
     Words in spaced scripts match whole words, the last one as a prefix (the unicode61 word
     index, m004); a query with Chinese, Japanese or Korean in it matches substrings (the
-    trigram index, m009, for words of three characters or more, a scan for shorter ones). The
-    snippet is the message's text as it reads, without Markdown syntax."""
+    trigram index, m009, for words of three characters or more, a scan for shorter ones). An
+    answer is found once it has ended, with the text it ended with (m014). The snippet is the
+    message's text as it reads, without Markdown syntax."""
     words = query_words(text)
     if not words:
         return []
@@ -251,7 +252,8 @@ def _substring_matches(
 ) -> list[sqlite3.Row]:
     long_words = [word for word in words if len(word) >= TRIGRAM]
     short_words = [word for word in words if len(word) < TRIGRAM]
-    conditions = ["conversations.user_id = ?"]
+    # As the indexes hold them (m014): an answer is found once it has ended.
+    conditions = ["conversations.user_id = ?", "messages.status != 'streaming'"]
     parameters: list[object] = [user_id]
     if long_words:
         conditions.append(

@@ -415,3 +415,35 @@ def m009_messages_trigram(db: sqlite3.Connection) -> None:
     for trigger in triggers:
         db.execute(trigger)
     db.execute("INSERT INTO messages_trigram (messages_trigram) VALUES ('rebuild')")
+
+
+@migration
+def m014_index_answers_once_ended(db: sqlite3.Connection) -> None:
+    # The search indexes (m004's words, m009's trigrams) hold every message but the answers
+    # still being written. An answer is saved every quarter second while it streams, and each
+    # save rewrote its whole text into both indexes, on the event loop that carries every
+    # stream; and the empty row of a new answer was indexed inside the send's own
+    # transaction, before its engine request could start. Now a row is in the indexes exactly
+    # while its status is not 'streaming': it goes in when the answer ends (or is stopped,
+    # fails or is interrupted), with the text it ended with.
+    for table in ("messages_fts", "messages_trigram"):
+        for event in ("insert", "delete", "update"):
+            db.execute(f"DROP TRIGGER {table}_{event}")
+        put = f"""
+            INSERT INTO {table} (rowid, content, reasoning)
+            SELECT new.id, new.content, new.reasoning WHERE new.status != 'streaming';"""
+        remove = f"""
+            INSERT INTO {table} ({table}, rowid, content, reasoning)
+            SELECT 'delete', old.id, old.content, old.reasoning WHERE old.status != 'streaming';"""
+        db.execute(f"CREATE TRIGGER {table}_insert AFTER INSERT ON messages BEGIN {put} END")
+        db.execute(f"CREATE TRIGGER {table}_delete AFTER DELETE ON messages BEGIN {remove} END")
+        db.execute(
+            f"CREATE TRIGGER {table}_update AFTER UPDATE OF content, reasoning, status"
+            f" ON messages BEGIN {remove} {put} END"
+        )
+        # Rebuilt from the rows as they are, then the streaming ones taken out again.
+        db.execute(f"INSERT INTO {table} ({table}) VALUES ('rebuild')")
+        db.execute(
+            f"INSERT INTO {table} ({table}, rowid, content, reasoning)"
+            " SELECT 'delete', id, content, reasoning FROM messages WHERE status = 'streaming'"
+        )

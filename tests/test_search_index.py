@@ -1,0 +1,130 @@
+"""The search indexes hold every message but the answers still being written (m014): an answer
+goes in when it ends, with the text it ended with, and the indexes stay consistent with the
+messages table through every change a conversation goes through.
+
+Consistency is SQLite's own verdict: FTS5's `integrity-check` with rank 1 compares an external
+content index with the rows of its table (https://sqlite.org/fts5.html, "The 'integrity-check'
+Command"), so it passes only while no row is streaming.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from duet.store import conversations, messages, open_database
+from duet.store.db import connect
+from duet.store.migrations import MIGRATIONS, migrate
+from duet.store.users import LOCAL_USER_ID
+
+INDEXES = ("messages_fts", "messages_trigram")
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[sqlite3.Connection]:
+    database = open_database(tmp_path / "duet.sqlite3")
+    yield database
+    database.close()
+
+
+def found(db: sqlite3.Connection, text: str) -> list[int]:
+    return [
+        hit.conversation.id for hit in conversations.search_conversations(db, LOCAL_USER_ID, text)
+    ]
+
+
+def indexed_rows(db: sqlite3.Connection, index: str) -> int:
+    # The index's own count of the documents it holds (its 'docsize' shadow table).
+    return int(db.execute(f"SELECT count(*) FROM {index}_docsize").fetchone()[0])
+
+
+def assert_consistent(db: sqlite3.Connection) -> None:
+    for index in INDEXES:
+        db.execute(f"INSERT INTO {index} ({index}, rank) VALUES ('integrity-check', 1)")
+
+
+def streaming_answer(db: sqlite3.Connection, question: str) -> tuple[int, int]:
+    conversation = conversations.create_conversation(db, LOCAL_USER_ID, question)
+    messages.add_user_message(db, conversation.id, question)
+    answer = messages.start_assistant_message(
+        db, conversation.id, engine="vllm", model="qwen3", thinking=True, parameters={}
+    )
+    return conversation.id, answer.id
+
+
+def test_an_answer_is_found_once_it_ends_with_the_text_it_ended_with(
+    db: sqlite3.Connection,
+) -> None:
+    conversation_id, answer_id = streaming_answer(db, "Tell me about llamas")
+    assert found(db, "llamas") == [conversation_id]  # the question is in at once
+    for partial in ("Alpacas", "Alpacas graze on the 山顶"):
+        messages.save_assistant(
+            db, answer_id, messages.AnswerRecord("streaming", content=partial, reasoning="Wool")
+        )
+        assert found(db, "alpacas") == found(db, "wool") == found(db, "山顶") == []
+    assert [indexed_rows(db, index) for index in INDEXES] == [1, 1]
+
+    ended = messages.AnswerRecord("complete", content="Vicuñas live on 山顶上", reasoning="Wool")
+    messages.save_assistant(db, answer_id, ended)
+    for text in ("vicunas", "wool", "山顶", "山顶上"):
+        assert found(db, text) == [conversation_id], text
+    assert found(db, "alpacas") == []
+    assert_consistent(db)
+
+    # Edited and deleted as before: the indexes follow.
+    messages.update_user_message(db, answer_id - 1, "Tell me about guanacos")
+    assert (found(db, "guanacos"), found(db, "llamas")) == ([conversation_id], [])
+    assert_consistent(db)
+    conversations.delete_conversation(db, LOCAL_USER_ID, conversation_id)
+    assert [indexed_rows(db, index) for index in INDEXES] == [0, 0]
+    assert_consistent(db)
+
+
+@pytest.mark.parametrize("status", ["stopped", "failed", "interrupted"])
+def test_an_answer_that_ends_any_other_way_is_indexed_too(
+    db: sqlite3.Connection, status: messages.Status
+) -> None:
+    conversation_id, answer_id = streaming_answer(db, "Tell me a story")
+    messages.save_assistant(db, answer_id, messages.AnswerRecord("streaming", content="Once"))
+    messages.save_assistant(db, answer_id, messages.AnswerRecord(status, content="Once upon"))
+    assert found(db, "upon") == [conversation_id]
+    assert_consistent(db)
+
+
+def test_the_migration_takes_streaming_answers_out_of_the_indexes(tmp_path: Path) -> None:
+    """A database from before m014, with an answer left streaming (a server that stopped
+    mid-answer) and ended ones, comes out indexed as m014 keeps it."""
+    path = tmp_path / "old.sqlite3"
+    db = sqlite3.connect(path, isolation_level=None)
+    db.row_factory = sqlite3.Row
+    names = [migration.__name__ for migration in MIGRATIONS]
+    at = names.index("m014_index_answers_once_ended")
+    before, after = MIGRATIONS[:at], names[at + 1 :]
+    db.execute("CREATE TABLE _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+    for migration in before:
+        migration(db)
+        db.execute("INSERT INTO _migrations VALUES (?, 'before m014')", (migration.__name__,))
+    ended_id, ended_answer = streaming_answer(db, "Ended question")
+    messages.save_assistant(db, ended_answer, messages.AnswerRecord("complete", content="Zebras"))
+    left_id, left_answer = streaming_answer(db, "Left question")
+    messages.save_assistant(db, left_answer, messages.AnswerRecord("streaming", content="Okapis"))
+    assert found(db, "okapis") == [left_id]  # before: a streaming answer was indexed
+    db.close()
+
+    db = connect(path)
+    try:
+        assert migrate(db) == ["m014_index_answers_once_ended", *after]
+        assert found(db, "zebras") == [ended_id]
+        assert found(db, "okapis") == []
+        assert set(found(db, "question")) == {ended_id, left_id}
+    finally:
+        db.close()
+    db = open_database(path)  # closes out the answer left streaming, which indexes it
+    try:
+        assert messages.require_message(db, left_answer).status == "interrupted"
+        assert found(db, "okapis") == [left_id]
+        assert_consistent(db)
+    finally:
+        db.close()
