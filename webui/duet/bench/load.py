@@ -94,6 +94,8 @@ class LoadOptions:
     progress: bool = True
     probe: bool = True  # one extra interactive request in each run (duet.bench.load_run)
     command: str = "duet bench load"
+    # Told of every request as it ends, with its run's title (the Load page's progress).
+    on_record: Callable[[str, RequestRecord], None] | None = None
 
 
 def requests_for(point: LoadPoint, asked: int | None) -> int:
@@ -166,6 +168,8 @@ async def one_run(
         nonlocal failures
         failures += not record.success
         bar.update(1)
+        if options.on_record is not None:
+            options.on_record(title, record)
         if failures:
             bar.set_postfix(failed=failures)
 
@@ -313,16 +317,28 @@ def measure(
     """Run the sweep (starting and stopping the Duet under test) against the engines
     `settings` name (default: the environment's): configuration and results.
     RuntimeError or FileNotFoundError when it cannot run."""
-    settings = settings or Settings.from_env()
+    return asyncio.run(measure_async(options, settings or Settings.from_env()))
+
+
+async def measure_async(
+    options: LoadOptions,
+    settings: Settings,
+    on_point: Callable[[dict[str, Any], list[PointResult]], None] | None = None,
+) -> tuple[dict[str, Any], list[PointResult]]:
+    """`measure` in a running event loop (the Load page's, in the server): what blocks (the
+    tokenizer, starting the Duet under test, asking the engines about themselves) runs in a
+    worker thread. `on_point` is given the configuration and the results so far after each
+    point."""
     engines = adapters(settings, options.workload)
     prompts = None
     if options.workload.kind == "random":
-        prompts = PromptMaker(tokenizer_source(options.tokenizer))
+        source = tokenizer_source(options.tokenizer)
+        prompts = await asyncio.to_thread(PromptMaker, source)
     workdir = Path(tempfile.mkdtemp(prefix="duet-load-"))
     load: dict[str, Any] = {"before": os.getloadavg(), "after": None}
     process = duet = None
     if "duet" in options.paths:
-        process, duet = start_duet_under_test(settings, options, workdir)
+        process, duet = await asyncio.to_thread(start_duet_under_test, settings, options, workdir)
     try:
         duet_facts = None
         if duet is not None:
@@ -332,14 +348,18 @@ def measure(
                 "environment": duet_limits(options),
                 "workdir": str(workdir),
             }
-        config = configuration(options, settings, prompts, duet_facts, load)
+        config = await asyncio.to_thread(
+            configuration, options, settings, prompts, duet_facts, load
+        )
 
         def keep(results: list[PointResult]) -> None:
             # A run stopped halfway still leaves every point it finished.
             write_documents(options.out, {**config, "complete": False}, results)
+            if on_point is not None:
+                on_point(config, results)
 
         pid = process.pid if process is not None else None
-        results = asyncio.run(sweep(options, engines, duet, pid, prompts, keep))
+        results = await sweep(options, engines, duet, pid, prompts, keep)
     finally:
         if process is not None:
             stop_processes([process])
