@@ -49,7 +49,7 @@ demo: engines
 	$(BIN)/duet dev
 
 test: engines browser compose lint
-	$(BIN)/pytest -ra
+	$(BIN)/pytest -ra --durations=25
 
 # The compose test runs in `make test` too.
 test: compose-images
