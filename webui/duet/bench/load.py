@@ -94,6 +94,9 @@ class LoadOptions:
     progress: bool = True
     probe: bool = True  # one extra interactive request in each run (duet.bench.load_run)
     command: str = "duet bench load"
+    # Set over the configuration every document records: what a replay run's source is
+    # (duet.bench.load_replay), so that even a run stopped halfway says so.
+    labels: dict[str, Any] = field(default_factory=dict)
     # Told of every request as it ends, with its run's title (the Load page's progress).
     on_record: Callable[[str, RequestRecord], None] | None = None
 
@@ -280,6 +283,7 @@ def configuration(
         "seed": options.seed,
         "engines": engine_facts(settings, list(options.routes)),
         "duet": duet,
+        **options.labels,
     }
 
 

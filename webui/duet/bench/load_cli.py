@@ -111,6 +111,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="no extra interactive request during each run (to compare with vllm bench serve)",
     )
+    add(
+        "--replay",
+        type=float,
+        metavar="TOKENS_PER_S",
+        help="drive Duet from the replay source (recorded engine output at this pace per"
+        " stream) instead of the engines: Duet's own capacity; measures Duet, not an engine",
+    )
+    add("--first-token-ms", type=float, default=20.0, help="with --replay (default 20)")
+    add(
+        "--max-added-ttft-ms",
+        type=float,
+        default=25.0,
+        help="with --replay: the capacity's limit on Duet's added TTFT p50 (default 25)",
+    )
+    add(
+        "--max-added-itl-ms",
+        type=float,
+        help="with --replay: its limit on added ITL and TPOT p50 (default a tenth of the pace's"
+        " interval)",
+    )
+    add("--recordings", type=Path, help="with --replay: recordings (default: Duet's own)")
     parser.set_defaults(handler=run)
 
 
@@ -144,4 +165,15 @@ def run(args: argparse.Namespace) -> int:
         probe=not args.no_probe,
         command="duet " + " ".join(sys.argv[1:]),
     )
+    if args.replay is not None:
+        from duet.bench.load_replay import ReplayOptions, run_bench_replay
+        from duet.bench.replay_source import Pace
+
+        replay = ReplayOptions(
+            Pace(args.replay, args.first_token_ms),
+            args.max_added_ttft_ms,
+            args.max_added_itl_ms,
+            args.recordings,
+        )
+        return run_bench_replay(options, replay)
     return run_bench_load(options)

@@ -155,15 +155,22 @@ def figures(results: Sequence[PointResult], subtitle: str) -> dict[str, Figure]:
 
 def write_plots(results: Sequence[PointResult], subtitle: str, out: Path) -> list[Path]:
     """Each plot as PNG and SVG in `out`; the files written."""
-    out.mkdir(parents=True, exist_ok=True)
     written = []
     for stem, figure in figures(results, subtitle).items():
-        for suffix in ("png", "svg"):
-            path = out / f"{stem}.{suffix}"
-            # No date in the SVG's metadata: the same run draws the same file. Its text stays
-            # text (not glyph outlines): smaller, searchable, and readable by a test.
-            metadata = {"Date": None} if suffix == "svg" else {}
-            with matplotlib.rc_context({"svg.fonttype": "none"}):
-                figure.savefig(path, dpi=110, metadata=metadata)
-            written.append(path)
+        written += save_figure(figure, out, stem)
+    return written
+
+
+def save_figure(figure: Figure, out: Path, stem: str) -> list[Path]:
+    """The figure as `stem`.png and `stem`.svg in `out`; the files written."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for suffix in ("png", "svg"):
+        path = out / f"{stem}.{suffix}"
+        # No date in the SVG's metadata: the same run draws the same file. Its text stays
+        # text (not glyph outlines): smaller, searchable, and readable by a test.
+        metadata = {"Date": None} if suffix == "svg" else {}
+        with matplotlib.rc_context({"svg.fonttype": "none"}):
+            figure.savefig(path, dpi=110, metadata=metadata)
+        written.append(path)
     return written

@@ -81,21 +81,29 @@ def run_numbers(
     }
 
 
-def add_duet_overhead(results: Sequence[PointResult]) -> None:
-    """Each run through Duet gets `added_ttft_ms`: its median TTFT minus the straight
-    series' median TTFT at the same point and route (the median of that series' repeats)."""
-    straight = {
-        (r.series.route, r.point): r.medians.get("median_ttft_ms")
-        for r in results
-        if r.series.path == "direct"
-    }
-    for result in results:
-        if result.series.path != "duet":
-            continue
-        base = straight.get((result.series.route, result.point))
-        for run in result.runs:
-            ttft = run.get("median_ttft_ms")
-            run["added_ttft_ms"] = ttft - base if ttft is not None and base is not None else None
+# What a run through Duet adds, as (its key, the number it is the difference of).
+ADDED_TTFT: tuple[tuple[str, str], ...] = (("added_ttft_ms", "median_ttft_ms"),)
+
+
+def add_duet_overhead(
+    results: Sequence[PointResult], added: Sequence[tuple[str, str]] = ADDED_TTFT
+) -> None:
+    """Each run through Duet gets, for each (key, metric) of `added` (by default
+    `added_ttft_ms`), its metric minus the straight series' median of that metric at the same
+    point and route (the median of that series' repeats)."""
+    for key, metric in added:
+        straight = {
+            (r.series.route, r.point): r.medians.get(metric)
+            for r in results
+            if r.series.path == "direct"
+        }
+        for result in results:
+            if result.series.path != "duet":
+                continue
+            base = straight.get((result.series.route, result.point))
+            for run in result.runs:
+                value = run.get(metric)
+                run[key] = value - base if value is not None and base is not None else None
 
 
 def fmt(value: Any, pattern: str) -> str:
@@ -115,6 +123,18 @@ def counts_cell(result: PointResult) -> str:
     return cell
 
 
+def aligned(rows: Sequence[Sequence[str]]) -> list[str]:
+    """Rows of cells as lines of left-aligned columns, with a rule under the first (the
+    heading)."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        for row in rows
+    ]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return lines
+
+
 def format_table(results: Sequence[PointResult]) -> str:
     """Medians of each point's repeats (ms, tokens/s); done/sent over all repeats."""
     duet = any(r.series.path == "duet" for r in results)
@@ -131,12 +151,7 @@ def format_table(results: Sequence[PointResult]) -> str:
                 *(fmt(medians.get(key), pattern) for _, key, pattern in columns),
             ]
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(heading))]
-    lines = [
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-        for row in rows
-    ]
-    lines.insert(1, "  ".join("-" * width for width in widths))
+    lines = aligned(rows)
     notes = [
         f"{r.series.name}, {r.point.label}: {note}" for r in results for note in r.stopped_early()
     ]
@@ -175,11 +190,13 @@ def write_documents(
     summary = out / "load.json"
     summary.write_text(json.dumps(results_document(config, results), indent=2) + "\n", "utf-8")
     raw = out / "requests.jsonl"
+    # A run that says what its source is (a replay source) says it on every line too.
+    tags = {"source": config["source"]} if "source" in config else {}
     with raw.open("w", encoding="utf-8") as lines:
         for result in results:
             for outcome in result.outcomes:
                 for line in record_lines(outcome):
-                    lines.write(json.dumps(line) + "\n")
+                    lines.write(json.dumps({**tags, **line}) + "\n")
     return summary, raw
 
 
