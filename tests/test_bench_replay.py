@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -66,6 +67,20 @@ def test_the_limits_are_on_added_ttft_itl_and_e2el_and_unmeasured_is_past() -> N
     assert limits_passed(behind, replay) == ("+E2EL p50 80.0 > 25 ms",)
     assert limits_passed({**fine, "added_itl_ms": 1.5}, replay) == ("+ITL p50 1.5 > 1 ms",)
     assert limits_passed({**fine, "added_ttft_ms": None}, replay) == ("TTFT not measured",)
+
+
+def test_a_replay_run_needs_both_paths_and_a_pace(tmp_path: Path) -> None:
+    options = LoadOptions(
+        routes=("vllm",),
+        paths=("duet",),
+        points=(LoadPoint(1),),
+        workload=Workload("random", 16, 64, thinking=False),
+        out=tmp_path,
+    )
+    assert run_bench_replay(options, ReplayOptions(Pace(100))) == 2
+    both = replace(options, paths=("direct", "duet"))
+    assert run_bench_replay(both, ReplayOptions(Pace(0))) == 2
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_tiny_replay_sweep_end_to_end_says_it_measures_duet(

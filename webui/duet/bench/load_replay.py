@@ -350,6 +350,8 @@ def run_bench_replay(options: LoadOptions, replay: ReplayOptions) -> int:
     problem = check_options(options)
     if replay.pace.tokens_per_s <= 0 or replay.pace.first_token_ms < 0:
         problem = "--replay must be a positive pace, and --first-token-ms at least 0"
+    if set(options.paths) != {"direct", "duet"}:
+        problem = "--replay needs both paths: what Duet adds is measured against straight"
     if problem is not None:
         print(f"duet bench load: {problem}", file=sys.stderr)
         return 2
