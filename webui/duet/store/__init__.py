@@ -14,7 +14,7 @@ import os
 import sqlite3
 from pathlib import Path
 
-from duet.store import api_usage, messages, runs
+from duet.store import api_usage, load_runs, messages, runs
 from duet.store.db import connect
 from duet.store.migrations import migrate
 
@@ -25,8 +25,8 @@ class StorageError(Exception):
 
 def open_database(path: str | Path) -> sqlite3.Connection:
     """Connect, bring the schema up to date, and close out what a previous run left open:
-    answers, compare answers and usage rows still `streaming` belonged to a server that
-    stopped.
+    answers, compare answers and usage rows still `streaming`, and load runs still `running`,
+    belonged to a server that stopped.
     Raises `StorageError` with the path and the cause when the file cannot be used."""
     try:
         check_location(path)
@@ -35,6 +35,7 @@ def open_database(path: str | Path) -> sqlite3.Connection:
         messages.mark_interrupted(db)
         runs.mark_interrupted(db)
         api_usage.mark_interrupted(db)
+        load_runs.mark_interrupted(db)
     except (StorageError, sqlite3.Error, OSError) as error:
         raise StorageError(
             f"Duet cannot use its database {display_path(path)}: {describe_storage_error(error)}"

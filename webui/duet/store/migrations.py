@@ -447,3 +447,58 @@ def m014_index_answers_once_ended(db: sqlite3.Connection) -> None:
             f"INSERT INTO {table} ({table}, rowid, content, reasoning)"
             " SELECT 'delete', id, content, reasoning FROM messages WHERE status = 'streaming'"
         )
+
+
+@migration
+def m010_load_runs(db: sqlite3.Connection) -> None:
+    # Sweeps started from the Load page (issue 18): the instance's, read by admins. A point's
+    # and a request's document is `duet bench load`'s own JSON (load.json's results,
+    # requests.jsonl's lines), kept as text so the benchmark can grow fields without a
+    # migration; the charts are the SVG it draws at the end.
+    db.execute(
+        """
+        CREATE TABLE load_runs (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            started_by INTEGER REFERENCES users(id) ON DELETE SET NULL,
+            status TEXT NOT NULL,
+            request TEXT NOT NULL,
+            config TEXT,
+            error TEXT,
+            created_at TEXT NOT NULL,
+            finished_at TEXT
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE load_points (
+            id INTEGER PRIMARY KEY,
+            load_run_id INTEGER NOT NULL REFERENCES load_runs(id) ON DELETE CASCADE,
+            position INTEGER NOT NULL,
+            series TEXT NOT NULL,
+            label TEXT NOT NULL,
+            document TEXT NOT NULL,
+            UNIQUE (load_run_id, position)
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE load_requests (
+            id INTEGER PRIMARY KEY,
+            load_run_id INTEGER NOT NULL REFERENCES load_runs(id) ON DELETE CASCADE,
+            record TEXT NOT NULL
+        )
+        """
+    )
+    db.execute("CREATE INDEX load_requests_by_run ON load_requests (load_run_id)")
+    db.execute(
+        """
+        CREATE TABLE load_charts (
+            load_run_id INTEGER NOT NULL REFERENCES load_runs(id) ON DELETE CASCADE,
+            name TEXT NOT NULL,
+            svg TEXT NOT NULL,
+            PRIMARY KEY (load_run_id, name)
+        )
+        """
+    )
