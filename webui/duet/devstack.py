@@ -67,9 +67,9 @@ class CachePaths:
 
     @property
     def tiny_model(self) -> Path:
-        from duet.tinymodel.build import MODEL_NAME  # no torch import: constants only
+        from duet.tinymodel.build import cached_model  # no torch import: constants only
 
-        return self.root / "models" / MODEL_NAME
+        return cached_model(self.root)
 
     @property
     def tiny_gguf(self) -> Path:

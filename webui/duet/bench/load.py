@@ -20,6 +20,7 @@ folder, and prints the table.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import random
@@ -315,6 +316,23 @@ def start_duet_under_test(
     return process, duet
 
 
+async def started_duet_under_test(
+    settings: Settings, options: LoadOptions, workdir: Path
+) -> tuple[Any, DuetUnderTest]:
+    """`start_duet_under_test` in a worker thread. Cancelled while the Duet starts (a sweep
+    stopped from the Load page), it still stops that Duet once it has started."""
+    starting = asyncio.ensure_future(
+        asyncio.to_thread(start_duet_under_test, settings, options, workdir)
+    )
+    try:
+        return await asyncio.shield(starting)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            process, _ = await starting
+            stop_processes([process])
+        raise
+
+
 def measure(
     options: LoadOptions, settings: Settings | None = None
 ) -> tuple[dict[str, Any], list[PointResult]]:
@@ -342,7 +360,7 @@ async def measure_async(
     load: dict[str, Any] = {"before": os.getloadavg(), "after": None}
     process = duet = None
     if "duet" in options.paths:
-        process, duet = await asyncio.to_thread(start_duet_under_test, settings, options, workdir)
+        process, duet = await started_duet_under_test(settings, options, workdir)
     try:
         duet_facts = None
         if duet is not None:

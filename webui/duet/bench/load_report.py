@@ -123,6 +123,25 @@ def counts_cell(result: PointResult) -> str:
     return cell
 
 
+def table_cells(results: Sequence[PointResult]) -> tuple[list[str], list[list[str]]]:
+    """The table's heading and rows, as text: the terminal's table and the Load page's."""
+    duet = any(r.series.path == "duet" for r in results)
+    columns = TABLE_COLUMNS + (DUET_COLUMNS if duet else ())
+    heading = ["series", "point", "done/sent", *(title for title, _, _ in columns)]
+    rows = []
+    for result in results:
+        medians = result.medians
+        rows.append(
+            [
+                result.series.name,
+                result.point.label,
+                counts_cell(result),
+                *(fmt(medians.get(key), pattern) for _, key, pattern in columns),
+            ]
+        )
+    return heading, rows
+
+
 def aligned(rows: Sequence[Sequence[str]]) -> list[str]:
     """Rows of cells as lines of left-aligned columns, with a rule under the first (the
     heading)."""
@@ -137,20 +156,8 @@ def aligned(rows: Sequence[Sequence[str]]) -> list[str]:
 
 def format_table(results: Sequence[PointResult]) -> str:
     """Medians of each point's repeats (ms, tokens/s); done/sent over all repeats."""
-    duet = any(r.series.path == "duet" for r in results)
-    columns = TABLE_COLUMNS + (DUET_COLUMNS if duet else ())
-    heading = ["series", "point", "done/sent", *(title for title, _, _ in columns)]
-    rows = [heading]
-    for result in results:
-        medians = result.medians
-        rows.append(
-            [
-                result.series.name,
-                result.point.label,
-                counts_cell(result),
-                *(fmt(medians.get(key), pattern) for _, key, pattern in columns),
-            ]
-        )
+    heading, cells = table_cells(results)
+    rows = [heading, *cells]
     lines = aligned(rows)
     notes = [
         f"{r.series.name}, {r.point.label}: {note}" for r in results for note in r.stopped_early()
@@ -172,6 +179,16 @@ def point_document(result: PointResult) -> dict[str, Any]:
         "median": result.medians,
         "spread": result.spread,
     }
+
+
+def point_from_document(document: dict[str, Any]) -> PointResult:
+    """A point again from its `point_document` (its runs' numbers; the requests are not in it),
+    for what is drawn or tabled from a stored run."""
+    return PointResult(
+        Series(document["route"], document["path"]),
+        LoadPoint(**document["point"]),
+        runs=list(document["runs"]),
+    )
 
 
 def results_document(config: dict[str, Any], results: Sequence[PointResult]) -> dict[str, Any]:

@@ -229,9 +229,18 @@ async def run_once(
 
     feeder = asyncio.create_task(feed())
     stopped = asyncio.create_task(state.stopped.wait())
-    done, _ = await asyncio.wait(
-        {feeder, stopped}, timeout=limits.point_seconds, return_when=asyncio.FIRST_COMPLETED
-    )
+    try:
+        done, _ = await asyncio.wait(
+            {feeder, stopped}, timeout=limits.point_seconds, return_when=asyncio.FIRST_COMPLETED
+        )
+    except asyncio.CancelledError:
+        # Stopped from outside (the Load page's stop button, a server shutting down): nothing
+        # of this run goes on sending once the caller has gone.
+        others = [feeder, stopped, *tasks, *([state.probe_task] if state.probe_task else [])]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
+        raise
     if not done:
         state.stop(f"time limit: {limits.point_seconds:g} s", "cancelled: time limit")
     stopped.cancel()

