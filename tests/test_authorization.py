@@ -25,7 +25,17 @@ from duet.api.keys import create_key
 from duet.app import create_app
 from duet.auth.sessions import COOKIE, iso, token_hash
 from duet.settings import Settings
-from duet.store import api_keys, conversations, invites, messages, runs, sessions, shares, users
+from duet.store import (
+    api_keys,
+    conversations,
+    invites,
+    load_runs,
+    messages,
+    runs,
+    sessions,
+    shares,
+    users,
+)
 from duet.store.messages import AnswerRecord
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -185,6 +195,16 @@ MATRIX: dict[tuple[str, str], dict[str, Check]] = {
     ("GET", "/v1/models"): API_KEY_ONLY,  # the keys' own rows: test_v1_takes_only_a_live_key
     ("GET", "/v1/models/{name:path}"): API_KEY_ONLY,
     ("POST", "/v1/chat/completions"): API_KEY_ONLY,
+    # The Load page: the instance's load runs, an admin's whoever started them.
+    ("GET", "/load"): ADMIN_PAGES,
+    ("POST", "/load"): ADMIN_PAGES,  # an empty form: refused (422) once past the check
+    ("GET", "/load/compare"): ADMIN_PAGES,
+    ("GET", "/load/runs/{load_id}"): ADMIN_PAGES,
+    ("GET", "/load/runs/{load_id}/progress"): ADMIN_PAGES,
+    ("POST", "/load/runs/{load_id}/stop"): ADMIN_PAGES,
+    ("GET", "/load/runs/{load_id}/charts/{chart}.svg"): ADMIN_PAGES,
+    ("GET", "/load/runs/{load_id}/export.{extension}"): ADMIN_PAGES,
+    ("GET", "/load/runs/{load_id}/requests.jsonl"): ADMIN_PAGES,
 }
 
 
@@ -258,7 +278,11 @@ def owners_objects(team: Team) -> dict[str, int]:
     owners_session = sessions.find_session(db, token_hash(new_session(db, owner)))
     assert owners_session is not None
     key = create_key(db, owner, "A's key", None, None, datetime.now(UTC)).key
+    load = load_runs.create_load_run(db, team.ids["admin"], {"routes": ["vllm"]})
+    load_runs.finish_load_run(db, load.id, "complete", None, charts={"ttft": "<svg/>"})
     return {
+        "load_id": load.id,
+        "chart": "ttft",  # type: ignore[dict-item]
         "key_id": key.id,
         "user_id": newcomer.id,
         "invite_id": invite.id,

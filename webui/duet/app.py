@@ -30,6 +30,7 @@ from duet.engines.base import Engine
 from duet.engines.events import EngineName
 from duet.generation import Generations
 from duet.limits import Limits, OverLimit
+from duet.load_sweeps import LoadSweeps
 from duet.metrics.prometheus import Telemetry, instrument
 from duet.settings import Settings
 from duet.store import StorageError, open_database, users
@@ -41,6 +42,7 @@ from duet.views import admin_limits as admin_limits_views
 from duet.views import auth as auth_views
 from duet.views import chat, health, history
 from duet.views import compare as compare_views
+from duet.views import load as load_views
 from duet.views import runs as runs_views
 from duet.views import shares as share_views
 from duet.views.deps import StampReceipt
@@ -95,6 +97,7 @@ def create_app(
             checkpointing = start_task(checkpointer.run(), name="database checkpoints")
         app.state.generations = Generations(db)
         app.state.limits = Limits(db)
+        app.state.load_sweeps = LoadSweeps(db, settings)
         app.state.compare_runs = CompareRuns(db, app.state.generations)
         if settings.mode == "accounts" and not users.accounts_exist(db):
             announce_setup(db, settings)
@@ -106,6 +109,8 @@ def create_app(
             yield
         finally:
             gc.unfreeze()
+            # A load sweep records what it measured while the database is open.
+            await app.state.load_sweeps.shutdown()
             # Compare runs first: they must stop starting answers before generations shut down.
             await app.state.compare_runs.shutdown()
             # Answers still streaming are saved as interrupted before the database closes.
@@ -156,6 +161,7 @@ def create_app(
     app.include_router(api_pages.router)
     app.include_router(admin_views.router)
     app.include_router(admin_limits_views.router)
+    app.include_router(load_views.router)
     app.include_router(auth_views.router)
     app.include_router(accounts_views.router)
     app.include_router(health.metrics_router)
