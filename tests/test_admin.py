@@ -356,31 +356,29 @@ def test_usage_counts_answers_and_tokens_per_user_engine_and_day(team: Team) -> 
     answer(team, bob, "vllm", "failed", None)
     answer(team, bob, "ollama", "complete", 7)
     answer(team, ada, "ollama", "complete", 1000)
-    # A compare run: one answer that is also a message (counted once), one that never got one.
+    # A compare run: one answer, then continued in the chat (counted once, before and after),
+    # and one that never started.
     run = runs.create_run(
         team.db, bob.id, prompt=SECRET, system_prompt="", mode="concurrent", thinking=False,
         parameters={}, engines=[("vllm", "m"), ("ollama", "m")],
     )  # fmt: skip
-    conversation = conversations.create_conversation(team.db, bob.id, SECRET)
-    message = messages.start_assistant_message(
-        team.db, conversation.id, engine="vllm", model="m", thinking=False, parameters={}
-    )
-    messages.save_assistant(team.db, message.id, AnswerRecord("complete", completion_tokens=5))
-    runs.mark_streaming(team.db, run.answers[0].id, message.id, 0.0)
-    stored = messages.get_message(team.db, message.id)
-    assert stored is not None
-    runs.finish_from_message(team.db, run.answers[0].id, stored)
-    runs.finish_without_message(team.db, run.answers[1].id, "failed", "down")
+    runs.mark_streaming(team.db, run.answers[0].id, 0.0)
+    runs.save_answer(team.db, run.answers[0].id, AnswerRecord("complete", completion_tokens=5))
+    runs.finish_unstarted(team.db, run.answers[1].id, "failed", "down")
     today = datetime.now(UTC).date().isoformat()
-    found = {(u.user_name, u.engine): u for u in usage.usage_since(team.db, "2000-01-01")}
-    assert {key: (u.answers, u.failed, u.completion_tokens) for key, u in found.items()} == {
+    expected = {
         ("ada", "ollama"): (1, 0, 1000),
         ("bob", "ollama"): (1, 1, 7),
         ("bob", "vllm"): (3, 1, 125),
     }
+    found = {(u.user_name, u.engine): u for u in usage.usage_since(team.db, "2000-01-01")}
+    assert {key: (u.answers, u.failed, u.completion_tokens) for key, u in found.items()} == expected
+    continued = runs.continue_in_chat(team.db, bob.id, run.answers[0].id, SECRET)
+    found = {(u.user_name, u.engine): u for u in usage.usage_since(team.db, "2000-01-01")}
+    assert {key: (u.answers, u.failed, u.completion_tokens) for key, u in found.items()} == expected
     assert {u.day for u in found.values()} == {today}
-    # Deleting the compare answer's conversation keeps its count, from the run.
-    conversations.delete_conversation(team.db, bob.id, conversation.id)
+    # Deleting the conversation it was continued in keeps its count, from the run.
+    conversations.delete_conversation(team.db, bob.id, continued)
     again = {(u.user_name, u.engine): u for u in usage.usage_since(team.db, "2000-01-01")}
     assert again[("bob", "vllm")].answers == 3 and again[("bob", "vllm")].completion_tokens == 125
     assert usage.usage_since(team.db, "9999-01-01") == []

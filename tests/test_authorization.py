@@ -150,6 +150,8 @@ MATRIX: dict[tuple[str, str], dict[str, Check]] = {
     ("GET", "/runs.json"): MEMBERS,
     ("GET", "/runs/{run_id}.json"): OWNED,
     ("GET", "/runs/{run_id}"): OWNED,
+    ("DELETE", "/runs/{run_id}"): OWNED,  # an admin may not delete A's run, as with chats
+    ("POST", "/compare/answers/{answer_id}/continue"): OWNED,
     ("GET", "/signin"): EVERYONE,
     ("POST", "/signin"): OWN_RULES,
     ("POST", "/signout"): OWN_RULES,
@@ -264,7 +266,7 @@ def owners_objects(team: Team) -> dict[str, int]:
         db, owner, prompt=f"Compare {SECRET}", system_prompt="", mode="concurrent",
         thinking=False, parameters={}, engines=[("vllm", "m")],
     )  # fmt: skip
-    runs.finish_without_message(db, run.answers[0].id, "failed", "not started")
+    runs.finish_unstarted(db, run.answers[0].id, "failed", "not started")
     shared = conversations.create_conversation(db, owner, "A shares this one")
     messages.add_user_message(db, shared.id, "A question anyone may read")
     share = shares.create_share(db, owner, "conversation", shared.id)

@@ -730,7 +730,8 @@ async def test_a_failed_compare_column_leads_with_its_error(
     assert unexpected(problems, 503) == [], problems
 
 
-# 10. Compare answers belong to their run: the chat sidebar lists one once it is continued.
+# 10. Compare answers belong to their run: the chat sidebar lists one once it is continued
+# (tests/test_browser_runs.py has the rest: one conversation per Continue, at both sizes).
 
 
 async def test_compare_runs_add_nothing_to_the_sidebar_until_continued(
@@ -742,10 +743,10 @@ async def test_compare_runs_add_nothing_to_the_sidebar_until_continued(
     await page.goto(duet_app.url + "/")
     assert await page.locator("#conversation-items .conversation-item").count() == 0
 
-    # Continued from the last run's first column: listed while open, and kept once written in.
+    # Continued from the last run's first column: made then, listed, and kept once written in.
     await page.goto(duet_app.url + "/runs")
     await page.locator("#runs-table a[href^='/runs/']").first.click()
-    await page.locator(".compare-answer .continue a").first.click()
+    await page.locator(".compare-answer .continue button").first.click()
     await page.wait_for_url(re.compile(r"/c/\d+$"))
     conversation_id = int(page.url.rsplit("/", 1)[1])
     current = page.locator(f"#conversation-{conversation_id}.current")

@@ -62,27 +62,23 @@ def new_run(
     )
 
 
-def finish_with_message(
-    db: sqlite3.Connection, answer_id: int, arrivals: list, tokens: int = 6
-) -> None:
-    """Give an answer a real message with these server arrivals, as a finished generation does."""
-    conversation = conversations.create_conversation(db, LOCAL_USER_ID, "t")
-    messages.add_user_message(db, conversation.id, "Hello")
-    message = messages.start_assistant_message(
-        db, conversation.id, engine="vllm", model="qwen3-a", thinking=False, parameters={}
-    )
+def finish_answer(db: sqlite3.Connection, answer_id: int, arrivals: list, tokens: int = 6) -> None:
+    """End an answer with these server arrivals, as a finished generation saves it."""
     outcome = AnswerRecord(
         "complete",
         content="abcdefghijklmnopqr",
+        reasoning="Let me think.",
+        finish_reason="stop",
         prompt_tokens=4,
         completion_tokens=tokens,
+        ttft_ms=arrivals[1][0] if len(arrivals) > 1 else None,
+        ttfa_ms=arrivals[1][0] if len(arrivals) > 1 else None,
+        total_ms=arrivals[-1][0] if arrivals else None,
         arrivals=[tuple(entry) for entry in arrivals],  # type: ignore[misc]
         engine_timings={"eval_duration": 0.5},
     )
-    messages.save_assistant(db, message.id, outcome)
-    runs.set_conversation(db, answer_id, conversation.id)
-    runs.mark_streaming(db, answer_id, message.id, 3.5)
-    runs.finish_from_message(db, answer_id, messages.require_message(db, message.id))
+    runs.mark_streaming(db, answer_id, 3.5)
+    runs.save_answer(db, answer_id, outcome)
 
 
 def test_a_new_run_has_one_queued_answer_per_engine_in_column_order(db: sqlite3.Connection) -> None:
@@ -103,24 +99,69 @@ def test_create_run_refuses_a_bad_mode_and_no_engines(db: sqlite3.Connection) ->
         runs.create_run(db, LOCAL_USER_ID, mode="concurrent", engines=[], **common)
 
 
-def test_a_finished_answer_copies_its_message_and_keeps_it_after_the_chat_is_deleted(
+def test_a_finished_answer_is_kept_in_its_runs_row_and_makes_no_conversation(
     db: sqlite3.Connection,
 ) -> None:
     run = new_run(db)
     first = run.answers[0]
-    finish_with_message(db, first.id, SERVER)
+    finish_answer(db, first.id, SERVER)
     answer = runs.get_answer(db, LOCAL_USER_ID, first.id)
     assert answer is not None
     assert (answer.status, answer.started_ms, answer.output_tokens) == ("complete", 3.5, 6)
+    assert (answer.content, answer.reasoning, answer.finish_reason) == (
+        "abcdefghijklmnopqr", "Let me think.", "stop",
+    )  # fmt: skip
+    assert (answer.ttft_ms, answer.total_ms) == (100.0, 200.0)
     assert answer.server_arrivals == [tuple(entry) for entry in SERVER]
     assert answer.engine_timings == {"eval_duration": 0.5}
     assert answer.finished
-    assert answer.conversation_id is not None
-    conversations.delete_conversation(db, LOCAL_USER_ID, answer.conversation_id)
+    assert (answer.conversation_id, answer.message_id) == (None, None)
+    assert db.execute("SELECT count(*) FROM conversations").fetchone()[0] == 0
+    assert db.execute("SELECT count(*) FROM messages").fetchone()[0] == 0
+
+
+def test_continuing_an_answer_makes_one_conversation_of_the_prompt_and_the_answer(
+    db: sqlite3.Connection,
+) -> None:
+    run = new_run(db, "Why is the sky blue?")
+    first = run.answers[0]
+    finish_answer(db, first.id, SERVER)
+    answer = runs.get_answer(db, LOCAL_USER_ID, first.id)
+    assert answer is not None
+    made = runs.continue_in_chat(db, LOCAL_USER_ID, first.id, "Why is the sky blue? · vLLM")
+    conversation = conversations.get_conversation(db, LOCAL_USER_ID, made)
+    assert conversation is not None and conversation.title == "Why is the sky blue? · vLLM"
+    question, reply = messages.list_messages(db, made)
+    assert (question.role, question.content, question.created_at) == (
+        "user", "Why is the sky blue?", run.created_at,
+    )  # fmt: skip
+    assert (reply.role, reply.engine, reply.model, reply.status) == (
+        "assistant", "vllm", "qwen3-a", "complete",
+    )  # fmt: skip
+    assert (reply.content, reply.reasoning, reply.finish_reason) == (
+        answer.content, answer.reasoning, "stop",
+    )  # fmt: skip
+    assert (reply.prompt_tokens, reply.completion_tokens) == (4, 6)
+    assert (reply.ttft_ms, reply.ttfa_ms, reply.total_ms) == (100.0, 100.0, 200.0)
+    assert reply.arrivals == answer.server_arrivals
+    assert reply.engine_timings == {"eval_duration": 0.5}
+    assert reply.parameters == run.parameters and reply.thinking is False
+    linked = runs.get_answer(db, LOCAL_USER_ID, first.id)
+    assert linked is not None and (linked.conversation_id, linked.message_id) == (made, reply.id)
+    # Again: the same conversation, not a second one.
+    assert runs.continue_in_chat(db, LOCAL_USER_ID, first.id, "another title") == made
+    assert db.execute("SELECT count(*) FROM conversations").fetchone()[0] == 1
+    # Deleting that conversation leaves the run as it was; continuing again makes a new one.
+    conversations.delete_conversation(db, LOCAL_USER_ID, made)
     kept = runs.get_answer(db, LOCAL_USER_ID, first.id)
-    assert kept is not None
-    assert (kept.message_id, kept.conversation_id) == (None, None)
-    assert kept.server_arrivals == answer.server_arrivals
+    assert kept is not None and (kept.conversation_id, kept.message_id) == (None, None)
+    assert (kept.content, kept.server_arrivals) == (answer.content, answer.server_arrivals)
+    again = runs.continue_in_chat(db, LOCAL_USER_ID, first.id, "t")
+    assert again != made
+    # Another user's answer is not theirs to continue.
+    db.execute("INSERT INTO users (id, name, created_at) VALUES (2, 'other', ?)", (now_iso(),))
+    with pytest.raises(LookupError):
+        runs.continue_in_chat(db, 2, first.id, "t")
 
 
 def test_browser_arrivals_are_stored_and_read_back(db: sqlite3.Connection) -> None:
@@ -148,8 +189,10 @@ def test_runs_are_listed_newest_first_with_their_answers_and_only_to_their_user(
     assert runs.get_answer(db, 2, newer.answers[0].id) is None
 
 
-def test_deleting_a_run_deletes_its_answers(db: sqlite3.Connection) -> None:
+def test_deleting_a_run_deletes_its_answers_only_for_its_owner(db: sqlite3.Connection) -> None:
+    db.execute("INSERT INTO users (id, name, created_at) VALUES (2, 'other', ?)", (now_iso(),))
     run = new_run(db)
+    assert not runs.delete_run(db, 2, run.id)
     assert runs.delete_run(db, LOCAL_USER_ID, run.id)
     assert db.execute("SELECT COUNT(*) FROM compare_answers").fetchone()[0] == 0
     assert not runs.delete_run(db, LOCAL_USER_ID, run.id)
@@ -157,7 +200,7 @@ def test_deleting_a_run_deletes_its_answers(db: sqlite3.Connection) -> None:
 
 def test_answers_left_open_are_closed_as_interrupted(db: sqlite3.Connection) -> None:
     run = new_run(db)
-    finish_with_message(db, run.answers[0].id, SERVER)
+    finish_answer(db, run.answers[0].id, SERVER)
     assert runs.mark_interrupted(db) == 1
     statuses = [a.status for a in runs.get_run(db, LOCAL_USER_ID, run.id).answers]  # type: ignore[union-attr]
     assert statuses == ["complete", "interrupted"]
@@ -166,7 +209,7 @@ def test_answers_left_open_are_closed_as_interrupted(db: sqlite3.Connection) -> 
 def test_numbers_at_both_hops_come_from_the_stored_arrivals(db: sqlite3.Connection) -> None:
     run = new_run(db)
     answer_id = run.answers[0].id
-    finish_with_message(db, answer_id, SERVER)
+    finish_answer(db, answer_id, SERVER)
     runs.save_browser_arrivals(db, answer_id, [tuple(e) for e in BROWSER_STEADY])  # type: ignore[misc]
     numbers = answer_metrics(runs.get_answer(db, LOCAL_USER_ID, answer_id)).as_dict()  # type: ignore[arg-type]
     assert numbers["server_ttft_ms"] == 100.0
@@ -185,7 +228,7 @@ def test_numbers_at_both_hops_come_from_the_stored_arrivals(db: sqlite3.Connecti
 def test_a_clumped_browser_stream_is_flagged_bursty(db: sqlite3.Connection) -> None:
     run = new_run(db)
     answer_id = run.answers[0].id
-    finish_with_message(db, answer_id, SERVER)
+    finish_answer(db, answer_id, SERVER)
     runs.save_browser_arrivals(db, answer_id, [tuple(e) for e in BROWSER_BURSTY])  # type: ignore[misc]
     measured = answer_metrics(runs.get_answer(db, LOCAL_USER_ID, answer_id))  # type: ignore[arg-type]
     assert measured.hops is not None
@@ -195,7 +238,7 @@ def test_a_clumped_browser_stream_is_flagged_bursty(db: sqlite3.Connection) -> N
 
 def test_an_answer_without_browser_times_has_server_numbers_only(db: sqlite3.Connection) -> None:
     run = new_run(db)
-    finish_with_message(db, run.answers[0].id, SERVER)
+    finish_answer(db, run.answers[0].id, SERVER)
     numbers = answer_metrics(runs.get_answer(db, LOCAL_USER_ID, run.answers[0].id)).as_dict()  # type: ignore[arg-type]
     assert numbers["server_ttft_ms"] == 100.0
     assert numbers["browser_ttft_ms"] is None
@@ -235,9 +278,9 @@ def test_the_timeline_has_a_tick_per_chunk_per_hop_on_the_runs_shared_scale(
 ) -> None:
     run = new_run(db)
     first, second = run.answers
-    finish_with_message(db, first.id, SERVER)
+    finish_answer(db, first.id, SERVER)
     runs.save_browser_arrivals(db, first.id, [tuple(e) for e in BROWSER_BURSTY])  # type: ignore[misc]
-    finish_with_message(db, second.id, [[400.0, 1, "r", 2], [400.0, 1, "a", 2]])
+    finish_answer(db, second.id, [[400.0, 1, "r", 2], [400.0, 1, "a", 2]])
     answers = runs.get_run(db, LOCAL_USER_ID, run.id).answers  # type: ignore[union-attr]
     scale = scale_for(answers)
     assert scale == 400.0
@@ -260,7 +303,7 @@ def test_csv_export_has_one_row_per_answer_and_keeps_awkward_prompts_intact(
 ) -> None:
     awkward = 'A "quoted", comma\nand a new line'
     run = new_run(db, awkward)
-    finish_with_message(db, run.answers[0].id, SERVER)
+    finish_answer(db, run.answers[0].id, SERVER)
     runs.save_browser_arrivals(db, run.answers[0].id, [tuple(e) for e in BROWSER_STEADY])  # type: ignore[misc]
     rows = list(csv.DictReader(io.StringIO(runs_csv(runs.list_runs(db, LOCAL_USER_ID)))))
     assert [(row["run_id"], row["engine"], row["status"]) for row in rows] == [
@@ -282,7 +325,7 @@ def test_csv_export_of_no_runs_is_just_the_header() -> None:
 
 def test_json_export_keeps_raw_arrivals_and_the_numbers(db: sqlite3.Connection) -> None:
     run = new_run(db)
-    finish_with_message(db, run.answers[0].id, SERVER)
+    finish_answer(db, run.answers[0].id, SERVER)
     document = json.loads(runs_json(runs.list_runs(db, LOCAL_USER_ID)))
     assert (document["format"], document["version"]) == ("duet-compare-runs", 1)
     [exported] = document["runs"]

@@ -26,7 +26,7 @@ from duet.store.runs import CompareRun
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from test_request_path import route_table
-from test_runs import SERVER, finish_with_message, new_run
+from test_runs import SERVER, finish_answer, new_run
 
 LOCAL = "http://127.0.0.1:8080"
 PASSWORD = "a long enough password"
@@ -126,10 +126,10 @@ def seed_conversation(db: sqlite3.Connection, owner: str = "alice") -> int:
 
 
 def seed_run(db: sqlite3.Connection, owner: str = "alice") -> CompareRun:
-    """A run whose first answer finished with a message and the server's arrival times; the
+    """A run whose first answer finished with its text and the server's arrival times; the
     second is still queued."""
     run = new_run(db, "Compare <script>p()</script> please", user_id(db, owner))
-    finish_with_message(db, run.answers[0].id, SERVER)
+    finish_answer(db, run.answers[0].id, SERVER)
     found = runs.get_run(db, user_id(db, owner), run.id)
     assert found is not None
     return found
@@ -200,7 +200,8 @@ def test_a_teammate_reads_a_shared_run_with_its_columns_and_timeline(
 ) -> None:
     run = seed_run(db)
     own_page = alice.get(f"/runs/{run.id}").text
-    assert f"/runs/{run.id}.json" in own_page and "Continue in the chat" in own_page
+    assert f"/runs/{run.id}.json" in own_page and ">Continue in chat<" in own_page
+    assert f'hx-delete="/runs/{run.id}"' in own_page and ">Delete<" in own_page
     assert "data-compare-stream" in own_page
     assert f'hx-get="/runs/{run.id}/shares"' in own_page
 
@@ -218,6 +219,21 @@ def test_a_teammate_reads_a_shared_run_with_its_columns_and_timeline(
     assert "&lt;script&gt;p()&lt;/script&gt;" in page
     assert_no_controls(page)
     assert_no_inline_script_or_style(page)
+
+
+def test_deleting_a_run_revokes_its_links(
+    db: sqlite3.Connection, alice: TestClient, bob: TestClient
+) -> None:
+    run = seed_run(db)
+    _, token = share(alice, f"/runs/{run.id}/share")
+    assert bob.get(f"/shared/{token}", headers=PAGE).status_code == 200
+    assert bob.delete(f"/runs/{run.id}", headers=HX).status_code == 404  # not bob's to delete
+    assert bob.get(f"/shared/{token}", headers=PAGE).status_code == 200
+    assert alice.delete(f"/runs/{run.id}", headers=HX).status_code == 200
+    gone = bob.get(f"/shared/{token}", headers=PAGE)
+    assert gone.status_code == 404 and "revoked or never existed" in gone.text
+    assert shares.live_shares_of(db, user_id(db, "alice"), "run", run.id) == []
+    assert runs.get_run(db, user_id(db, "alice"), run.id) is None
 
 
 def test_anyone_not_signed_in_is_sent_to_sign_in_and_sees_nothing(

@@ -98,7 +98,7 @@ def create_app(
         app.state.generations = Generations(db)
         app.state.limits = Limits(db)
         app.state.load_sweeps = LoadSweeps(db, settings)
-        app.state.compare_runs = CompareRuns(db, app.state.generations)
+        app.state.compare_runs = CompareRuns(db)
         if settings.mode == "accounts" and not users.accounts_exist(db):
             announce_setup(db, settings)
         # Everything alive now (modules, the app, templates: tens of thousands of objects) lives

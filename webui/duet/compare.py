@@ -5,8 +5,10 @@ stream), so no answer is ever paced by another: in concurrent mode the generatio
 the same time; in sequential mode a small orchestrator task starts the next one when the
 previous one has ended. The orchestrator never touches the streams themselves.
 
-Each answer is also an assistant message in a conversation of its own, so a compare answer can
-be continued in the chat, and is found by the chat's search.
+An answer belongs to its run: its generation saves into the answer's own row (store/runs.py),
+not into a conversation, so a run adds nothing to the chat. A conversation is made only when
+the user continues an answer there (`runs.continue_in_chat`). Each answer is admitted under its
+user's limits as a request of its own (`limits.admit`), and its request row gets the outcome.
 """
 
 from __future__ import annotations
@@ -15,27 +17,50 @@ import asyncio
 import logging
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
-from duet.engines.base import Engine
+from duet.engines.base import ChatRequest, Engine
 from duet.generation import REPLAY_SECONDS, Generation, Generations
-from duet.limits import OverLimit
-from duet.store import conversations, messages, runs
-from duet.store.db import transaction
+from duet.limits import OverLimit, admit, utc_now
+from duet.store import api_usage, runs
+from duet.store.api_usage import FROM_ANSWER, Outcome
+from duet.store.messages import AnswerRecord
 from duet.store.runs import CompareRun, Mode
 from duet.tasks import describe_exception, start_task
-from duet.turns import (
-    REQUEST_SENT_WAIT_SECONDS,
-    TurnOptions,
-    chat_messages,
-    start_answer,
-    store_answer_row,
-)
+from duet.turns import REQUEST_SENT_WAIT_SECONDS, TurnOptions, chat_messages
 
 log = logging.getLogger(__name__)
 
-# How long shutdown waits for the orchestrators to record their answers.
+# How long shutdown, and deleting a run, wait for the orchestrators to record their answers.
 SHUTDOWN_WAIT_SECONDS = 10.0
+# A compare answer's generation has no conversation (`Generations.streaming_in` is the chat's).
+NO_CONVERSATION = 0
+
+
+class AnswerGenerations(Generations):
+    """The generations of compare answers, each keyed by its compare answer's id (not a message
+    id: these are a separate set from the chat's). A save writes the answer's own row, and once
+    the answer has ended, the outcome of the request it was admitted as."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        super().__init__(db)
+        # answer id -> its request's row in api_requests, `streaming` until the answer ends
+        self.requests: dict[int, int] = {}
+
+    def write(self, answer_id: int, record: AnswerRecord) -> None:
+        runs.save_answer(self.db, answer_id, record)
+        status = FROM_ANSWER.get(record.status)
+        request_id = self.requests.get(answer_id)
+        if status is not None and request_id is not None:
+            outcome = Outcome(
+                status,
+                record.prompt_tokens,
+                record.completion_tokens,
+                record.ttft_ms,
+                record.total_ms,
+            )
+            api_usage.finish_request(self.db, request_id, outcome)
+            del self.requests[answer_id]
 
 
 @dataclass(eq=False)
@@ -44,7 +69,6 @@ class AnswerSlot:
 
     answer_id: int
     engine: Engine
-    conversation_id: int
     # Set when the generation has started, or when the answer ended without one.
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     generation: Generation | None = None
@@ -57,6 +81,8 @@ class AnswerSlot:
 @dataclass(eq=False)
 class RunningCompare:
     run_id: int
+    user_id: int
+    prompt: str
     mode: Mode
     options: TurnOptions
     received_at: float  # perf_counter() when the run's request reached the server
@@ -67,9 +93,9 @@ class RunningCompare:
 class CompareRuns:
     """The compare runs of one app that still have an answer queued or streaming."""
 
-    def __init__(self, db: sqlite3.Connection, generations: Generations) -> None:
+    def __init__(self, db: sqlite3.Connection) -> None:
         self.db = db
-        self.generations = generations
+        self.generations = AnswerGenerations(db)
         self.running: dict[int, RunningCompare] = {}
         self.slots: dict[int, AnswerSlot] = {}
         self.closing = False
@@ -83,34 +109,24 @@ class CompareRuns:
         options: TurnOptions,
         received_at: float,
     ) -> CompareRun:
-        """Store the run, a conversation per answer, and start answering."""
-        with transaction(self.db):
-            run = runs.create_run(
-                self.db,
-                user_id,
-                prompt=prompt,
-                system_prompt=options.system_prompt,
-                mode=mode,
-                thinking=options.thinking,
-                parameters=options.parameters(),
-                engines=[(engine.name, engine.model) for engine in engines],
-            )
-            slots = []
-            for answer, engine in zip(run.answers, engines, strict=True):
-                title = f"{conversations.title_from_text(prompt)} · {engine.label} (compare)"
-                conversation = conversations.create_conversation(
-                    self.db, user_id, title, options.system_prompt
-                )
-                messages.add_user_message(self.db, conversation.id, prompt)
-                runs.set_conversation(self.db, answer.id, conversation.id)
-                slots.append(AnswerSlot(answer.id, engine, conversation.id))
-        running = RunningCompare(run.id, mode, options, received_at, slots)
+        """Store the run and start answering."""
+        run = runs.create_run(
+            self.db,
+            user_id,
+            prompt=prompt,
+            system_prompt=options.system_prompt,
+            mode=mode,
+            thinking=options.thinking,
+            parameters=options.parameters(),
+            engines=[(engine.name, engine.model) for engine in engines],
+        )
+        pairs = zip(run.answers, engines, strict=True)
+        slots = [AnswerSlot(answer.id, engine) for answer, engine in pairs]
+        running = RunningCompare(run.id, user_id, prompt, mode, options, received_at, slots)
         self.running[run.id] = running
         self.slots.update((slot.answer_id, slot) for slot in slots)
         running.task = start_task(self.run(running), name=f"compare {run.id}")
-        stored = runs.get_run(self.db, user_id, run.id)
-        assert stored is not None
-        return stored
+        return run
 
     async def wait_sent(self, run_id: int) -> None:
         """Wait (briefly) until the run's first engine requests are on the wire: every answer's
@@ -153,59 +169,58 @@ class CompareRuns:
             self.slots.pop(answer_id, None)
 
     async def answer(self, running: RunningCompare, slot: AnswerSlot) -> None:
-        """Run one answer to its end and copy its outcome into the run."""
+        """Run one answer to its end, saved into its row as it goes."""
         if slot.cancelled or self.closing:
             status = "stopped" if slot.cancelled else "interrupted"
             reason = "Stopped before it started." if slot.cancelled else "The server shut down."
-            runs.finish_without_message(self.db, slot.answer_id, status, reason)
+            runs.finish_unstarted(self.db, slot.answer_id, status, reason)
             slot.ready.set()
             slot.recorded.set()
             return
         try:
-            options = replace(running.options, engine=slot.engine.name)
-            history = messages.list_messages(self.db, slot.conversation_id)
-            with transaction(self.db):
-                answer = store_answer_row(self.db, slot.conversation_id, slot.engine, options)
-            # Returns once the engine request is on the wire: `generation.started` is then the
-            # moment it went out, which the browser needs as this answer's start.
-            generation = await start_answer(
-                self.generations,
-                answer,
-                slot.engine,
-                options,
-                chat_messages(history, options.system_prompt),
-                running.received_at,
-            )
+            generation = await self.start_generation(running, slot)
         except Exception as error:
             if isinstance(error, OverLimit):  # the user's limit, not a failure: said as it is
                 reason = f"Did not start: {error.message}"
             else:
                 log.exception("compare answer %s did not start", slot.answer_id)
                 reason = f"Did not start: {describe_exception(error)}"
-            runs.finish_without_message(self.db, slot.answer_id, "failed", reason)
+            admitted = self.generations.requests.pop(slot.answer_id, None)
+            if admitted is not None:
+                api_usage.finish_request(self.db, admitted, Outcome("failed"))
+            runs.finish_unstarted(self.db, slot.answer_id, "failed", reason)
             slot.ready.set()
             slot.recorded.set()
             return
         slot.generation = generation
         slot.started_ms = round((generation.started - running.received_at) * 1000, 3)
-        runs.mark_streaming(self.db, slot.answer_id, generation.message_id, slot.started_ms)
+        runs.mark_streaming(self.db, slot.answer_id, slot.started_ms)
         slot.ready.set()
         assert generation.task is not None
         await asyncio.wait({generation.task})
-        try:
-            message = messages.get_message(self.db, generation.message_id)
-            if message is None:  # its conversation was deleted while it streamed
-                runs.finish_without_message(
-                    self.db, slot.answer_id, "interrupted", "Its conversation was deleted."
-                )
-            else:
-                # What the answer's task knows, even if its own save failed.
-                message = messages.with_record(message, generation.state.record())
-                runs.finish_from_message(self.db, slot.answer_id, message)
-        except sqlite3.Error as error:
-            log.error("compare answer %s could not be recorded: %s", slot.answer_id, error)
-        finally:
-            slot.recorded.set()
+        # The generation saved the answer as it ended (or keeps it for a later save).
+        slot.recorded.set()
+
+    async def start_generation(self, running: RunningCompare, slot: AnswerSlot) -> Generation:
+        """Admit the answer under its user's limits (`OverLimit` if over one) and start it;
+        returns once its engine request is on the wire, as `turns.start_answer` does."""
+        engine = slot.engine
+        request_id = admit(
+            self.db, running.user_id, key_id=None, engine=engine.name, model=engine.model,
+            now=utc_now(),
+        )  # fmt: skip
+        self.generations.requests[slot.answer_id] = request_id
+        options = running.options
+        request = ChatRequest(
+            messages=chat_messages([], options.system_prompt, running.prompt),
+            thinking=options.thinking,
+            sampling=options.sampling,
+        )
+        generation = self.generations.start(
+            slot.answer_id, NO_CONVERSATION, engine, request, running.received_at
+        )
+        await generation.wait_sent(REQUEST_SENT_WAIT_SECONDS)
+        return generation
 
     async def stop(self, answer_id: int) -> bool:
         """Stop a streaming answer, or keep a queued one from starting. False if not running."""
@@ -214,8 +229,22 @@ class CompareRuns:
             return False
         slot.cancelled = True
         if slot.generation is not None:
-            await self.generations.stop(slot.generation.message_id)
+            await self.generations.stop(slot.answer_id)
         return True
+
+    async def stop_run(self, run_id: int) -> None:
+        """Stop every answer of a run still queued or streaming, and wait until the run has
+        recorded them (as `stopped`). Nothing happens for a run that has ended."""
+        running = self.running.get(run_id)
+        if running is None:
+            return
+        # Every answer first, so a sequential run does not start its next one in the meantime.
+        for slot in running.slots:
+            slot.cancelled = True
+        for slot in running.slots:
+            await self.stop(slot.answer_id)
+        if running.task is not None:
+            await asyncio.wait({running.task}, timeout=SHUTDOWN_WAIT_SECONDS)
 
     async def shutdown(self) -> None:
         """Stop starting answers, let the generations save themselves as interrupted, and wait

@@ -313,9 +313,7 @@ class Generations:
         """Write the answer as it stands; False (and the reason in `unsaved`) if it failed.
         Once the answer has ended, its request's usage row is written too."""
         try:
-            record = generation.state.record()
-            save_assistant(self.db, generation.message_id, record)
-            api_usage.record_answer(self.db, generation.message_id, record)
+            self.write(generation.message_id, generation.state.record())
         except sqlite3.Error as error:
             if generation.unsaved is None:
                 log.error("answer %s could not be saved: %s", generation.message_id, error)
@@ -325,6 +323,12 @@ class Generations:
             log.info("answer %s is saved after all", generation.message_id)
         generation.unsaved = None
         return True
+
+    def write(self, message_id: int, record: AnswerRecord) -> None:
+        """Store the answer as `record` says it is, and its request's usage row once it has
+        ended. (Compare answers, which have rows of their own, override this.)"""
+        save_assistant(self.db, message_id, record)
+        api_usage.record_answer(self.db, message_id, record)
 
     def finish(self, generation: Generation) -> None:
         state = generation.state

@@ -4,8 +4,8 @@ So that one person cannot take the whole box. Which limits hold for whom is in t
 (`store/user_limits.py`: the admin's defaults, or the user's own row; None is no limit). What
 is counted comes from the requests themselves (`store/api_usage.py`, one row per request):
 
-- at once: requests admitted and not ended yet, web UI answers (chat and compare, counted by
-  their messages' `streaming` rows) and /v1 requests (their `streaming` request rows) together;
+- at once: requests admitted and not ended yet, chat answers (counted by their messages'
+  `streaming` rows), compare answers and /v1 requests (their `streaming` request rows) together;
 - a minute: requests admitted in the last 60 seconds, a sliding window, refusals not counted;
 - a day: completion tokens of the requests admitted since 00:00 UTC. Prompt tokens are not
   counted: a chat sends its whole history again with every answer, most of which the engine's
@@ -26,7 +26,9 @@ conversation_id)` inside the send's transaction, before it stores the answer's r
 `OverLimit` rolls the whole send back, nothing is stored, and views/errors.py answers 429 with
 Retry-After into the page's flash region (what was typed stays in the composer). The answer's
 `streaming` row counts it while it runs, so the send writes nothing more; once it has ended,
-`generation.Generations.save` records its request (`api_usage.record_answer`).
+`generation.Generations.save` records its request (`api_usage.record_answer`). A compare answer
+has no message: `duet.compare` admits it with `admit` (no key), as /v1 requests are, and gives
+its request row the outcome when the answer ends.
 
 /v1 uses the `Limits` on `app.state.limits`, whose clock tests can set::
 

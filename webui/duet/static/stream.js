@@ -9,7 +9,7 @@
 // the answer's stream from 0; after a dropped connection the browser reconnects by itself and
 // sends the last id it saw as Last-Event-ID, and the server goes on after it, so no text is
 // repeated or lost.
-//   start         {started_ms, message_id}      compare columns only, before the answer's
+//   start         {started_ms}                  compare columns only, before the answer's
 //                 events and without an id (sent again after a reconnect): when this answer's
 //                 engine request went out, in ms after the run reached the server
 //   sent          {t, after_receipt_ms, received_at, s}   the engine request is on the wire

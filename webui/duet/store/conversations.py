@@ -75,24 +75,14 @@ def get_conversation(
 
 
 def list_conversations(
-    db: sqlite3.Connection, user_id: int, limit: int = 200, keep: int | None = None
+    db: sqlite3.Connection, user_id: int, limit: int = 200
 ) -> list[Conversation]:
-    """The user's conversations for the sidebar, latest first. A compare answer's conversation
-    (its prompt and that one answer) belongs to its run and is left out until the user goes on
-    with it; `keep` is one to list regardless (the one open on the page)."""
+    """The user's conversations for the sidebar, latest first. (Compare answers are not among
+    them: they belong to their run until the user continues one, store/runs.py.)"""
     rows = db.execute(
-        """
-        SELECT * FROM conversations
-        WHERE user_id = ? AND (
-            id = ?
-            OR id NOT IN (
-                SELECT conversation_id FROM compare_answers WHERE conversation_id IS NOT NULL
-            )
-            OR (SELECT count(*) FROM messages WHERE conversation_id = conversations.id) > 2
-        )
-        ORDER BY updated_at DESC, id DESC LIMIT ?
-        """,
-        (user_id, keep, limit),
+        "SELECT * FROM conversations WHERE user_id = ?"
+        " ORDER BY updated_at DESC, id DESC LIMIT ?",
+        (user_id, limit),
     )
     return [from_row(row) for row in rows]
 

@@ -502,3 +502,60 @@ def m010_load_runs(db: sqlite3.Connection) -> None:
         )
         """
     )
+
+
+@migration
+def m012_compare_answers_own_their_text(db: sqlite3.Connection) -> None:
+    # A compare answer belonged to a conversation of its own, made for it when the run was
+    # sent, so every run added one chat per engine to the sidebar. Now an answer lives in its
+    # run's row alone (its text and times here, beside the numbers m005 already copied), and a
+    # conversation is made only when the user continues an answer in the chat; `conversation_id`
+    # and `message_id` then name that conversation and the answer's copy in it.
+    for column in (
+        "content TEXT NOT NULL DEFAULT ''",
+        "reasoning TEXT NOT NULL DEFAULT ''",
+        "finish_reason TEXT",
+        "ttft_ms REAL",
+        "ttfa_ms REAL",
+        "total_ms REAL",
+    ):
+        db.execute(f"ALTER TABLE compare_answers ADD COLUMN {column}")
+    # Every answer takes its text from its message first, so the run keeps it whatever happens
+    # to that conversation below or later.
+    db.execute(
+        """
+        UPDATE compare_answers SET
+            content = messages.content, reasoning = messages.reasoning,
+            finish_reason = messages.finish_reason, ttft_ms = messages.ttft_ms,
+            ttfa_ms = messages.ttfa_ms, total_ms = messages.total_ms
+        FROM messages WHERE messages.id = compare_answers.message_id
+        """
+    )
+    # The conversations made for answers go, unless the user did something with one: it is
+    # removed only if it still holds just the run's prompt and that answer (no later turn, no
+    # other answer such as a regenerated one), keeps the title it was made with, and has no
+    # live share link. Those hold nothing the run does not, and are what filled the sidebar.
+    # Any other is kept as the ordinary conversation it has become, and stays linked as the
+    # answer's continuation.
+    db.execute(
+        """
+        DELETE FROM conversations WHERE id IN (
+            SELECT compare_answers.conversation_id FROM compare_answers
+            JOIN conversations ON conversations.id = compare_answers.conversation_id
+            WHERE conversations.title LIKE '%(compare)'
+              AND NOT EXISTS (
+                  SELECT 1 FROM messages WHERE messages.conversation_id = conversations.id
+                    AND messages.role = 'assistant'
+                    AND messages.id IS NOT compare_answers.message_id
+              )
+              AND (
+                  SELECT count(*) FROM messages WHERE messages.conversation_id = conversations.id
+                    AND messages.role = 'user'
+              ) <= 1
+              AND NOT EXISTS (
+                  SELECT 1 FROM shares WHERE shares.kind = 'conversation'
+                    AND shares.object_id = conversations.id AND shares.revoked_at IS NULL
+              )
+        )
+        """
+    )

@@ -1,8 +1,10 @@
 """Queries about compare runs: one prompt, several engines, every answer's arrival times.
 
 A run is written when it is sent; each answer starts `queued`, becomes `streaming` when its engine
-request goes out, and ends with the status of its assistant message. The server's arrival times
-are copied in at the end; the browser's arrive later, posted by the page that watched the stream.
+request goes out, and ends `complete`, `stopped`, `failed` or `interrupted`. An answer is kept in
+its own row, text and server arrival times included, saved as it streams (`save_answer`); the
+browser's arrival times arrive later, posted by the page that watched the stream. No
+conversation holds it until the user continues it in the chat (`continue_in_chat`).
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from duet.store.db import now_iso
-from duet.store.messages import Arrival, Message, arrivals_from_json, arrivals_json
+from duet.store import conversations
+from duet.store.db import now_iso, transaction
+from duet.store.messages import AnswerRecord, Arrival, arrivals_from_json, arrivals_json
 
 Mode = Literal["concurrent", "sequential"]
 MODES: tuple[Mode, ...] = ("concurrent", "sequential")
@@ -29,6 +32,7 @@ class CompareAnswer:
     position: int
     engine: str
     model: str
+    # The conversation the user continued this answer in, and the answer's copy there.
     conversation_id: int | None
     message_id: int | None
     status: AnswerStatus
@@ -41,6 +45,14 @@ class CompareAnswer:
     browser_arrivals: list[Arrival] | None
     created_at: str
     updated_at: str
+    content: str = ""
+    reasoning: str = ""
+    finish_reason: str | None = None
+    # As a chat answer's: ms from the engine request on the wire to the first text of any
+    # kind, to the first answer text, and to the end.
+    ttft_ms: float | None = None
+    ttfa_ms: float | None = None
+    total_ms: float | None = None
 
     @property
     def finished(self) -> bool:
@@ -89,6 +101,12 @@ def answer_from_row(row: sqlite3.Row) -> CompareAnswer:
         browser_arrivals=_arrivals(row["browser_arrivals"]),
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        content=row["content"],
+        reasoning=row["reasoning"],
+        finish_reason=row["finish_reason"],
+        ttft_ms=row["ttft_ms"],
+        ttfa_ms=row["ttfa_ms"],
+        total_ms=row["total_ms"],
     )
 
 
@@ -123,67 +141,70 @@ def create_run(
     if not engines:
         raise ValueError("a compare run needs at least one engine")
     stamp = now_iso()
-    cursor = db.execute(
-        "INSERT INTO compare_runs"
-        " (user_id, prompt, system_prompt, mode, thinking, parameters, created_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (user_id, prompt, system_prompt, mode, int(thinking), json.dumps(parameters), stamp),
-    )
-    run_id = int(cursor.lastrowid or 0)
-    for position, (engine, model) in enumerate(engines):
-        db.execute(
-            "INSERT INTO compare_answers (run_id, position, engine, model, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (run_id, position, engine, model, stamp, stamp),
+    with transaction(db):
+        cursor = db.execute(
+            "INSERT INTO compare_runs"
+            " (user_id, prompt, system_prompt, mode, thinking, parameters, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (user_id, prompt, system_prompt, mode, int(thinking), json.dumps(parameters), stamp),
         )
+        run_id = int(cursor.lastrowid or 0)
+        for position, (engine, model) in enumerate(engines):
+            db.execute(
+                "INSERT INTO compare_answers"
+                " (run_id, position, engine, model, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (run_id, position, engine, model, stamp, stamp),
+            )
     run = get_run(db, user_id, run_id)
     assert run is not None
     return run
 
 
-def set_conversation(db: sqlite3.Connection, answer_id: int, conversation_id: int) -> None:
+def mark_streaming(db: sqlite3.Connection, answer_id: int, started_ms: float) -> None:
+    """The answer's engine request went out `started_ms` after the run was received. A short
+    answer may have ended (and been saved) before this is called: its status stays."""
     db.execute(
-        "UPDATE compare_answers SET conversation_id = ?, updated_at = ? WHERE id = ?",
-        (conversation_id, now_iso(), answer_id),
+        "UPDATE compare_answers SET started_ms = ?, updated_at = ?,"
+        " status = CASE status WHEN 'queued' THEN 'streaming' ELSE status END WHERE id = ?",
+        (started_ms, now_iso(), answer_id),
     )
 
 
-def mark_streaming(
-    db: sqlite3.Connection, answer_id: int, message_id: int, started_ms: float
-) -> None:
-    db.execute(
-        "UPDATE compare_answers SET status = 'streaming', message_id = ?, started_ms = ?,"
-        " updated_at = ? WHERE id = ?",
-        (message_id, started_ms, now_iso(), answer_id),
-    )
-
-
-def finish_from_message(db: sqlite3.Connection, answer_id: int, message: Message) -> None:
-    """Copy an ended answer's status, token counts and server arrival times from its message."""
+def save_answer(db: sqlite3.Connection, answer_id: int, record: AnswerRecord) -> None:
+    """Write the answer as it stands: at save points while it streams, and once at its end."""
     db.execute(
         """
         UPDATE compare_answers SET
-            status = ?, error = ?, prompt_tokens = ?, output_tokens = ?, engine_timings = ?,
-            server_arrivals = ?, updated_at = ?
+            status = ?, content = ?, reasoning = ?, error = ?, finish_reason = ?,
+            prompt_tokens = ?, output_tokens = ?, ttft_ms = ?, ttfa_ms = ?, total_ms = ?,
+            engine_timings = ?, server_arrivals = ?, updated_at = ?
         WHERE id = ?
         """,
         (
-            message.status,
-            message.error,
-            message.prompt_tokens,
-            message.completion_tokens,
-            json.dumps(message.engine_timings),
-            arrivals_json(message.arrivals),
+            record.status,
+            record.content,
+            record.reasoning,
+            record.error,
+            record.finish_reason,
+            record.prompt_tokens,
+            record.completion_tokens,
+            record.ttft_ms,
+            record.ttfa_ms,
+            record.total_ms,
+            json.dumps(record.engine_timings),
+            arrivals_json(record.arrivals),
             now_iso(),
             answer_id,
         ),
     )
 
 
-def finish_without_message(
+def finish_unstarted(
     db: sqlite3.Connection, answer_id: int, status: AnswerStatus, error: str
 ) -> None:
-    """End an answer that never reached its engine (stopped while queued, server shut down)."""
+    """End an answer that never reached its engine (stopped while queued, refused, the server
+    shut down)."""
     db.execute(
         "UPDATE compare_answers SET status = ?, error = ?, updated_at = ?"
         " WHERE id = ? AND status IN ('queued', 'streaming')",
@@ -264,3 +285,64 @@ def count_runs(db: sqlite3.Connection, user_id: int) -> int:
 def delete_run(db: sqlite3.Connection, user_id: int, run_id: int) -> bool:
     cursor = db.execute("DELETE FROM compare_runs WHERE id = ? AND user_id = ?", (run_id, user_id))
     return cursor.rowcount > 0
+
+
+def continue_in_chat(db: sqlite3.Connection, user_id: int, answer_id: int, title: str) -> int:
+    """The conversation that continues a finished answer: the one made for it before if it still
+    exists, else a new one holding the run's prompt and a copy of the answer with its numbers
+    (as a chat answer of the same engine would have them). Returns its id; LookupError if the
+    user has no such answer."""
+    answer = get_answer(db, user_id, answer_id)
+    if answer is None:
+        raise LookupError(f"no compare answer {answer_id}")
+    continued = answer.conversation_id
+    if continued is not None and conversations.get_conversation(db, user_id, continued):
+        return continued
+    run = get_run(db, user_id, answer.run_id)
+    assert run is not None
+    with transaction(db):
+        conversation = conversations.create_conversation(db, user_id, title, run.system_prompt)
+        # Stamped when they were asked and answered, so they sit in the chat (and in the usage
+        # counts, by day) where the run does.
+        db.execute(
+            "INSERT INTO messages (conversation_id, role, content, status, created_at, updated_at)"
+            " VALUES (?, 'user', ?, 'complete', ?, ?)",
+            (conversation.id, run.prompt, run.created_at, run.created_at),
+        )
+        copy = db.execute(
+            """
+            INSERT INTO messages (
+                conversation_id, role, content, reasoning, engine, model, thinking, parameters,
+                status, error, finish_reason, prompt_tokens, completion_tokens, ttft_ms, ttfa_ms,
+                total_ms, engine_timings, arrivals, created_at, updated_at
+            ) VALUES (?, 'assistant', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            RETURNING id
+            """,
+            (
+                conversation.id,
+                answer.content,
+                answer.reasoning,
+                answer.engine,
+                answer.model,
+                int(run.thinking),
+                json.dumps(run.parameters),
+                answer.status,
+                answer.error,
+                answer.finish_reason,
+                answer.prompt_tokens,
+                answer.output_tokens,
+                answer.ttft_ms,
+                answer.ttfa_ms,
+                answer.total_ms,
+                json.dumps(answer.engine_timings),
+                arrivals_json(answer.server_arrivals),
+                answer.created_at,
+                answer.updated_at,
+            ),
+        ).fetchone()
+        db.execute(
+            "UPDATE compare_answers SET conversation_id = ?, message_id = ?, updated_at = ?"
+            " WHERE id = ?",
+            (conversation.id, copy[0], now_iso(), answer_id),
+        )
+    return conversation.id

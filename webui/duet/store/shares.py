@@ -83,3 +83,13 @@ def revoke_share(db: sqlite3.Connection, user_id: int, share_id: int) -> Share |
         (now_iso(), share_id, user_id),
     ).fetchone()
     return None if row is None else from_row(row)
+
+
+def revoke_shares_of(db: sqlite3.Connection, user_id: int, kind: ShareKind, object_id: int) -> int:
+    """Stop every link the owner made to one object (it is being deleted); returns how many."""
+    cursor = db.execute(
+        "UPDATE shares SET revoked_at = ? WHERE user_id = ? AND kind = ? AND object_id = ?"
+        " AND revoked_at IS NULL",
+        (now_iso(), user_id, kind, object_id),
+    )
+    return cursor.rowcount

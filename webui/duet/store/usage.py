@@ -3,9 +3,9 @@
 Counts only, never content: admins see how much each person used each engine, not what they
 asked. Counted from the answers themselves: chat answers (messages joined to their
 conversation, whose owner is the user) and compare answers (joined to their run). A compare
-answer is also an assistant message in a conversation of its own, so it is counted from
-`compare_answers` only once that message is gone (its conversation deleted, or never made
-because the engine failed first). A deleted chat conversation takes its answers' usage with it.
+answer the user continued in the chat has a copy there (`compare_answers.message_id`), so it is
+counted from `compare_answers` only while it has none (never continued, or that conversation
+deleted). A deleted chat conversation or compare run takes its answers' usage with it.
 """
 
 from __future__ import annotations

@@ -107,9 +107,7 @@ def page(
     conversation: Conversation | None,
 ) -> HTMLResponse:
     context: dict[str, Any] = {
-        "conversations": conversations.list_conversations(
-            db, user_id, keep=conversation.id if conversation else None
-        ),
+        "conversations": conversations.list_conversations(db, user_id),
         "engines": engines,
         "engine_labels": engine_labels(engines),
         "conversation": None,

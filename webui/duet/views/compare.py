@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from duet.compare import AnswerSlot, CompareRuns
 from duet.engines.base import Engine
@@ -31,7 +31,8 @@ from duet.sse import (
     format_comment,
     format_event,
 )
-from duet.store import messages, runs
+from duet.store import runs
+from duet.store.conversations import title_from_text
 from duet.store.runs import MODES, CompareAnswer, CompareRun, Mode
 from duet.turns import TurnOptions
 from duet.views.deps import (
@@ -70,17 +71,12 @@ Compares = Annotated[CompareRuns, Depends(get_compare_runs)]
 
 
 def answer_view(
-    db: sqlite3.Connection,
-    answer: CompareAnswer,
-    labels: Mapping[str, str],
-    scale_ms: float | None,
+    answer: CompareAnswer, labels: Mapping[str, str], scale_ms: float | None
 ) -> dict[str, Any]:
-    """What one column's template needs: the answer, its message text, numbers and timeline."""
-    message = messages.get_message(db, answer.message_id) if answer.message_id else None
+    """What one column's template needs: the answer, its numbers and its timeline."""
     view: dict[str, Any] = {
         "answer": answer,
         "label": labels.get(answer.engine, answer.engine),
-        "message": message,
         "metrics": None,
         "numbers": None,
         "timeline": None,
@@ -93,11 +89,11 @@ def answer_view(
     return view
 
 
-def run_view(db: sqlite3.Connection, run: CompareRun, labels: Mapping[str, str]) -> dict[str, Any]:
+def run_view(run: CompareRun, labels: Mapping[str, str]) -> dict[str, Any]:
     scale = scale_for(run.answers)
     return {
         "run": run,
-        "columns": [answer_view(db, answer, labels, scale) for answer in run.answers],
+        "columns": [answer_view(answer, labels, scale) for answer in run.answers],
     }
 
 
@@ -146,7 +142,7 @@ async def compare_page(request: Request, engines: Engines) -> HTMLResponse:
 async def start_compare(
     request: Request, context: AnswerContextDep, compares: Compares
 ) -> HTMLResponse:
-    db, user_id, settings, engines = context.db, context.user_id, context.settings, context.engines
+    user_id, settings, engines = context.user_id, context.settings, context.engines
     form = await read_form(request)
     prompt = parse_content(form, settings)
     chosen = parse_engines(form, engines)
@@ -165,7 +161,7 @@ async def start_compare(
     return render(
         request,
         "_compare_run.html",
-        run_view(db, run, engine_labels(engines)),
+        run_view(run, engine_labels(engines)),
         headers={"HX-Push-Url": f"/runs/{run.id}"},
     )
 
@@ -192,9 +188,7 @@ async def write_answer_events(
         fresh = runs.get_answer(db, user_id, answer.id) or answer
         stream.write(format_event("end", {"status": fresh.status, "error": fresh.error}))
         return
-    stream.write(
-        format_event("start", {"started_ms": slot.started_ms, "message_id": generation.message_id})
-    )
+    stream.write(format_event("start", {"started_ms": slot.started_ms}))
     await stream.follow(generation, after_seq)
 
 
@@ -219,7 +213,7 @@ def column(
 ) -> HTMLResponse:
     run = runs.get_run(db, user_id, answer.run_id)
     assert run is not None
-    view = answer_view(db, answer, labels, scale_for(run.answers))
+    view = answer_view(answer, labels, scale_for(run.answers))
     return render(request, "_compare_answer.html", {"run": run, "view": view})
 
 
@@ -275,3 +269,23 @@ async def stop_answer(answer_id: AnswerId, db: Db, user_id: UserId, compares: Co
     owned_answer(db, user_id, answer_id)
     await compares.stop(answer_id)
     return Response(status_code=204)
+
+
+@router.post("/compare/answers/{answer_id}/continue")
+async def continue_in_chat(
+    answer_id: AnswerId, request: Request, db: Db, user_id: UserId, engines: Engines
+) -> Response:
+    """Open the answer in the chat: a conversation of the run's prompt and this answer, made
+    now (or the one made by an earlier click, if it still exists), to go on from there."""
+    answer = owned_answer(db, user_id, answer_id)
+    if not answer.finished:
+        raise UserError(409, "This answer is still streaming: continue it once it has ended.")
+    run = runs.get_run(db, user_id, answer.run_id)
+    assert run is not None
+    label = engine_labels(engines).get(answer.engine, answer.engine)
+    title = f"{title_from_text(run.prompt)} · {label}"
+    conversation_id = runs.continue_in_chat(db, user_id, answer_id, title)
+    target = f"/c/{conversation_id}"
+    if request.headers.get("HX-Request") == "true":
+        return Response(status_code=200, headers={"HX-Redirect": target})
+    return RedirectResponse(target, status_code=303)

@@ -41,7 +41,7 @@ async def conversation_list(
     if query:
         context["hits"] = conversations.search_conversations(db, user_id, query)
     else:
-        context["conversations"] = conversations.list_conversations(db, user_id, keep=current)
+        context["conversations"] = conversations.list_conversations(db, user_id)
     return render(request, "_conversation_list.html", context)
 
 

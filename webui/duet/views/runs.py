@@ -1,19 +1,22 @@
-"""Past compare runs: a summary table, one run's columns, and exports as CSV or JSON."""
+"""Past compare runs: a summary table, one run's columns, exports as CSV or JSON, and
+deleting a run."""
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
 from duet.exports.run import engine_eval_rate, runs_csv, runs_json
 from duet.metrics.answers import answer_metrics
-from duet.store import runs
+from duet.store import runs, shares
+from duet.store.db import transaction
 from duet.store.runs import CompareRun
-from duet.views.compare import engine_labels, run_view
+from duet.views.compare import Compares, engine_labels, run_view
 from duet.views.deps import MEMBERS_ONLY, Db, Engines, UserId, render
 from duet.views.downloads import download
 from duet.views.errors import not_found
@@ -91,4 +94,23 @@ async def run_page(
     run_id: RunId, request: Request, db: Db, user_id: UserId, engines: Engines
 ) -> HTMLResponse:
     run = owned_run(db, user_id, run_id)
-    return render(request, "run.html", run_view(db, run, engine_labels(engines)))
+    return render(request, "run.html", run_view(run, engine_labels(engines)))
+
+
+@router.delete("/runs/{run_id}")
+async def delete_run(
+    run_id: RunId, request: Request, db: Db, user_id: UserId, compares: Compares
+) -> Response:
+    """Delete a run and its answers, and revoke its share links. A run still answering is
+    stopped first, as deleting a conversation stops its answer: the person asked for it gone.
+    Conversations continued from its answers are the user's own and stay."""
+    owned_run(db, user_id, run_id)
+    await compares.stop_run(run_id)
+    with transaction(db):
+        shares.revoke_shares_of(db, user_id, "run", run_id)
+        runs.delete_run(db, user_id, run_id)
+    # Deleted from its own page, there is nothing left to show: go to the list.
+    page = urlsplit(request.headers.get("HX-Current-URL", "")).path
+    if page == f"/runs/{run_id}":
+        return Response(status_code=200, headers={"HX-Redirect": "/runs"})
+    return Response(status_code=200)

@@ -132,7 +132,7 @@ async def shared_page(
         run = runs.get_run(db, share.user_id, share.object_id)
         if run is None:
             raise not_found("What this link showed")
-        context = run_view(db, run, engine_labels(engines))
+        context = run_view(run, engine_labels(engines))
         template = "shared_run.html"
     context["read_only"] = True
     context["owner"] = users.user_name(db, share.user_id) or "a teammate"
