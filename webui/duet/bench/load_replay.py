@@ -339,7 +339,7 @@ def replay_subtitle(config: dict[str, Any], replay: ReplayOptions) -> str:
     chunks = config["engines"]["replay source"]["text_chunks_per_stream"]
     lengths = ", ".join(f"{route} {count}" for route, count in chunks.items())
     return (
-        f"{LABEL}: {pace_words(replay)}; recorded answers of {lengths} chunks\n"
+        f"{LABEL}\n{pace_words(replay)}; recorded answers of {lengths} chunks\n"
         f"{config['date']} · {config['machine']}"
     )
 
