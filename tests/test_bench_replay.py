@@ -107,6 +107,9 @@ def test_a_tiny_replay_sweep_end_to_end_says_it_measures_duet(
     assert document["complete"] is True
     assert set(document["engines"]) == {"replay source"}
     assert set(document["capacity"]) == {"vllm", "ollama"}
+    for capacity_point in document["capacity_points"]:  # what the machine did meanwhile
+        assert 0 <= capacity_point["machine_idle_share"] <= 1
+        assert capacity_point["benchmark_cores"] > 0 and capacity_point["other_cores"] >= 0
     for result in document["results"]:
         run = result["runs"][0]
         assert run["completed"] == run["sent"] == 4, result["series"]

@@ -27,19 +27,24 @@ load.json's `benchmark` and `source`, every line of requests.jsonl, every plot's
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import psutil
 from matplotlib.figure import Figure
 
-from duet.bench.load import LoadOptions, check_options, measure
+from duet.bench.load import LoadOptions, check_options, measure_async
+from duet.bench.load_cost import cpu_seconds
+from duet.bench.load_metrics import RequestRecord
 from duet.bench.load_report import (
     PointResult,
     add_duet_overhead,
@@ -48,6 +53,7 @@ from duet.bench.load_report import (
     format_table,
     write_documents,
 )
+from duet.bench.load_run import LoadPoint
 from duet.bench.relay import free_port, stop_processes, wait_until_up
 from duet.bench.replay_source import Pace, Recordings, load_recordings, steps
 from duet.settings import Settings
@@ -98,6 +104,46 @@ class CapacityPoint:
     straight_kept_pace: bool
     within: bool
     why_not: tuple[str, ...]
+    # The whole machine during the point (`MachineWatch`), all series of it together.
+    machine_idle_share: float | None = None
+    other_cores: float | None = None
+    benchmark_cores: float | None = None
+
+
+@dataclass
+class MachineWatch:
+    """What the machine's cores did during each point: the share left idle, and how many
+    cores processes other than this benchmark's kept busy (its own are this process, the
+    client, and its children: the replay source and the Duet under test). On a shared machine
+    that says how much of it a point had. A point's window runs from the end of the point
+    before (the first: from its first request's end, after the start-up and warm-up)."""
+
+    points: Sequence[LoadPoint]
+    by_point: dict[str, dict[str, float]] = field(default_factory=dict)
+    _last: tuple[float, float, float] | None = None  # (monotonic, machine busy, ours) s
+
+    @staticmethod
+    def sample() -> tuple[float, float, float]:
+        times = psutil.cpu_times()
+        busy = sum(times) - times.idle - getattr(times, "iowait", 0.0)
+        return time.monotonic(), busy, cpu_seconds(psutil.Process())
+
+    def request_ended(self, title: str, record: RequestRecord) -> None:
+        if self._last is None:
+            self._last = self.sample()
+
+    def point_ended(self, config: dict[str, Any], results: list[PointResult]) -> None:
+        now = self.sample()
+        if self._last is None or len(self.by_point) >= len(self.points):
+            return
+        wall, busy, ours = (a - b for a, b in zip(now, self._last, strict=True))
+        self._last = now
+        cores = psutil.cpu_count() or 1
+        self.by_point[self.points[len(self.by_point)].label] = {
+            "machine_idle_share": max(0.0, 1 - busy / (wall * cores)),
+            "other_cores": max(0.0, busy - ours) / wall,
+            "benchmark_cores": ours / wall,
+        }
 
 
 def source_command(port: int, replay: ReplayOptions) -> list[str]:
@@ -169,10 +215,13 @@ def source_labels(replay: ReplayOptions, recordings: Recordings) -> dict[str, An
 
 
 def capacity_points(
-    results: Sequence[PointResult], replay: ReplayOptions, chunks: Mapping[str, int]
+    results: Sequence[PointResult],
+    replay: ReplayOptions,
+    chunks: Mapping[str, int],
+    machine: Mapping[str, dict[str, float]] | None = None,
 ) -> list[CapacityPoint]:
     """Each route's points through Duet, in order of concurrency, with their verdicts;
-    `chunks` is each route's text chunks per stream."""
+    `chunks` is each route's text chunks per stream, `machine` `MachineWatch.by_point`."""
     straight = {(r.series.route, r.point): r for r in results if r.series.path == "direct"}
     points = []
     duet = [r for r in results if r.series.path == "duet" and r.point.concurrency]
@@ -201,6 +250,7 @@ def capacity_points(
                 straight_kept_pace=kept_pace,
                 within=not why_not,
                 why_not=why_not,
+                **(machine or {}).get(result.point.label, {}),
             )
         )
     return points
@@ -279,7 +329,7 @@ def format_capacity(
 ) -> str:
     heading = [
         "route", "streams", "+TTFT p50", "+ITL p50", "+E2EL p50", "chunks/s",
-        "CPU ms/chunk", "MiB/stream", "straight pace", "within",
+        "CPU ms/chunk", "MiB/stream", "straight pace", "idle", "others' cores", "within",
     ]  # fmt: skip
     rows = [heading]
     for p in points:
@@ -294,6 +344,8 @@ def format_capacity(
                 fmt(p.cpu_ms_per_chunk, "{:.3f}"),
                 fmt(p.mib_per_open_stream, "{:.3f}"),
                 fmt(p.straight_pace, "{:.2f}x") + ("" if p.straight_kept_pace else " (behind)"),
+                fmt(p.machine_idle_share, "{:.0%}"),
+                fmt(p.other_cores, "{:.2f}"),
                 "yes" if p.within else "no",
             ]
         )
@@ -364,8 +416,12 @@ def run_bench_replay(options: LoadOptions, replay: ReplayOptions) -> int:
     except RuntimeError as error:
         print(f"duet bench load: {error}", file=sys.stderr)
         return 1
+    machine = MachineWatch(options.points)
+    labelled = replace(labelled, on_record=machine.request_ended)
     try:
-        config, results = measure(labelled, source_settings(url, recordings))
+        config, results = asyncio.run(
+            measure_async(labelled, source_settings(url, recordings), machine.point_ended)
+        )
     except (RuntimeError, FileNotFoundError) as error:
         print(f"duet bench load: {error}", file=sys.stderr)
         return 1
@@ -375,7 +431,7 @@ def run_bench_replay(options: LoadOptions, replay: ReplayOptions) -> int:
 
     add_duet_overhead(results, ADDED_PACING)
     chunks = {route: len(steps(recorded)) for route, recorded in recordings.streams.items()}
-    points = capacity_points(results, replay, chunks)
+    points = capacity_points(results, replay, chunks, machine.by_point)
     verdicts = capacity(points)
     print(f"{LABEL} ({pace_words(replay)})")
     print(format_table(results))
