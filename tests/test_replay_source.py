@@ -9,6 +9,7 @@ stream's length over its schedule), so that a busy machine's stall in one gap do
 
 from __future__ import annotations
 
+import re
 import statistics
 from dataclasses import replace
 from itertools import pairwise
@@ -61,6 +62,9 @@ def test_the_recordings_are_every_wire_format_and_long_enough_to_pace() -> None:
     for recorded in RECORDINGS.streams.values():
         assert recorded.status == 200
         assert len(steps(recorded)) >= 32
+        # One text piece per token, in the engine's own count: the pace in steps is in tokens.
+        counted = re.search(r'"(?:completion_tokens|eval_count)":(\d+)', recorded.body)
+        assert counted is not None and int(counted.group(1)) == len(steps(recorded))
 
 
 def test_steps_are_one_text_piece_each_and_join_to_the_body() -> None:
