@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from duet.app import create_app
-from duet.engines.base import ChatRequest, ContextWindow, EngineHealth, OnSent
+from duet.engines.base import ChatRequest, EngineHealth, OnSent
 from duet.engines.events import AnswerDelta, Done, EngineName, ReasoningDelta, StreamEvent, Usage
 from duet.settings import Settings
 from duet.store import conversations, messages, runs, shares
@@ -73,9 +73,6 @@ class ScriptedEngine:
 
     async def health(self) -> EngineHealth:
         return EngineHealth(self.name, up=True, models=(self.model,))
-
-    async def context_window(self, model: str | None = None) -> ContextWindow:
-        return ContextWindow(None, "scripted")
 
     async def aclose(self) -> None:
         return None
