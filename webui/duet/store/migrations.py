@@ -559,3 +559,28 @@ def m012_compare_answers_own_their_text(db: sqlite3.Connection) -> None:
         )
         """
     )
+
+
+@migration
+def m011_answer_versions(db: sqlite3.Connection) -> None:
+    # Regenerate keeps every answer to a question (store/answer_versions.py): which answer was
+    # asked beside which (another engine's answer, shown side by side), and which answer of a
+    # question the conversation goes on from. The rows go with their messages.
+    db.execute(
+        """
+        CREATE TABLE answer_sides (
+            answer_id INTEGER PRIMARY KEY REFERENCES messages(id) ON DELETE CASCADE,
+            beside_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE
+        )
+        """
+    )
+    db.execute("CREATE INDEX answer_sides_by_beside ON answer_sides (beside_id)")
+    db.execute(
+        """
+        CREATE TABLE chosen_answers (
+            question_id INTEGER PRIMARY KEY REFERENCES messages(id) ON DELETE CASCADE,
+            answer_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE
+        )
+        """
+    )
+    db.execute("CREATE INDEX chosen_answers_by_answer ON chosen_answers (answer_id)")
