@@ -9,6 +9,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from duet.exports.conversation import conversation_json, conversation_markdown, export_filename
 from duet.store import conversations, messages
+from duet.store.answer_versions import version_marks
 from duet.views.deps import (
     MEMBERS_ONLY,
     Db,
@@ -116,11 +117,13 @@ async def export(
 ) -> Response:
     conversation = owned_conversation(db, user_id, conversation_id)
     history = messages.list_messages(db, conversation_id)
+    marks = version_marks(db, conversation_id, history)
     if extension == "json":
-        body, media_type = conversation_json(conversation, history), "application/json"
+        body, media_type = conversation_json(conversation, history, marks), "application/json"
     elif extension == "md":
         labels = {name: engine.label for name, engine in engines.items()}
-        body, media_type = conversation_markdown(conversation, history, labels), "text/markdown"
+        markdown = conversation_markdown(conversation, history, labels, marks)
+        body, media_type = markdown, "text/markdown"
     else:
         raise UserError(404, f"Export as .{extension} is not offered; use .md or .json.")
     filename = export_filename(conversation, extension)
