@@ -129,6 +129,8 @@ MATRIX: dict[tuple[str, str], dict[str, Check]] = {
     ("GET", "/messages/{message_id}/stream"): OWNED,
     ("POST", "/messages/{message_id}/stop"): OWNED,
     ("POST", "/messages/{message_id}/regenerate"): OWNED,
+    ("POST", "/messages/{message_id}/choose"): OWNED,
+    ("POST", "/messages/{message_id}/again"): OWNED,
     ("GET", "/messages/{message_id}/edit"): OWNED,
     ("POST", "/messages/{message_id}/edit"): OWNED,
     ("GET", "/conversations"): MEMBERS,
@@ -309,6 +311,8 @@ def request_for(method: str, path: str, objects: dict[str, int]) -> dict[str, An
     body: dict[str, Any] = {}
     if path == "/chat/send":
         body["data"] = {**FORM, "conversation_id": str(objects["conversation_id"])}
+    elif path.endswith("/again"):  # the other engine than the one that answered
+        body["data"] = {"engine": "ollama"}
     elif path.startswith("/messages/") and method == "POST":
         body["data"] = FORM
     elif path.endswith("/rename") and method == "POST":

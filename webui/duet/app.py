@@ -39,6 +39,7 @@ from duet.tasks import start_task
 from duet.views import accounts as accounts_views
 from duet.views import admin as admin_views
 from duet.views import admin_limits as admin_limits_views
+from duet.views import answer_versions as answer_versions_views
 from duet.views import auth as auth_views
 from duet.views import chat, health, history
 from duet.views import compare as compare_views
@@ -157,6 +158,7 @@ def create_app(
     # Pages for members (each router has MEMBERS_ONLY), then what is reached without a session.
     for area in (chat, history, health, compare_views, runs_views, share_views):
         app.include_router(area.router)
+    app.include_router(answer_versions_views.router)
     app.include_router(accounts_views.members)
     app.include_router(api_pages.router)
     app.include_router(admin_views.router)

@@ -23,7 +23,7 @@ from typing import Any, Literal
 from duet.api.schema import ChatCompletionRequest
 from duet.api.translate import Answer
 from duet.engines.base import Sampling
-from duet.store import conversations, messages
+from duet.store import answer_versions, conversations, messages
 from duet.store.api_usage import EndStatus
 from duet.store.db import transaction
 from duet.store.messages import AnswerRecord, Status
@@ -59,7 +59,9 @@ def continued(
     for conversation in conversations.list_conversations(db, user_id, limit=CANDIDATES):
         if conversation.system_prompt != system:
             continue
-        stored = [(m.role, m.content) for m in messages.list_messages(db, conversation.id)]
+        # The conversation as it goes on: each question and its chosen answer, no other version.
+        path = answer_versions.shown_path(db, conversation.id)
+        stored = [(m.role, m.content) for m in path]
         begins = 0 < len(stored) < len(asked) and asked[: len(stored)] == stored
         if begins and (best is None or len(stored) > best[1]):
             best = (conversation.id, len(stored))

@@ -44,7 +44,7 @@ const view = followConversation(
 );
 // Sending, resending or regenerating is asking to see the answer: follow it from wherever the
 // reader was. Opening a message's edit box is working above the foot: hold still.
-const ASKS_FOR_AN_ANSWER = "#composer, .edit-form, button.regenerate";
+const ASKS_FOR_AN_ANSWER = "#composer, .edit-form, button.regenerate, .answer-again";
 document.addEventListener("htmx:beforeRequest", (event) => {
   if (event.detail.elt.matches(ASKS_FOR_AN_ANSWER)) view.toFoot();
   else if (event.detail.elt.matches("button.edit")) view.hold();
@@ -111,7 +111,8 @@ document.addEventListener("keydown", (event) => {
 // into view (another device may have written) does the same. Not while this tab streams an
 // answer (its stream writes into the messages it shows) or holds an edit box open.
 const tabs = "BroadcastChannel" in window ? new BroadcastChannel("duet-conversations") : null;
-const CHANGES_THE_CONVERSATION = "#composer, .edit-form, button.regenerate";
+const CHANGES_THE_CONVERSATION =
+  "#composer, .edit-form, button.regenerate, .answer-again, .show-version, .continue-from";
 
 const shownConversation = () => document.getElementById("conversation-id").value;
 

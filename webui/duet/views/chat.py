@@ -14,7 +14,7 @@ from duet.engines.events import EngineName
 from duet.generation import Generations
 from duet.sampling import SAMPLING_FIELDS, sampling_values
 from duet.sse import SSE_HEADERS, EventStream, EventStreamResponse, format_event
-from duet.store import conversations, messages
+from duet.store import answer_versions, conversations, messages
 from duet.store.conversations import Conversation
 from duet.store.db import transaction
 from duet.store.messages import Message
@@ -86,14 +86,19 @@ def conversation_context(
     engines: Mapping[EngineName, Engine],
     conversation: Conversation,
 ) -> dict[str, Any]:
-    history = [as_known(generations, m) for m in messages.list_messages(db, conversation.id)]
+    every = [as_known(generations, m) for m in messages.list_messages(db, conversation.id)]
+    # The page shows the conversation's path (each question and the answer it goes on from),
+    # with every version of an answer around it (_message_or_versions.html).
+    arranged = answer_versions.load(db, conversation.id, every)
+    history = list(arranged.path)
     return {
         "conversation": conversation,
         "messages": history,
+        "answers": arranged.by_chosen(),
         "last_message_id": history[-1].id if history else None,
         "last_user_message_id": next((m.id for m in reversed(history) if m.role == "user"), None),
         "streaming": generations.streaming_in(conversation.id) is not None,
-        "unsaved": unsaved_reasons(generations, history),
+        "unsaved": unsaved_reasons(generations, every),
         "engine_labels": engine_labels(engines),
     }
 
@@ -155,7 +160,7 @@ async def send(request: Request, context: AnswerContextDep) -> HTMLResponse:
     if conversation_id is not None:
         existing = owned_conversation(db, user_id, conversation_id)
         refuse_while_streaming(generations, existing.id)
-        history = messages.list_messages(db, existing.id)
+        history = answer_versions.shown_path(db, existing.id)
     engine = engines[options.engine]
     with transaction(db):
         conversation = existing or conversations.create_conversation(
@@ -173,6 +178,7 @@ async def send(request: Request, context: AnswerContextDep) -> HTMLResponse:
             "conversation": conversation,
             "new_conversation": existing is None,
             "turn": [user_message, answer],
+            "answers": answer_versions.arrange([user_message, answer], {}, {}).by_chosen(),
             "engine_labels": engine_labels(engines),
             "last_message_id": answer.id,
             "last_user_message_id": user_message.id,
@@ -280,21 +286,23 @@ def messages_list(
 async def regenerate(
     message_id: MessageId, request: Request, context: AnswerContextDep
 ) -> HTMLResponse:
-    """Replace the conversation's last answer with a new one, using the composer's settings."""
+    """Answer the conversation's last question again, using the composer's settings: the new
+    answer is its newest version, shown and gone on from; the earlier ones are kept."""
     db, user_id, settings = context.db, context.user_id, context.settings
     engines, generations = context.engines, context.generations
     message = owned_message(db, user_id, message_id)
     options = parse_options(await read_form(request), settings, engines)
     conversation = owned_conversation(db, user_id, message.conversation_id)
     refuse_while_streaming(generations, conversation.id)
-    history = messages.list_messages(db, conversation.id)
-    if message.role != "assistant" or history[-1].id != message.id:
+    arranged = answer_versions.load(db, conversation.id)
+    turn = arranged.last_turn
+    if message.role != "assistant" or turn is None or turn.version_of(message.id) is None:
         raise UserError(409, "Only the last answer of a conversation can be regenerated.")
     engine = engines[options.engine]
     with transaction(db):
-        messages.delete_messages_from(db, conversation.id, message.id)
         answer = store_answer_row(db, conversation.id, engine, options)
-    to_engine = chat_messages(history[:-1], options.system_prompt)
+        answer_versions.choose(db, turn.question.id, answer.id)
+    to_engine = chat_messages([*arranged.before(turn), turn.question], options.system_prompt)
     await start_answer(generations, answer, engine, options, to_engine, context.received)
     return messages_list(request, db, generations, engines, conversation)
 
@@ -326,7 +334,7 @@ async def edit_and_resend(
     options = parse_options(form, settings, engines)
     conversation = owned_conversation(db, user_id, message.conversation_id)
     refuse_while_streaming(generations, conversation.id)
-    history = messages.list_messages(db, conversation.id)
+    history = answer_versions.shown_path(db, conversation.id)
     is_last_user_message = not any(m.role == "user" and m.id > message.id for m in history)
     earlier = [m for m in history if m.id < message.id]
     engine = engines[options.engine]
@@ -337,6 +345,7 @@ async def edit_and_resend(
             target_id = conversation.id
         else:
             fork = conversations.fork_conversation(db, user_id, conversation.id, message.id)
+            answer_versions.copy_to_fork(db, conversation.id, fork.id, message.id)
             messages.add_user_message(db, fork.id, content)
             target_id = fork.id
         answer = store_answer_row(db, target_id, engine, options)
