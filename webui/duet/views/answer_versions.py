@@ -73,7 +73,8 @@ def turn_fragment(
 ) -> HTMLResponse:
     """The conversation's last turn as the page shows it, for #answers-{question id}."""
     context = conversation_context(db, generations, engines, conversation)
-    return render(request, "_answers.html", {**context, "message": context["messages"][-1]})
+    last = {"message": context["messages"][-1], "swapped_alone": True}
+    return render(request, "_answers.html", {**context, **last})
 
 
 @router.post("/messages/{message_id}/choose", response_class=HTMLResponse)
