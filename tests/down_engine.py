@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator
 
 import httpx
-from duet.engines.base import ChatRequest, EngineHealth, OnSent
+from duet.engines.base import ChatRequest, ContextWindow, EngineHealth, OnSent
 from duet.engines.events import EngineName, StreamEvent
 
 
@@ -50,6 +50,10 @@ class DownEngine:
         except httpx.HTTPError as error:
             return EngineHealth(self.name, up=False, detail=f"{self.url}: {error}")
         return EngineHealth(self.name, up=True, models=(self.model,))
+
+    async def context_window(self, model: str | None = None) -> ContextWindow:
+        health = await self.health()
+        return ContextWindow(None, f"{self.label} could not be asked: {health.detail}")
 
     async def aclose(self) -> None:
         return None

@@ -63,6 +63,19 @@ class EngineHealth:
     extra: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class ContextWindow:
+    """How many tokens a model can hold at once, prompt and answer together, as its engine says.
+
+    `tokens` is None when the engine does not say (or cannot be asked): the page says so rather
+    than guess. `source`, for a person, is where the number came from or why there is none;
+    `when_full`, what the engine does with a prompt longer than the window."""
+
+    tokens: int | None
+    source: str
+    when_full: str = ""
+
+
 # Called with perf_counter() the moment an engine request's last byte is on the wire: from there
 # the engine's time runs (its time to first token counts from it).
 OnSent = Callable[[float], None]
@@ -78,6 +91,10 @@ class Engine(Protocol):
     ) -> AsyncIterator[StreamEvent]: ...
 
     async def health(self) -> EngineHealth: ...
+
+    # The context window of `model` (None: the model the engine is configured to serve) as
+    # the engine has it in effect now; a management call, outside every answer's path.
+    async def context_window(self, model: str | None = None) -> ContextWindow: ...
 
     # Releases the adapter's HTTP client, which belongs to the event loop that opened it; the
     # adapter stays usable and opens a new client on its next request.

@@ -33,7 +33,7 @@ from contextlib import aclosing
 import httpx
 import ollama
 
-from duet.engines.base import ChatMessage, ChatRequest, EngineHealth, OnSent
+from duet.engines.base import ChatMessage, ChatRequest, ContextWindow, EngineHealth, OnSent
 from duet.engines.events import (
     AnswerDelta,
     Done,
@@ -68,9 +68,17 @@ def management_failure(error: Exception) -> EngineError:
     return EngineError(describe_exception(error))
 
 
+def loaded_model(
+    model: str, running: ollama.ProcessResponse
+) -> ollama.ProcessResponse.Model | None:
+    """The entry of `/api/ps` for `model`, which Ollama lists under its tag."""
+    names = (model, f"{model}:latest")
+    return next((m for m in running.models if m.model in names), None)
+
+
 def load_state(model: str, running: ollama.ProcessResponse) -> str:
     """Whether Ollama holds `model` in memory: if not, the next answer waits for it to load."""
-    loaded = next((m for m in running.models if m.model == model), None)
+    loaded = loaded_model(model, running)
     if loaded is None:
         return f"{model} is not loaded yet: the next answer waits while Ollama loads it"
     context = f" with a {loaded.context_length:,}-token context" if loaded.context_length else ""
@@ -140,7 +148,98 @@ def message_entry(message: ChatMessage, tool_names: dict[str, str]) -> dict:
     return entry
 
 
-class OllamaEngine(HTTPEngine):
+def num_ctx_parameter(parameters: str | None) -> int | None:
+    """The `num_ctx` a model's Modelfile sets, from `/api/show`'s parameters: one
+    `name value` per line."""
+    for line in (parameters or "").splitlines():
+        name, _, value = line.strip().partition(" ")
+        if name == "num_ctx" and value.strip().isascii() and value.strip().isdigit():
+            return int(value.strip())
+    return None
+
+
+def trained_context(shown: ollama.ShowResponse) -> int | None:
+    """The context the model was trained for: `<architecture>.context_length` in the GGUF's
+    metadata, which `/api/show` gives as model_info."""
+    info = shown.modelinfo or {}
+    length = info.get(f"{info.get('general.architecture')}.context_length")
+    return length if isinstance(length, int) else None
+
+
+class OllamaManagement:
+    """What both Ollama adapters (native and /v1) ask of the same server besides answers: the
+    official client for management calls, and the context window in effect.
+
+    Ollama does not report the window in an answer, and its /v1 models list has no such field,
+    so both adapters read it the same way, from the native management API (Ollama v0.24.0's
+    source, server/routes.go and llm/server.go):
+    - `/api/ps` lists each loaded model with `context_length`: the num_ctx its runner was
+      started with, capped at the trained context. That is the window in effect. A request's
+      `options.num_ctx` decides it when the model loads (a different one reloads the model);
+      Duet sends none, so it is the Modelfile's `num_ctx` parameter, else
+      OLLAMA_CONTEXT_LENGTH, else a default by GPU memory (4096 without a GPU).
+    - Before the model is loaded, `/api/show` gives the Modelfile's parameters (num_ctx, if it
+      sets one) and the trained context, but not OLLAMA_CONTEXT_LENGTH or the default: then
+      the window is not known, and Duet says so instead of guessing.
+    A prompt longer than the window is not refused: Ollama leaves out the earliest messages
+    (all but the system prompt and the last message) until it fits (server/prompt.go)."""
+
+    base_url: str
+    label: str
+    model: str
+    _management: ollama.AsyncClient | None = None
+
+    @property
+    def management(self) -> ollama.AsyncClient:
+        """The official client, for management calls; created on first use, so it belongs to
+        the event loop that uses it. `HEALTH_SECONDS` bounds each health check as a whole.
+        No proxy from the environment: it goes straight to the server, as `client` does."""
+        if self._management is None:
+            self._management = ollama.AsyncClient(host=self.base_url, trust_env=False)
+        return self._management
+
+    @property
+    def when_full(self) -> str:
+        return f"{self.label} leaves out the earliest messages until the prompt fits"
+
+    async def context_window(self, model: str | None = None) -> ContextWindow:
+        name = model or self.model
+        try:
+            async with asyncio.timeout(HEALTH_SECONDS):
+                loaded = loaded_model(name, await self.management.ps())
+                if loaded is not None and loaded.context_length:
+                    source = f"the num_ctx {self.label} has {name} loaded with (/api/ps)"
+                    return ContextWindow(loaded.context_length, source, self.when_full)
+                shown = await self.management.show(name)
+        except TimeoutError:
+            return ContextWindow(None, f"{self.label} did not answer within {HEALTH_SECONDS:g} s")
+        except MANAGEMENT_ERRORS as error:
+            reason = management_failure(error).message
+            return ContextWindow(None, f"{self.label} could not be asked: {reason}")
+        trained = trained_context(shown)
+        num_ctx = num_ctx_parameter(shown.parameters)
+        if num_ctx is not None:
+            tokens = min(num_ctx, trained) if trained else num_ctx
+            source = f"the num_ctx of {name}'s Modelfile; {self.label} has not loaded it yet"
+            return ContextWindow(tokens, source, self.when_full)
+        trained_note = f" (it was trained for {trained:,} tokens)" if trained else ""
+        return ContextWindow(
+            None,
+            f"{self.label} says {name}'s context window only once the model is loaded: its "
+            f"num_ctx then comes from OLLAMA_CONTEXT_LENGTH or a default, which Ollama's API "
+            f"does not show{trained_note}",
+        )
+
+    async def aclose(self) -> None:
+        management, self._management = self._management, None
+        try:
+            if management is not None:
+                await management.close()
+        finally:
+            await super().aclose()  # type: ignore[misc]
+
+
+class OllamaEngine(OllamaManagement, HTTPEngine):
     """Ollama's native API."""
 
     def payload(self, request: ChatRequest) -> dict:
@@ -216,17 +315,6 @@ class OllamaEngine(HTTPEngine):
             f"{self.label} ended the stream without a final message", time.perf_counter()
         )
 
-    _management: ollama.AsyncClient | None = None
-
-    @property
-    def management(self) -> ollama.AsyncClient:
-        """The official client, for management calls; created on first use, so it belongs to
-        the event loop that uses it. `HEALTH_SECONDS` bounds each health check as a whole.
-        No proxy from the environment: it goes straight to the server, as `client` does."""
-        if self._management is None:
-            self._management = ollama.AsyncClient(host=self.base_url, trust_env=False)
-        return self._management
-
     async def health(self) -> EngineHealth:
         try:
             async with asyncio.timeout(HEALTH_SECONDS):
@@ -245,11 +333,3 @@ class OllamaEngine(HTTPEngine):
             detail = f"{self.model} has not been created in Ollama"
             return EngineHealth(self.name, up=False, models=models, detail=detail)
         return EngineHealth(self.name, up=True, models=models, detail=load_state(served, running))
-
-    async def aclose(self) -> None:
-        management, self._management = self._management, None
-        try:
-            if management is not None:
-                await management.close()
-        finally:
-            await super().aclose()

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
 
-from duet.engines.base import ChatMessage, ChatRequest, EngineHealth, OnSent
+from duet.engines.base import ChatMessage, ChatRequest, ContextWindow, EngineHealth, OnSent
 from duet.engines.events import (
     AnswerDelta,
     Done,
@@ -31,6 +31,7 @@ from duet.engines.events import (
     Usage,
 )
 from duet.engines.http import EngineError, HTTPEngine, post_lines
+from duet.engines.ollama import OllamaManagement
 
 
 def parse_sse_line(line: str) -> dict | None:
@@ -191,9 +192,30 @@ class VllmEngine(OpenAICompatibleEngine):
         payload["min_p"] = request.sampling.min_p
         return payload
 
+    async def context_window(self, model: str | None = None) -> ContextWindow:
+        # vLLM's /v1/models gives each base model's max_model_len: the most tokens, prompt and
+        # answer together, one request may hold (ModelCard.max_model_len, from the engine's
+        # model config in OpenAIModelRegistry.show_available_models,
+        # vllm/entrypoints/openai/models/serving.py). vLLM refuses a longer prompt.
+        name = model or self.model
+        try:
+            listed = await self.get_json("/v1/models", headers=self.headers)
+            cards = [card for card in listed.get("data") or () if card.get("id") == name]
+        except (EngineError, ValueError, AttributeError) as error:
+            reason = error.message if isinstance(error, EngineError) else type(error).__name__
+            return ContextWindow(None, f"{self.label} could not be asked: {reason}")
+        if not cards:
+            return ContextWindow(None, f"{self.label} does not serve {name}")
+        length = cards[0].get("max_model_len")
+        if not isinstance(length, int):
+            return ContextWindow(None, f"{self.label}'s /v1/models gives no max_model_len")
+        source = f"max_model_len of {name} in {self.label}'s /v1/models"
+        return ContextWindow(length, source, f"{self.label} refuses a longer prompt")
 
-class OllamaOpenAIEngine(OpenAICompatibleEngine):
-    """Ollama's OpenAI-compatible `/v1` route: one more translation layer inside Ollama."""
+
+class OllamaOpenAIEngine(OllamaManagement, OpenAICompatibleEngine):
+    """Ollama's OpenAI-compatible `/v1` route: one more translation layer inside Ollama. Its
+    context window is the native API's (`OllamaManagement`): the same server, the same model."""
 
     def thinking_fields(self, thinking: bool) -> dict:
         # Ollama maps reasoning_effort to its `think` option; "none" turns thinking off.
