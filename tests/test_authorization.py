@@ -34,6 +34,7 @@ from duet.store import (
     runs,
     sessions,
     shares,
+    trash,
     users,
 )
 from duet.store.messages import AnswerRecord
@@ -139,6 +140,11 @@ MATRIX: dict[tuple[str, str], dict[str, Check]] = {
     ("POST", "/conversations/{conversation_id}/rename"): OWNED,
     ("DELETE", "/conversations/{conversation_id}"): OWNED,
     ("GET", "/conversations/{conversation_id}/export.{extension}"): OWNED,
+    ("GET", "/conversations/{conversation_id}/context"): OWNED,
+    ("GET", "/trash"): MEMBERS,
+    ("POST", "/trash/{trashed_id}/restore"): OWNED,
+    ("DELETE", "/trash/{trashed_id}"): OWNED,
+    ("GET", "/trash/{trashed_id}/notice"): OWNED,
     ("GET", "/health"): MEMBERS,
     ("GET", "/health/badges"): MEMBERS,
     ("GET", "/compare"): MEMBERS,
@@ -272,6 +278,8 @@ def owners_objects(team: Team) -> dict[str, int]:
     shared = conversations.create_conversation(db, owner, "A shares this one")
     messages.add_user_message(db, shared.id, "A question anyone may read")
     share = shares.create_share(db, owner, "conversation", shared.id)
+    trashed = conversations.create_conversation(db, owner, f"A's deleted {SECRET}")
+    trash.move_to_trash(db, owner, trashed.id)
     # What the admin page acts on: someone waiting for approval (not one of the actors), an
     # invite, and another session of A's.
     newcomer = users.create_user(db, f"newcomer {secrets.token_hex(4)}", "not-checked", "pending")
@@ -294,6 +302,7 @@ def owners_objects(team: Team) -> dict[str, int]:
         "share_id": share.id,
         "token": share.token,
         "conversation_id": conversation.id,
+        "trashed_id": trashed.id,
         "message_id": answer.id,
         "user_message_id": question.id,
         "run_id": run.id,
@@ -365,7 +374,7 @@ def test_listings_and_search_show_only_ones_own(team: Team) -> None:
     link = f"/c/{objects['conversation_id']}"
     for role in ("other", "admin"):
         cookies = {COOKIE: team.cookies[role]}
-        for url in ("/", "/conversations", "/runs", "/runs.json", "/runs.csv"):
+        for url in ("/", "/conversations", "/trash", "/runs", "/runs.json", "/runs.csv"):
             response = team.client.get(url, cookies=cookies)
             assert response.status_code == 200, (role, url)
             assert SECRET not in response.text, f"{url} showed A's content to {role}"

@@ -514,9 +514,10 @@ def test_deleting_a_conversation_while_a_send_waits_on_the_engine(
     tmp_path: Path, slow_engine_port: int, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The send into a conversation and its deletion race; neither is a 5xx, the conversation
-    and everything in it is gone, and the database is consistent. (With the engine that never
-    takes the connection this was a foreign-key error and a 500: the conversation was deleted
-    while the send waited for its request to go out, before it stored the user's message.)"""
+    and everything in it is gone (through the trash), and the database is consistent. (With the
+    engine that never takes the connection this was a foreign-key error and a 500: the
+    conversation was deleted while the send waited for its request to go out, before it stored
+    the user's message.)"""
     engine = VllmEngine(
         "vllm",
         "vLLM",
@@ -548,6 +549,8 @@ def test_deleting_a_conversation_while_a_send_waits_on_the_engine(
             assert time.monotonic() < deadline, "the answer never stopped"
             time.sleep(0.01)
         assert client.get("/c/1").status_code == 404
+        # In the trash with whatever the send stored; deleted from there, nothing is left.
+        assert client.delete("/trash/1").status_code == 200
         assert count(db, "conversations") == count(db, "messages") == 0
         assert_consistent(db)
     assert not [r for r in caplog.records if r.levelname in {"ERROR", "CRITICAL"}], caplog.text

@@ -370,7 +370,7 @@ def test_delete_of_open_conversation_goes_to_a_new_chat(
         f"/conversations/{conversation_id}",
         headers={**HX, "HX-Current-URL": f"http://testserver/c/{conversation_id}"},
     )
-    assert response.headers["HX-Redirect"] == "/"
+    assert response.headers["HX-Redirect"] == f"/?trashed={conversation_id}"  # with its Undo
 
 
 def test_export_markdown_and_json(client: TestClient, db: sqlite3.Connection) -> None:

@@ -33,7 +33,7 @@ from duet.limits import Limits, OverLimit
 from duet.load_sweeps import LoadSweeps
 from duet.metrics.prometheus import Telemetry, instrument
 from duet.settings import Settings
-from duet.store import StorageError, open_database, users
+from duet.store import StorageError, open_database, trash, users
 from duet.store.checkpoints import Checkpointer, hand_over_checkpoints
 from duet.tasks import start_task
 from duet.views import accounts as accounts_views
@@ -41,11 +41,12 @@ from duet.views import admin as admin_views
 from duet.views import admin_limits as admin_limits_views
 from duet.views import answer_versions as answer_versions_views
 from duet.views import auth as auth_views
-from duet.views import chat, health, history
+from duet.views import chat, context_use, health, history
 from duet.views import compare as compare_views
 from duet.views import load as load_views
 from duet.views import runs as runs_views
 from duet.views import shares as share_views
+from duet.views import trash as trash_views
 from duet.views.deps import StampReceipt
 from duet.views.errors import (
     NotAllowed,
@@ -99,6 +100,9 @@ def create_app(
         app.state.generations = Generations(db)
         app.state.limits = Limits(db)
         app.state.load_sweeps = LoadSweeps(db, settings)
+        # Conversations past their time in the trash go now, then every hour.
+        trash.purge_expired(db, settings.trash_days)
+        purging = start_task(trash.keep_purging(db, settings.trash_days), name="trash purge")
         app.state.compare_runs = CompareRuns(db)
         if settings.mode == "accounts" and not users.accounts_exist(db):
             announce_setup(db, settings)
@@ -124,6 +128,7 @@ def create_app(
                     await engine.aclose()
                 except Exception:
                     log.exception("closing %s", engine.name)
+            purging.cancel()
             if checkpointing is not None:
                 await checkpointer.stop(checkpointing)
             db.close()
@@ -158,6 +163,8 @@ def create_app(
     # Pages for members (each router has MEMBERS_ONLY), then what is reached without a session.
     for area in (chat, history, health, compare_views, runs_views, share_views):
         app.include_router(area.router)
+    app.include_router(trash_views.router)
+    app.include_router(context_use.router)
     app.include_router(answer_versions_views.router)
     app.include_router(accounts_views.members)
     app.include_router(api_pages.router)

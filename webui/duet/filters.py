@@ -118,6 +118,14 @@ def when(stamp: str) -> str:
     return moment.strftime("%Y-%m-%d %H:%M UTC")
 
 
+def days(value: float) -> str:
+    """A number of days for people: "30 days", "1 day", "12 hours" under a day."""
+    if value < 1:
+        hours = round(value * 24)
+        return f"{hours} hour{'' if hours == 1 else 's'}"
+    return f"{value:g} day{'' if value == 1 else 's'}"
+
+
 def highlight(snippet: str) -> Markup:
     """Escape a search snippet, then mark the matched words FTS5 delimited."""
     escaped = str(Markup.escape(snippet))
@@ -131,6 +139,7 @@ FILTERS = {
     "highlight": highlight,
     "decode_rate": decode_rate,
     "when": when,
+    "days": days,
     "split_ttft": split_ttft,
     "age_groups": age_groups,
 }

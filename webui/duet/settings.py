@@ -72,6 +72,9 @@ class Settings:
     # A session ends after this many hours without a request, and this many days after sign-in.
     session_idle_hours: float = 72.0
     session_max_days: float = 30.0
+    # Days a deleted conversation stays in the trash, where its owner can restore it; after
+    # that it is deleted for good (checked at start-up and every hour).
+    trash_days: float = 30.0
     # Shortest password accepted.
     min_password_length: int = 10
     # Wrong passwords allowed per account, and per client address, in a window of this many

@@ -69,7 +69,8 @@ def get_conversation(
     db: sqlite3.Connection, user_id: int, conversation_id: int
 ) -> Conversation | None:
     row = db.execute(
-        "SELECT * FROM conversations WHERE id = ? AND user_id = ?", (conversation_id, user_id)
+        "SELECT * FROM conversations WHERE id = ? AND user_id = ? AND deleted_at IS NULL",
+        (conversation_id, user_id),
     ).fetchone()
     return None if row is None else from_row(row)
 
@@ -80,7 +81,7 @@ def list_conversations(
     """The user's conversations for the sidebar, latest first. (Compare answers are not among
     them: they belong to their run until the user continues one, store/runs.py.)"""
     rows = db.execute(
-        "SELECT * FROM conversations WHERE user_id = ?"
+        "SELECT * FROM conversations WHERE user_id = ? AND deleted_at IS NULL"
         " ORDER BY updated_at DESC, id DESC LIMIT ?",
         (user_id, limit),
     )
@@ -229,6 +230,7 @@ def _word_matches(
         JOIN messages ON messages.id = messages_fts.rowid
         JOIN conversations ON conversations.id = messages.conversation_id
         WHERE messages_fts MATCH ? AND conversations.user_id = ?
+            AND conversations.deleted_at IS NULL
         ORDER BY messages_fts.rank
         LIMIT ?
         """,
@@ -243,7 +245,11 @@ def _substring_matches(
     long_words = [word for word in words if len(word) >= TRIGRAM]
     short_words = [word for word in words if len(word) < TRIGRAM]
     # As the indexes hold them (m014): an answer is found once it has ended.
-    conditions = ["conversations.user_id = ?", "messages.status != 'streaming'"]
+    conditions = [
+        "conversations.user_id = ?",
+        "conversations.deleted_at IS NULL",
+        "messages.status != 'streaming'",
+    ]
     parameters: list[object] = [user_id]
     if long_words:
         conditions.append(

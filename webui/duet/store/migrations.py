@@ -584,3 +584,16 @@ def m011_answer_versions(db: sqlite3.Connection) -> None:
         """
     )
     db.execute("CREATE INDEX chosen_answers_by_answer ON chosen_answers (answer_id)")
+
+
+@migration
+def m013_conversations_trash(db: sqlite3.Connection) -> None:
+    # Deleting a conversation moves it to the trash: `deleted_at` is when, NULL while it is in
+    # use. A conversation in the trash is left out of every query that shows or continues one
+    # (its share links stop working with it) until it is restored, deleted for good, or purged
+    # once it has been there longer than DUET_TRASH_DAYS.
+    db.execute("ALTER TABLE conversations ADD COLUMN deleted_at TEXT")
+    db.execute(
+        "CREATE INDEX conversations_in_trash ON conversations (user_id, deleted_at)"
+        " WHERE deleted_at IS NOT NULL"
+    )

@@ -19,6 +19,7 @@ from duet.store.conversations import Conversation
 from duet.store.db import transaction
 from duet.store.messages import Message
 from duet.turns import chat_messages, start_answer, store_answer_row
+from duet.views import tabs
 from duet.views.deps import (
     MEMBERS_ONLY,
     AnswerContextDep,
@@ -159,8 +160,11 @@ async def send(request: Request, context: AnswerContextDep) -> HTMLResponse:
     history: list[Message] = []
     if conversation_id is not None:
         existing = owned_conversation(db, user_id, conversation_id)
-        refuse_while_streaming(generations, existing.id)
         history = answer_versions.shown_path(db, existing.id)
+        if tabs.is_behind(form, history):
+            shown = conversation_context(db, generations, engines, existing)
+            return tabs.missed_turns(request, shown)
+        refuse_while_streaming(generations, existing.id)
     engine = engines[options.engine]
     with transaction(db):
         conversation = existing or conversations.create_conversation(

@@ -1,4 +1,4 @@
-"""The sidebar: list and search conversations, rename, delete, export."""
+"""The sidebar: list and search conversations, rename, delete (to the trash), export."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
 from duet.exports.conversation import conversation_json, conversation_markdown, export_filename
-from duet.store import conversations, messages
+from duet.store import conversations, messages, trash
 from duet.store.answer_versions import version_marks
 from duet.views.deps import (
     MEMBERS_ONLY,
@@ -96,15 +96,19 @@ async def delete(
     user_id: UserId,
     generations: Running,
 ) -> Response:
-    owned_conversation(db, user_id, conversation_id)
+    """Move a conversation to the trash, where it can be restored (`duet.views.trash`). An
+    answer still streaming in it is stopped first, as a delete means the conversation is done
+    with; its text so far is kept with it."""
+    conversation = owned_conversation(db, user_id, conversation_id)
     running = generations.streaming_in(conversation_id)
     if running is not None and running.message_id is not None:
         await generations.stop(running.message_id)
-    conversations.delete_conversation(db, user_id, conversation_id)
-    # Deleting the open conversation leaves nothing to show: go to a new chat.
+    trash.move_to_trash(db, user_id, conversation_id)
+    # Deleting the open conversation leaves nothing to show: go to a new chat, which offers
+    # the Undo.
     if is_open_in_page(request, conversation_id):
-        return Response(status_code=200, headers={"HX-Redirect": "/"})
-    return Response(status_code=200)
+        return Response(status_code=200, headers={"HX-Redirect": f"/?trashed={conversation_id}"})
+    return render(request, "_trashed_item.html", {"conversation": conversation})
 
 
 @router.get("/conversations/{conversation_id}/export.{extension}")
