@@ -15,7 +15,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
 from duet.engines.base import ContextWindow
-from duet.store import messages
+from duet.store import answer_versions
 from duet.views.deps import MEMBERS_ONLY, Db, Engines, UserId, owned_conversation, render
 from duet.views.params import ConversationId
 
@@ -47,7 +47,8 @@ async def context_use(
     conversation_id: ConversationId, request: Request, db: Db, user_id: UserId, engines: Engines
 ) -> HTMLResponse:
     conversation = owned_conversation(db, user_id, conversation_id)
-    history = messages.list_messages(db, conversation_id)
+    # The conversation as it goes on: of several answers to a question, the one shown.
+    history = answer_versions.shown_path(db, conversation_id)
     last = next(
         (m for m in reversed(history) if m.role == "assistant" and m.prompt_tokens is not None),
         None,
