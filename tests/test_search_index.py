@@ -110,7 +110,10 @@ def test_the_migration_takes_streaming_answers_out_of_the_indexes(tmp_path: Path
     messages.save_assistant(db, ended_answer, messages.AnswerRecord("complete", content="Zebras"))
     left_id, left_answer = streaming_answer(db, "Left question")
     messages.save_assistant(db, left_answer, messages.AnswerRecord("streaming", content="Okapis"))
-    assert found(db, "okapis") == [left_id]  # before: a streaming answer was indexed
+    # Before: a streaming answer was indexed (asked of the index itself, as today's search
+    # needs columns of later migrations, such as m013's deleted_at).
+    before_m014 = db.execute("SELECT rowid FROM messages_fts WHERE messages_fts MATCH 'okapis'")
+    assert [row[0] for row in before_m014] == [left_answer]
     db.close()
 
     db = connect(path)
