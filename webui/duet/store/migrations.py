@@ -418,38 +418,6 @@ def m009_messages_trigram(db: sqlite3.Connection) -> None:
 
 
 @migration
-def m014_index_answers_once_ended(db: sqlite3.Connection) -> None:
-    # The search indexes (m004's words, m009's trigrams) hold every message but the answers
-    # still being written. An answer is saved every quarter second while it streams, and each
-    # save rewrote its whole text into both indexes, on the event loop that carries every
-    # stream; and the empty row of a new answer was indexed inside the send's own
-    # transaction, before its engine request could start. Now a row is in the indexes exactly
-    # while its status is not 'streaming': it goes in when the answer ends (or is stopped,
-    # fails or is interrupted), with the text it ended with.
-    for table in ("messages_fts", "messages_trigram"):
-        for event in ("insert", "delete", "update"):
-            db.execute(f"DROP TRIGGER {table}_{event}")
-        put = f"""
-            INSERT INTO {table} (rowid, content, reasoning)
-            SELECT new.id, new.content, new.reasoning WHERE new.status != 'streaming';"""
-        remove = f"""
-            INSERT INTO {table} ({table}, rowid, content, reasoning)
-            SELECT 'delete', old.id, old.content, old.reasoning WHERE old.status != 'streaming';"""
-        db.execute(f"CREATE TRIGGER {table}_insert AFTER INSERT ON messages BEGIN {put} END")
-        db.execute(f"CREATE TRIGGER {table}_delete AFTER DELETE ON messages BEGIN {remove} END")
-        db.execute(
-            f"CREATE TRIGGER {table}_update AFTER UPDATE OF content, reasoning, status"
-            f" ON messages BEGIN {remove} {put} END"
-        )
-        # Rebuilt from the rows as they are, then the streaming ones taken out again.
-        db.execute(f"INSERT INTO {table} ({table}) VALUES ('rebuild')")
-        db.execute(
-            f"INSERT INTO {table} ({table}, rowid, content, reasoning)"
-            " SELECT 'delete', id, content, reasoning FROM messages WHERE status = 'streaming'"
-        )
-
-
-@migration
 def m010_load_runs(db: sqlite3.Connection) -> None:
     # Sweeps started from the Load page (issue 18): the instance's, read by admins. A point's
     # and a request's document is `duet bench load`'s own JSON (load.json's results,
@@ -502,6 +470,31 @@ def m010_load_runs(db: sqlite3.Connection) -> None:
         )
         """
     )
+
+
+@migration
+def m011_answer_versions(db: sqlite3.Connection) -> None:
+    # Regenerate keeps every answer to a question (store/answer_versions.py): which answer was
+    # asked beside which (another engine's answer, shown side by side), and which answer of a
+    # question the conversation goes on from. The rows go with their messages.
+    db.execute(
+        """
+        CREATE TABLE answer_sides (
+            answer_id INTEGER PRIMARY KEY REFERENCES messages(id) ON DELETE CASCADE,
+            beside_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE
+        )
+        """
+    )
+    db.execute("CREATE INDEX answer_sides_by_beside ON answer_sides (beside_id)")
+    db.execute(
+        """
+        CREATE TABLE chosen_answers (
+            question_id INTEGER PRIMARY KEY REFERENCES messages(id) ON DELETE CASCADE,
+            answer_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE
+        )
+        """
+    )
+    db.execute("CREATE INDEX chosen_answers_by_answer ON chosen_answers (answer_id)")
 
 
 @migration
@@ -562,31 +555,6 @@ def m012_compare_answers_own_their_text(db: sqlite3.Connection) -> None:
 
 
 @migration
-def m011_answer_versions(db: sqlite3.Connection) -> None:
-    # Regenerate keeps every answer to a question (store/answer_versions.py): which answer was
-    # asked beside which (another engine's answer, shown side by side), and which answer of a
-    # question the conversation goes on from. The rows go with their messages.
-    db.execute(
-        """
-        CREATE TABLE answer_sides (
-            answer_id INTEGER PRIMARY KEY REFERENCES messages(id) ON DELETE CASCADE,
-            beside_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE
-        )
-        """
-    )
-    db.execute("CREATE INDEX answer_sides_by_beside ON answer_sides (beside_id)")
-    db.execute(
-        """
-        CREATE TABLE chosen_answers (
-            question_id INTEGER PRIMARY KEY REFERENCES messages(id) ON DELETE CASCADE,
-            answer_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE
-        )
-        """
-    )
-    db.execute("CREATE INDEX chosen_answers_by_answer ON chosen_answers (answer_id)")
-
-
-@migration
 def m013_conversations_trash(db: sqlite3.Connection) -> None:
     # Deleting a conversation moves it to the trash: `deleted_at` is when, NULL while it is in
     # use. A conversation in the trash is left out of every query that shows or continues one
@@ -597,3 +565,35 @@ def m013_conversations_trash(db: sqlite3.Connection) -> None:
         "CREATE INDEX conversations_in_trash ON conversations (user_id, deleted_at)"
         " WHERE deleted_at IS NOT NULL"
     )
+
+
+@migration
+def m014_index_answers_once_ended(db: sqlite3.Connection) -> None:
+    # The search indexes (m004's words, m009's trigrams) hold every message but the answers
+    # still being written. An answer is saved every quarter second while it streams, and each
+    # save rewrote its whole text into both indexes, on the event loop that carries every
+    # stream; and the empty row of a new answer was indexed inside the send's own
+    # transaction, before its engine request could start. Now a row is in the indexes exactly
+    # while its status is not 'streaming': it goes in when the answer ends (or is stopped,
+    # fails or is interrupted), with the text it ended with.
+    for table in ("messages_fts", "messages_trigram"):
+        for event in ("insert", "delete", "update"):
+            db.execute(f"DROP TRIGGER {table}_{event}")
+        put = f"""
+            INSERT INTO {table} (rowid, content, reasoning)
+            SELECT new.id, new.content, new.reasoning WHERE new.status != 'streaming';"""
+        remove = f"""
+            INSERT INTO {table} ({table}, rowid, content, reasoning)
+            SELECT 'delete', old.id, old.content, old.reasoning WHERE old.status != 'streaming';"""
+        db.execute(f"CREATE TRIGGER {table}_insert AFTER INSERT ON messages BEGIN {put} END")
+        db.execute(f"CREATE TRIGGER {table}_delete AFTER DELETE ON messages BEGIN {remove} END")
+        db.execute(
+            f"CREATE TRIGGER {table}_update AFTER UPDATE OF content, reasoning, status"
+            f" ON messages BEGIN {remove} {put} END"
+        )
+        # Rebuilt from the rows as they are, then the streaming ones taken out again.
+        db.execute(f"INSERT INTO {table} ({table}) VALUES ('rebuild')")
+        db.execute(
+            f"INSERT INTO {table} ({table}, rowid, content, reasoning)"
+            " SELECT 'delete', id, content, reasoning FROM messages WHERE status = 'streaming'"
+        )
