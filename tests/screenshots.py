@@ -112,14 +112,20 @@ async def runs(page: Page, app: RunningApp, path: Path) -> None:
     await save(page, path)
 
 
-def main() -> int:
+def settings_from_env() -> Settings:
+    """The engines the environment names, serving the tiny model unless DUET_*_MODEL say
+    otherwise (the other screenshot scripts use it too)."""
     settings = Settings.from_env()
-    settings = Settings(
+    return Settings(
         vllm_url=settings.vllm_url,
         ollama_url=settings.ollama_url,
         vllm_model=os.environ.get("DUET_VLLM_MODEL", TINY_MODEL_NAME),
         ollama_model=os.environ.get("DUET_OLLAMA_MODEL", TINY_MODEL_NAME),
     )
+
+
+def main() -> int:
+    settings = settings_from_env()
     engines = build_engines(settings)
     with (
         tempfile.TemporaryDirectory() as scratch,
