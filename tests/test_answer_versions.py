@@ -19,7 +19,7 @@ from duet.auth.sessions import COOKIE
 from duet.engines.base import ChatRequest, OnSent
 from duet.engines.events import EngineName, StreamEvent
 from duet.settings import Settings
-from duet.store import answer_versions, conversations, messages, open_database
+from duet.store import answer_versions, conversations, messages, open_database, shares
 from duet.store.answer_versions import arrange
 from duet.store.messages import AnswerRecord, Message
 from duet.store.users import LOCAL_USER_ID
@@ -231,7 +231,9 @@ def test_refused_requests_say_why_and_change_nothing(
     client: TestClient, db: sqlite3.Connection
 ) -> None:
     conversation_id = conversation_of(db, "q1", "a1", "q2", "a2")
-    question, earlier, _, last = messages.list_messages(db, conversation_id)
+    question, earlier, q2, last = messages.list_messages(db, conversation_id)
+    hidden = answered(db, conversation_id, "a2, again")
+    answer_versions.choose(db, q2.id, last.id)
     before = snapshot(db)
     cases = [
         ("/messages/999999/choose", {}, 404, "was not found"),
@@ -245,6 +247,7 @@ def test_refused_requests_say_why_and_change_nothing(
         (f"/messages/{last.id}/again", {"engine": "llama.cpp"}, 422, "Unknown engine"),
         (f"/messages/{last.id}/again", {}, 422, "Unknown engine"),
         (f"/messages/{last.id}/again", {"engine": "vllm"}, 409, "vLLM has answered this"),
+        (f"/messages/{hidden}/again", {"engine": "ollama"}, 409, "Only the version shown"),
         ("/messages/abc/choose", {}, 422, ""),
     ]
     for url, form, status, reason in cases:
@@ -365,3 +368,22 @@ def test_another_user_can_neither_switch_nor_ask_again(
         f"/messages/{answer.id}/again", data={"engine": "ollama"}, cookies={COOKIE: alices}
     )
     assert mine.status_code == 200 and len(engines["ollama"].asked) == 1
+
+
+def test_a_share_link_shows_the_version_gone_on_from_and_no_control(
+    team_client: TestClient,
+) -> None:
+    db: sqlite3.Connection = team_client.app.state.db  # type: ignore[attr-defined]
+    alice, _ = add_user(db, "alice", "user")
+    _, bobs = add_user(db, "bob", "user")
+    conversation_id = conversation_of(db, "q1", "the first version", user_id=alice)
+    second = answered(db, conversation_id, "the second version")
+    beside = answered(db, conversation_id, "Ollama's, beside the second", engine="ollama")
+    answer_versions.add_beside(db, beside, second)
+    share = shares.create_share(db, alice, "conversation", conversation_id)
+    page = team_client.get(f"/shared/{share.token}", cookies={COOKIE: bobs})
+    assert page.status_code == 200
+    assert ">2/2<" in page.text and 'class="answers side-by-side"' in page.text
+    assert "the second version" in page.text and "Ollama's, beside the second" in page.text
+    assert "the first version" not in page.text
+    assert "hx-post" not in page.text and "Answer again with" not in page.text

@@ -122,7 +122,8 @@ async def answer_again(
     arranged, turn = last_turn_holding(db, generations, message, "answered again")
     name = parse_engine(await read_form(request), engines)
     version = turn.version_of(message.id)
-    assert version is not None  # last_turn_holding found it there
+    if version is None or turn.shown is None or version.ids != turn.shown.ids:
+        raise UserError(409, "Only the version shown can be answered again: show it first.")
     if name in version.engines:
         label = engines[name].label
         raise UserError(409, f"{label} has answered this already; pick another engine.")
