@@ -135,7 +135,7 @@ def test_turns_group_answers_into_versions_and_sides(tmp_path: Path) -> None:
     assert [version.ids for version in last.versions] == [(a2, ollama), (again,)]
     assert last.shown_index == 0 and last.shown is not None and last.shown.ids == (a2, ollama)
     assert [m.id for m in with_side.path] == [q1, a1, q2, ollama]
-    assert [m.id for m in with_side.before(last)] == [q1, a1]
+    assert [m.id for m in with_side.asked_from(last)] == [q1, a1, q2]
     # A choice naming an answer of another question is not this question's.
     assert arrange(history, {}, {q2: a1}).turns[-1].chosen.id == ollama  # type: ignore[union-attr]
     db.close()

@@ -89,9 +89,9 @@ class Arranged:
                 return turn
         return None
 
-    def before(self, turn: Turn) -> list[Message]:
-        """The path up to (not including) the turn's question."""
-        return [message for message in self.path if message.id < turn.question.id]
+    def asked_from(self, turn: Turn) -> list[Message]:
+        """What an answer to the turn's question is asked from: the path before it, and it."""
+        return [m for m in self.path if m.id < turn.question.id] + [turn.question]
 
     def by_chosen(self) -> dict[int, Turn]:
         """Each answered turn by its chosen answer's id: the page shows a turn where the path

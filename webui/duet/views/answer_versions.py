@@ -132,6 +132,6 @@ async def answer_again(
     with transaction(db):
         answer = store_answer_row(db, conversation.id, engine, options)
         answer_versions.add_beside(db, answer.id, version.first.id)
-    to_engine = chat_messages([*arranged.before(turn), turn.question], options.system_prompt)
+    to_engine = chat_messages(arranged.asked_from(turn), options.system_prompt)
     await start_answer(generations, answer, engine, options, to_engine, context.received)
     return turn_fragment(request, db, generations, engines, conversation)

@@ -306,7 +306,7 @@ async def regenerate(
     with transaction(db):
         answer = store_answer_row(db, conversation.id, engine, options)
         answer_versions.choose(db, turn.question.id, answer.id)
-    to_engine = chat_messages([*arranged.before(turn), turn.question], options.system_prompt)
+    to_engine = chat_messages(arranged.asked_from(turn), options.system_prompt)
     await start_answer(generations, answer, engine, options, to_engine, context.received)
     return messages_list(request, db, generations, engines, conversation)
 
