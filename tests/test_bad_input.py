@@ -148,6 +148,8 @@ def request_with_id(client: TestClient, method: str, template: str, raw_id: str)
     if path.endswith("/browser"):
         return client.post(path, json={"arrivals": []}).status_code
     data = {**VALID_FORM, "title": "Renamed"} if method == "POST" else None
+    if path.endswith("/again"):  # the other engine than the one that answered
+        data = {"engine": "ollama"}
     return client.request(method, path, data=data).status_code
 
 
