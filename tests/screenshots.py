@@ -18,6 +18,8 @@ import asyncio
 import os
 import sys
 import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,7 +32,7 @@ from duet.engines import build_engines
 from duet.settings import Settings
 
 if TYPE_CHECKING:
-    from playwright.async_api import Page
+    from playwright.async_api import Browser, Page
 
 OUT_DIR = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
 SCHEMES = ("light", "dark")
@@ -41,7 +43,9 @@ def shot_path(name: str, scheme: str, size: str) -> Path:
     return OUT_DIR / f"{name}-{scheme}{suffix}.png"
 
 
-async def take(app: RunningApp) -> None:
+@asynccontextmanager
+async def docs_browser() -> AsyncIterator[Browser]:
+    """Headless Chromium for the docs' screenshots (OUT_DIR made first), closed at the end."""
     from playwright.async_api import async_playwright
 
     chromium = find_chromium()
@@ -50,6 +54,14 @@ async def take(app: RunningApp) -> None:
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     async with async_playwright() as playwright:
         browser = await launch_chromium(playwright, chromium)
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+async def take(app: RunningApp) -> None:
+    async with docs_browser() as browser:
         context = await browser.new_context(viewport=VIEWPORTS["desktop"], color_scheme="light")
         page = await context.new_page()
         problems = await open_chat(page, app)
@@ -70,7 +82,6 @@ async def take(app: RunningApp) -> None:
                 await compare_run(page, app, shot_path("compare", scheme, size))
                 await runs(page, app, shot_path("runs", scheme, size))
                 await context.close()
-        await browser.close()
 
 
 async def save(page: Page, path: Path, *, full_page: bool = False) -> None:

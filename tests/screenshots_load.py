@@ -19,10 +19,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from app_server import serve_asgi
-from browser import INSTALL_HINT, find_chromium, launch_chromium
 from browser_fixtures import VIEWPORTS
 from duet.app import create_app
-from screenshots import OUT_DIR, SCHEMES, save, settings_from_env, shot_path
+from screenshots import SCHEMES, docs_browser, save, settings_from_env, shot_path
 
 if TYPE_CHECKING:
     from playwright.async_api import Page
@@ -42,14 +41,7 @@ async def every_look(page: Page, name: str, full_page: bool) -> None:
 
 
 async def take(url: str) -> None:
-    from playwright.async_api import async_playwright
-
-    chromium = find_chromium()
-    if chromium is None:
-        raise SystemExit(f"no Chromium found: {INSTALL_HINT}")
-    OUT_DIR.mkdir(parents=True, exist_ok=True)
-    async with async_playwright() as playwright:
-        browser = await launch_chromium(playwright, chromium)
+    async with docs_browser() as browser:
         context = await browser.new_context(viewport=VIEWPORTS["desktop"])
         page = await context.new_page()
         await page.goto(url + "/load")
@@ -74,7 +66,6 @@ async def take(url: str) -> None:
         # The form, and the run in the list of load runs.
         await page.goto(url + "/load")
         await every_look(page, "load", full_page=True)
-        await browser.close()
 
 
 def main() -> int:
