@@ -11,6 +11,7 @@ import csv
 import html
 import io
 import json
+import random
 import sqlite3
 import threading
 import time
@@ -26,13 +27,14 @@ from duet import load_sweeps
 from duet.app import create_app
 from duet.auth.sessions import COOKIE
 from duet.bench.load_report import PointResult, point_document
-from duet.bench.load_run import RunOutcome
+from duet.bench.load_run import Limits, LoadPoint, RunOutcome, new_state, run_once
+from duet.bench.load_workload import Job
 from duet.settings import Settings
 from duet.store import load_runs, open_database
 from duet.views.load import DEFAULTS
 from fastapi.testclient import TestClient
 from test_authorization import add_user
-from test_bench_load import RECORDS, fake_results
+from test_bench_load import RECORDS, FakeSender, fake_results
 
 LOCAL = "http://127.0.0.1:8080"
 HX = {"HX-Request": "true"}
@@ -319,3 +321,26 @@ def test_in_accounts_mode_only_admins_see_and_use_it(tmp_path: Path) -> None:
         client.cookies.set(COOKIE, admin)
         assert client.get("/load").status_code == 200
         assert 'href="/load"' in client.get("/").text
+
+
+def test_a_run_cancelled_from_outside_leaves_no_request_sending() -> None:
+    """What Stop does to the benchmark's run at one load: every request it had in flight (the
+    probe too) is cancelled with it, none left running on the server's event loop."""
+    sender = FakeSender(30.0)
+    jobs = [Job((f"prompt {i}",)) for i in range(8)]
+
+    async def go() -> int:
+        limits = Limits()
+        state = new_state(LoadPoint(4), 8, limits)
+        run = asyncio.create_task(
+            run_once(sender, LoadPoint(4), jobs, limits, random.Random(0), state)
+        )
+        while sender.in_flight < 4:
+            await asyncio.sleep(0.01)
+        run.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await run
+        others = asyncio.all_tasks() - {asyncio.current_task()}
+        return sender.in_flight + len(others)
+
+    assert asyncio.run(go()) == 0
