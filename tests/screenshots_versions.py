@@ -17,22 +17,15 @@ import tempfile
 from pathlib import Path
 
 from app_server import RunningApp, serve_app
-from browser import INSTALL_HINT, find_chromium, launch_chromium
 from browser_fixtures import VIEWPORTS
 from chat_page import FRANCE, open_chat, send, wait_for_status
 from duet.engines import build_engines
-from screenshots import SCHEMES, save, settings_from_env, shot_path
+from screenshots import SCHEMES, docs_browser, save, settings_from_env, shot_path
 from test_browser_versions import MAX_TOKENS, newer_answer
 
 
 async def take(app: RunningApp) -> None:
-    from playwright.async_api import async_playwright
-
-    chromium = find_chromium()
-    if chromium is None:
-        raise SystemExit(f"no Chromium found: {INSTALL_HINT}")
-    async with async_playwright() as playwright:
-        browser = await launch_chromium(playwright, chromium)
+    async with docs_browser() as browser:
         context = await browser.new_context(viewport=VIEWPORTS["desktop"])
         page = await context.new_page()
         problems = await open_chat(page, app)
@@ -63,7 +56,6 @@ async def take(app: RunningApp) -> None:
                 await page.wait_for_timeout(100)
                 await save(page, shot_path("versions", scheme, size), full_page=size == "phone")
                 await context.close()
-        await browser.close()
 
 
 def main() -> int:
