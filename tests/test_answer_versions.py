@@ -162,7 +162,7 @@ def test_regenerate_keeps_every_version_and_the_switch_is_remembered(
     assert previous in page
 
     shown = client.post(f"/messages/{first.id}/choose", headers=HX)
-    assert shown.status_code == 200
+    assert shown.status_code == 200 and shown.headers["HX-Trigger"] == "duet:answer-chosen"
     assert shown.text.lstrip().startswith('<section id="answers-')
     assert ">1/2<" in shown.text and "<p>a2</p>" in shown.text
     assert f'hx-post="/messages/{second.id}/choose"' in shown.text

@@ -108,14 +108,19 @@ async def test_versions_and_another_engines_answer_side_by_side(
     # The conversation goes on from the first until the other is picked; a reload keeps it.
     marker = "✓ The conversation goes on from this answer"
     await expect(page.locator(".answer-column", has=left).locator(".goes-on")).to_have_text(marker)
+    # The context line under the box counts the answer gone on from.
+    context_line = page.locator("#context-use")
+    await expect(context_line).to_contain_text("vLLM")
     await (
         page.locator(".answer-column", has=right)
         .get_by_role("button", name="Go on from this answer")
         .click()
     )
     await expect(page.locator(".answer-column", has=right).locator(".goes-on")).to_have_text(marker)
+    await expect(context_line).to_contain_text("Ollama")
     await page.reload()
     await expect(page.locator(".answer-column", has=right).locator(".goes-on")).to_have_text(marker)
+    await expect(context_line).to_contain_text("Ollama")
     assert path_ids(duet_app, conversation_id)[-1] == beside
 
     # The next turn: the earlier one keeps what it showed, with no controls left.

@@ -78,9 +78,12 @@ def test_the_line_shows_the_last_prompt_as_a_share_of_the_window(
     line = context_line(client, conversation_with(db, ("vllm", 100), ("vllm", 1024)))
     assert "Context: 1,024 of 4,096 tokens" in line and "(25 %)" in line
     assert "near-full" not in line and "Nearly full" not in line
-    # It asks again whenever an answer ends on the page, and never on its own load.
-    assert 'hx-trigger="duet:answer-ended from:document"' in line
-    assert "load" not in line.split("hx-trigger=")[1].split('"')[1]
+    # It asks again whenever an answer ends on the page (or another answer is chosen to go on
+    # from: views/answer_versions.py), and never on its own load.
+    trigger = line.split("hx-trigger=")[1].split('"')[1]
+    assert "duet:answer-ended from:document" in trigger
+    assert "duet:answer-chosen from:document" in trigger
+    assert "load" not in trigger
 
 
 def test_the_line_warns_once_the_prompt_nears_the_window(

@@ -93,7 +93,10 @@ async def choose(
     _, turn = last_turn_holding(db, generations, message, "switched to")
     with transaction(db):
         answer_versions.choose(db, turn.question.id, message.id)
-    return turn_fragment(request, db, generations, engines, conversation)
+    fragment = turn_fragment(request, db, generations, engines, conversation)
+    # The page's figures of the conversation so far (the context line) follow the answer shown.
+    fragment.headers["HX-Trigger"] = "duet:answer-chosen"
+    return fragment
 
 
 def options_of(answer: Message, engine: EngineName, system_prompt: str) -> TurnOptions:
