@@ -141,6 +141,7 @@ MATRIX: dict[tuple[str, str], dict[str, Check]] = {
     ("DELETE", "/conversations/{conversation_id}"): OWNED,
     ("GET", "/conversations/{conversation_id}/export.{extension}"): OWNED,
     ("GET", "/conversations/{conversation_id}/context"): OWNED,
+    ("GET", "/conversations/{conversation_id}/news"): OWNED,
     ("GET", "/trash"): MEMBERS,
     ("POST", "/trash/{trashed_id}/restore"): OWNED,
     ("DELETE", "/trash/{trashed_id}"): OWNED,

@@ -151,7 +151,12 @@ async def test_the_composer_shows_how_full_the_context_window_is(
     assert problems == [], problems
 
 
-async def test_a_tab_behind_is_refused_and_shown_the_missing_turns(
+async def last_answer_id(page: Page) -> int:
+    answers = page.locator("#messages article.assistant")
+    return int(await answers.last.get_attribute("data-message-id") or 0)
+
+
+async def test_a_tab_behind_is_refused_shown_the_missing_turns_and_told_of_new_ones(
     page: Page, chromium: Browser, duet_app: RunningApp
 ) -> None:
     conversation_id = seed_conversation(duet_app, title="Two tabs")
@@ -182,5 +187,18 @@ async def test_a_tab_behind_is_refused_and_shown_the_missing_turns(
     await page.click("button.send")
     await expect(page.locator("#messages .user-text", has_text="only this tab")).to_have_count(1)
     await expect(page.locator("#flash .missed-turns")).to_have_count(0)
+    await wait_for_status(page, await last_answer_id(page), "complete")
+
+    # Left in view, the tab is told within its poll (every 15 s) that the other browser went on,
+    # and shows the new turn when asked.
+    await other.reload()  # it is the one behind now
+    await other.wait_for_function("() => window.htmx !== undefined")
+    later = await send(other, "And of Italy?", "vllm", thinking=False, max_tokens=16)
+    await wait_for_status(other, later, "complete")
+    news = page.locator("#conversation-news .conversation-news")
+    await news.wait_for(timeout=20_000)
+    await news.locator("button.show-news").click()
+    await expect(page.locator(f"#message-{later}")).to_have_count(1)
+    await expect(news).to_have_count(0)
     await elsewhere.close()
     assert unexpected(problems, 409) == [] and other_problems == [], (problems, other_problems)

@@ -107,3 +107,20 @@ def test_a_client_that_does_not_say_what_it_shows_is_not_refused(
     assert client.post("/chat/send", data=form, headers=HX).status_code == 200
     bad = send(client, conversation_id, "q", "12x")
     assert bad.status_code == 422
+
+
+def test_the_page_is_told_when_the_conversation_has_moved_on(
+    client: TestClient, db: sqlite3.Connection
+) -> None:
+    conversation_id = seed_conversation(db, "q1", "a1")
+    last = str(messages.list_messages(db, conversation_id)[-1].id)
+    page = client.get(f"/c/{conversation_id}").text
+    assert f'hx-get="/conversations/{conversation_id}/news" hx-trigger="every 15s"' in page
+    url = f"/conversations/{conversation_id}/news"
+    assert client.get(url, params={"last_message_id": last}, headers=HX).text == ""
+    assert client.get(url, headers=HX).text == ""  # a client that does not say: nothing
+    assert send(client, conversation_id, "elsewhere", last).status_code == 200
+    news = client.get(url, params={"last_message_id": last}, headers=HX)
+    assert news.status_code == 200 and "has new turns from" in news.text
+    assert f'hx-get="/c/{conversation_id}" hx-select="#messages"' in news.text
+    assert client.get("/conversations/999999/news", headers=HX).status_code == 404

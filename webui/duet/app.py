@@ -41,7 +41,7 @@ from duet.views import admin as admin_views
 from duet.views import admin_limits as admin_limits_views
 from duet.views import answer_versions as answer_versions_views
 from duet.views import auth as auth_views
-from duet.views import chat, context_use, health, history
+from duet.views import chat, context_use, health, history, tabs
 from duet.views import compare as compare_views
 from duet.views import load as load_views
 from duet.views import runs as runs_views
@@ -165,6 +165,7 @@ def create_app(
         app.include_router(area.router)
     app.include_router(trash_views.router)
     app.include_router(context_use.router)
+    app.include_router(tabs.router)
     app.include_router(answer_versions_views.router)
     app.include_router(accounts_views.members)
     app.include_router(api_pages.router)
