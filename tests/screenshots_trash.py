@@ -97,7 +97,7 @@ async def delete_from_sidebar(page: Page, app: RunningApp, conversation_id: int)
 
 async def shoot_context(page: Page, path: Path) -> None:
     """The page at its latest message, once the line under the box has loaded."""
-    await page.locator("#context-use:not([hidden])").wait_for()
+    await page.locator("#context-use .context-figure").wait_for()
     await page.wait_for_timeout(300)
     await save(page, path)
 
