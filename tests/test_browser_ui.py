@@ -465,7 +465,8 @@ async def test_the_tab_title_follows_the_first_message_and_a_rename(
     await page.click(".rename-form button.primary")
     await page.wait_for_function("() => document.title === 'Paris, briefly · Duet'")
     assert await page.locator("#conversation-title").inner_text() == "Paris, briefly"
-    assert "current" in (await item.get_attribute("class") or "")
+    # The renamed entry is swapped in after the title changes: wait for it, not read at once.
+    await expect(item).to_have_class(re.compile(r"\bcurrent\b"))
     # Renaming another conversation changes neither.
     other = seed_conversation(duet_app, title="Another")
     await page.reload()

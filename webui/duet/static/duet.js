@@ -123,6 +123,11 @@ document.addEventListener("htmx:beforeRequest", (event) => {
 document.addEventListener("htmx:afterRequest", (event) => {
   const form = event.detail.elt;
   if (!event.detail.successful || !(form instanceof HTMLFormElement)) return;
+  // The form's own request only: when an element that asked for something replaces itself,
+  // htmx reports its request again on the nearest ancestor still in the page, which can be
+  // this form, while requestConfig.elt still names the element that asked.
+  const asking = event.detail.requestConfig && event.detail.requestConfig.elt;
+  if (asking && asking !== form) return;
   form.querySelectorAll(KEPT_BOXES).forEach((box) => (box.value = ""));
   (sentDrafts.get(event.detail.xhr) || []).forEach((key) => keepDraft(key, ""));
 });
