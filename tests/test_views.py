@@ -4,6 +4,7 @@ engine-down handling, history and export, the event-stream contract."""
 from __future__ import annotations
 
 import gc
+import re
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,7 @@ from down_engine import DownEngine, closed_port
 from duet.app import create_app
 from duet.bench.sse_client import parse_events
 from duet.settings import Settings
-from duet.store import conversations, messages, open_database
+from duet.store import conversations, messages, open_database, runs
 from duet.store.messages import AnswerRecord
 from duet.store.users import LOCAL_USER_ID
 from duet.views import chat as chat_views
@@ -129,6 +130,32 @@ def test_htmx_errors_go_to_the_flash_region(client: TestClient, db: sqlite3.Conn
     assert "Temperature must be between 0 and 2" in response.text
     assert "Traceback" not in response.text
     assert count(db, "messages") == 0
+
+
+def test_every_page_with_htmx_actions_has_the_flash_region(
+    client: TestClient, db: sqlite3.Connection
+) -> None:
+    """An htmx request that fails is answered into `#flash` (HX-Retarget); on a page without
+    that region the error shows nowhere (deleting a run from /runs said nothing)."""
+    run = runs.create_run(
+        db,
+        LOCAL_USER_ID,
+        prompt="Hi",
+        system_prompt="",
+        mode="sequential",
+        thinking=False,
+        parameters={},
+        engines=[("vllm", "qwen3")],
+    )
+    conversation = conversations.create_conversation(db, LOCAL_USER_ID, "Seeded")
+    pages = ["/", f"/c/{conversation.id}", "/compare", "/runs", f"/runs/{run.id}", "/trash"]
+    with_actions = []
+    for page in pages:
+        html = client.get(page).text
+        if re.search(r"hx-(post|delete|put|patch)=", html):
+            with_actions.append(page)
+            assert html.count('id="flash"') == 1, page
+    assert {"/", "/runs", f"/runs/{run.id}"} <= set(with_actions), with_actions
 
 
 def test_an_answer_view_answers_bad_input_and_bugs_as_every_route_does(
