@@ -18,7 +18,7 @@ import asyncio
 import os
 import sys
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -135,15 +135,20 @@ def settings_from_env() -> Settings:
     )
 
 
-def main() -> int:
-    settings = settings_from_env()
-    engines = build_engines(settings)
+def shoot_with_engines(take: Callable[[RunningApp], Awaitable[None]]) -> int:
+    """Run `take` against a Duet serving the configured engines, with a fresh database in a
+    temporary directory: the body of every screenshot script."""
+    engines = build_engines(settings_from_env())
     with (
         tempfile.TemporaryDirectory() as scratch,
         serve_app(engines, Path(scratch) / "duet.sqlite3") as app,
     ):
         asyncio.run(take(app))
     return 0
+
+
+def main() -> int:
+    return shoot_with_engines(take)
 
 
 if __name__ == "__main__":

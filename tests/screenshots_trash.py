@@ -15,22 +15,19 @@ in a temporary directory. Not part of the test run.
 
 from __future__ import annotations
 
-import asyncio
 import sys
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from app_server import RunningApp, serve_app
+from app_server import RunningApp
 from browser import INSTALL_HINT, find_chromium, launch_chromium
 from browser_fixtures import VIEWPORTS
 from chat_page import FRANCE, open_chat, send, wait_for_status
 from duet.devstack import TINY_CONTEXT
-from duet.engines import build_engines
 from duet.store import trash
 from duet.store.db import connect
 from duet.store.users import LOCAL_USER_ID
-from screenshots import OUT_DIR, SCHEMES, save, settings_from_env, shot_path
+from screenshots import OUT_DIR, SCHEMES, save, shoot_with_engines, shot_path
 from test_browser_ui import seed_conversation
 
 if TYPE_CHECKING:
@@ -103,13 +100,7 @@ async def shoot_context(page: Page, path: Path) -> None:
 
 
 def main() -> int:
-    engines = build_engines(settings_from_env())
-    with (
-        tempfile.TemporaryDirectory() as scratch,
-        serve_app(engines, Path(scratch) / "duet.sqlite3") as app,
-    ):
-        asyncio.run(take(app))
-    return 0
+    return shoot_with_engines(take)
 
 
 if __name__ == "__main__":

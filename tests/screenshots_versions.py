@@ -11,16 +11,12 @@ test run.
 
 from __future__ import annotations
 
-import asyncio
 import sys
-import tempfile
-from pathlib import Path
 
-from app_server import RunningApp, serve_app
+from app_server import RunningApp
 from browser_fixtures import VIEWPORTS
 from chat_page import FRANCE, open_chat, send, wait_for_status
-from duet.engines import build_engines
-from screenshots import SCHEMES, docs_browser, save, settings_from_env, shot_path
+from screenshots import SCHEMES, docs_browser, save, shoot_with_engines, shot_path
 from test_browser_versions import MAX_TOKENS, newer_answer
 
 
@@ -59,13 +55,7 @@ async def take(app: RunningApp) -> None:
 
 
 def main() -> int:
-    engines = build_engines(settings_from_env())
-    with (
-        tempfile.TemporaryDirectory() as scratch,
-        serve_app(engines, Path(scratch) / "duet.sqlite3") as app,
-    ):
-        asyncio.run(take(app))
-    return 0
+    return shoot_with_engines(take)
 
 
 if __name__ == "__main__":
