@@ -1,9 +1,9 @@
 """services/nginx/duet.conf in front of Duet passes every event of a stream on its own.
 
-Debian's nginx (services/dev/install-nginx.sh) runs as this test's own process, on free
-loopback ports with its own prefix, logs and pid file, with TLS from a certificate made here by
-openssl. Its site is the shipped file, with only this box's own values changed (ports, name,
-certificate). Duet serves the real engines on loopback (`app_server.serve_app`); the endless
+Debian's nginx runs as this test's own process, started by `duet.bench.nginx` (the relay
+benchmark's nginx paths start it the same way): on free loopback ports with its own prefix,
+logs and pid file, with TLS from a certificate made there, and the shipped site with only this
+box's own values changed (ports, name, certificate). Duet serves the real engines on loopback (`app_server.serve_app`); the endless
 story is asked directly and through nginx, as the page asks it (POST /chat/send, then the
 answer's event stream).
 
@@ -20,17 +20,9 @@ events apart; with that header ignored as well, nginx merges them, and the same 
 from __future__ import annotations
 
 import asyncio
-import getpass
-import os
 import re
-import shutil
-import signal
-import socket
-import ssl
-import subprocess
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
@@ -38,7 +30,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from app_server import RunningApp, serve_app
-from down_engine import closed_port
+from duet.bench.nginx import SITE, Variant, nginx_proxy
 from duet.bench.relay import DuetUnderTest, send_message
 from duet.bench.sse_client import stamped_events
 from duet.engines.base import Engine
@@ -48,145 +40,12 @@ from duet.metrics.stream import ChunkArrival, HopComparison, compare_hops, perce
 from duet.store.db import connect
 from duet.store.messages import require_message
 
-ROOT = Path(__file__).resolve().parents[1]
-SITE = ROOT / "services" / "nginx" / "duet.conf"
-DOCS = ROOT / "docs" / "team.md"
-INSTALL_HINT = "run services/dev/install-nginx.sh (`make test` does), or set DUET_NGINX"
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "team.md"
 MAX_TOKENS = 150
-START_SECONDS = 10.0
 # The share of Duet's typical gap kept through nginx may be this much smaller than the share
 # kept on the direct path and still count as not falling: a buffering proxy takes it near zero.
 ITL_FLOOR = 0.5
-BUFFERING_ON = "proxy_buffering off;"
 ATTEMPTS = 3
-
-
-def find_nginx() -> Path:
-    """nginx: DUET_NGINX, else on PATH or in /usr/sbin, else the one install-nginx.sh unpacked.
-    None found fails the test: this check is never skipped."""
-    configured = os.environ.get("DUET_NGINX")
-    if configured:
-        if not Path(configured).is_file():
-            pytest.fail(f"DUET_NGINX={configured} is not a file", pytrace=False)
-        return Path(configured)
-    found = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
-    if found:
-        return Path(found)
-    cache = Path(os.environ.get("DUET_CACHE", Path.home() / ".cache" / "duet"))
-    unpacked = sorted(cache.glob("nginx-*/usr/sbin/nginx"))
-    if unpacked:
-        return unpacked[-1]
-    pytest.fail(f"no nginx found: {INSTALL_HINT}", pytrace=False)
-
-
-def replaced(text: str, old: str, new: str, count: int = 1) -> str:
-    """`text` with `old` made `new`, where `old` must occur exactly `count` times: a site file
-    that changed shape fails here instead of being run half-changed."""
-    found = text.count(old)
-    assert found == count, f"{SITE.name}: {old!r} occurs {found} times, expected {count}"
-    return text.replace(old, new)
-
-
-@dataclass(frozen=True)
-class Box:
-    """This test's own values for the parts of the site file that are a box's own."""
-
-    duet_port: int
-    tls_port: int
-    http_port: int
-    certificate: Path
-    key: Path
-
-
-def site_for(box: Box, text: str) -> str:
-    text = replaced(text, "server 127.0.0.1:8080;", f"server 127.0.0.1:{box.duet_port};")
-    text = replaced(text, "listen 443 ssl;", f"listen 127.0.0.1:{box.tls_port} ssl;")
-    text = replaced(text, "listen 80;", f"listen 127.0.0.1:{box.http_port};")
-    # IPv6 listeners are left out: a test machine need not have IPv6.
-    text = replaced(text, "    listen [::]:443 ssl;\n", "")
-    text = replaced(text, "    listen [::]:80;\n", "")
-    text = replaced(text, "/etc/nginx/tls/duet.lan.crt", str(box.certificate))
-    text = replaced(text, "/etc/nginx/tls/duet.lan.key", str(box.key))
-    # A loopback name, which Duet answers to without DUET_ALLOWED_HOSTS.
-    return replaced(text, "server_name duet.lan;", "server_name localhost;", count=2)
-
-
-def main_config(prefix: Path, site: Path) -> str:
-    """nginx.conf around the site: everything nginx writes stays under `prefix`."""
-    # Started as root, nginx runs its workers as `nobody`, who cannot enter pytest's 0700
-    # temporary folders.
-    user = f"user {getpass.getuser()};\n" if os.geteuid() == 0 else ""
-    temp_paths = "".join(
-        f"    {kind}_temp_path {prefix / kind};\n"
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    return (
-        f"{user}daemon off;\nworker_processes 1;\npid {prefix / 'nginx.pid'};\n"
-        f"error_log {prefix / 'error.log'} info;\n"
-        "events { worker_connections 64; }\n"
-        f"http {{\n    access_log {prefix / 'access.log'};\n{temp_paths}"
-        f"    include {site};\n}}\n"
-    )
-
-
-def self_signed(folder: Path) -> tuple[Path, Path]:
-    certificate, key = folder / "localhost.crt", folder / "localhost.key"
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.fail("openssl is needed to make the test's certificate (apt-get install openssl)")
-    subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-         "-nodes", "-days", "1", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(certificate)],
-        check=True, capture_output=True, timeout=30,
-    )  # fmt: skip
-    return certificate, key
-
-
-@contextmanager
-def running_nginx(nginx: Path, site_text: str, prefix: Path) -> Iterator[Path]:
-    """Run nginx with this site until the block ends; yields the prefix (its error log is
-    there). Stopped by its own process id, and waited for."""
-    prefix.mkdir(parents=True, exist_ok=True)
-    site = prefix / "duet.conf"
-    site.write_text(site_text)
-    config = prefix / "nginx.conf"
-    config.write_text(main_config(prefix, site))
-    command = [str(nginx), "-p", str(prefix), "-c", str(config), "-e", str(prefix / "error.log")]
-    checked = subprocess.run([*command, "-t"], capture_output=True, text=True, timeout=30)
-    assert checked.returncode == 0, f"nginx refused the configuration:\n{checked.stderr}"
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_for_port(tls_port_of(site_text), process, prefix)
-        yield prefix
-    finally:
-        process.send_signal(signal.SIGTERM)  # nginx's fast shutdown
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def tls_port_of(site_text: str) -> int:
-    found = re.search(r"listen 127\.0\.0\.1:(\d+) ssl;", site_text)
-    assert found is not None
-    return int(found.group(1))
-
-
-def wait_for_port(port: int, process: subprocess.Popen[str], prefix: Path) -> None:
-    deadline = time.monotonic() + START_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            log = (prefix / "error.log").read_text(errors="replace")
-            pytest.fail(f"nginx exited ({process.returncode}):\n{log}", pytrace=False)
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    pytest.fail(f"nginx did not listen on port {port} within {START_SECONDS} s", pytrace=False)
 
 
 @dataclass(frozen=True)
@@ -263,13 +122,6 @@ def app(engines: Mapping[str, Engine], tmp_path: Path) -> Iterator[RunningApp]:
         yield running
 
 
-@pytest.fixture
-def box(app: RunningApp, tmp_path: Path) -> Box:
-    certificate, key = self_signed(tmp_path)
-    duet_port = int(app.url.rsplit(":", 1)[1])
-    return Box(duet_port, closed_port(), closed_port(), certificate, key)
-
-
 @dataclass(frozen=True)
 class Measured:
     direct: Streamed
@@ -279,14 +131,13 @@ class Measured:
 
 
 async def measure_through(
-    nginx_site: str, app: RunningApp, box: Box, engine: EngineName, prefix: Path
+    variant: Variant, app: RunningApp, engine: EngineName, workdir: Path
 ) -> Measured:
-    trusted = ssl.create_default_context(cafile=str(box.certificate))
-    with running_nginx(find_nginx(), nginx_site, prefix):
-        connector = aiohttp.TCPConnector(ssl=trusted)
+    with nginx_proxy(app.url, variant, workdir) as proxy:
+        connector = aiohttp.TCPConnector(ssl=proxy.ssl_context())
         async with aiohttp.ClientSession(connector=connector) as client:
             direct = await stream_answer(client, app.url, engine)
-            proxied = await stream_answer(client, f"https://localhost:{box.tls_port}", engine)
+            proxied = await stream_answer(client, proxy.url, engine)
     assert (direct.status, proxied.status) == ("complete", "complete")
     return Measured(
         direct,
@@ -323,7 +174,7 @@ def assert_every_event_apart(measured: Measured) -> None:
 
 
 async def assert_streams_apart_through(
-    site: str, app: RunningApp, box: Box, engine: EngineName, prefix: Path
+    variant: Variant, app: RunningApp, engine: EngineName, workdir: Path
 ) -> None:
     """`assert_every_event_apart` on one of up to ATTEMPTS measurements.
 
@@ -334,7 +185,7 @@ async def assert_streams_apart_through(
     attempt does, and the message gives each attempt's numbers."""
     failures = []
     for attempt in range(ATTEMPTS):
-        measured = await measure_through(site, app, box, engine, prefix / str(attempt))
+        measured = await measure_through(variant, app, engine, workdir / str(attempt))
         try:
             assert_every_event_apart(measured)
         except AssertionError as failure:
@@ -352,28 +203,22 @@ def test_the_docs_show_the_site_this_test_runs() -> None:
 @pytest.mark.engines
 @pytest.mark.parametrize("engine", ["vllm", "ollama"])
 async def test_the_shipped_site_passes_every_event_apart(
-    app: RunningApp, box: Box, engine: EngineName, tmp_path: Path
+    app: RunningApp, engine: EngineName, tmp_path: Path
 ) -> None:
-    site = site_for(box, SITE.read_text())
-    await assert_streams_apart_through(site, app, box, engine, tmp_path / "nginx")
+    await assert_streams_apart_through("shipped", app, engine, tmp_path / "nginx")
 
 
 @pytest.mark.engines
-async def test_duets_header_alone_keeps_events_apart(
-    app: RunningApp, box: Box, tmp_path: Path
-) -> None:
+async def test_duets_header_alone_keeps_events_apart(app: RunningApp, tmp_path: Path) -> None:
     # Buffering on, as in an nginx site that never heard of event streams: Duet's streams
     # carry X-Accel-Buffering: no, which turns it off for them.
-    site = replaced(site_for(box, SITE.read_text()), BUFFERING_ON, "proxy_buffering on;")
-    await assert_streams_apart_through(site, app, box, "ollama", tmp_path / "nginx")
+    await assert_streams_apart_through("header_only", app, "ollama", tmp_path / "nginx")
 
 
 @pytest.mark.engines
-async def test_a_buffering_proxy_is_caught(app: RunningApp, box: Box, tmp_path: Path) -> None:
+async def test_a_buffering_proxy_is_caught(app: RunningApp, tmp_path: Path) -> None:
     # Buffering on and Duet's header ignored: nginx holds events until a buffer fills.
-    buffering = "proxy_buffering on;\n        proxy_ignore_headers X-Accel-Buffering;"
-    site = replaced(site_for(box, SITE.read_text()), BUFFERING_ON, buffering)
-    measured = await measure_through(site, app, box, "ollama", tmp_path / "nginx")
+    measured = await measure_through("buffering", app, "ollama", tmp_path / "nginx")
     summary = describe(measured)
     # Nothing is lost, but the events come in groups: the checks above would fail.
     assert len(measured.proxied.arrived) == measured.proxied_recorded, summary

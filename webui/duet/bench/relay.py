@@ -94,6 +94,7 @@ from duet.bench.measured import (
     Run,
     mark_stalls,
 )
+from duet.bench.ports import free_port
 from duet.bench.report import (
     machine_description,
     raw_document,
@@ -513,14 +514,6 @@ def wait_until_up(url: str, process: subprocess.Popen, log_path: Path) -> None:
             pass
         time.sleep(0.1)
     raise RuntimeError(f"{url} did not answer in {START_SECONDS:.0f} s")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass(frozen=True, slots=True)
