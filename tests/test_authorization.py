@@ -143,6 +143,7 @@ MATRIX: dict[tuple[str, str], dict[str, Check]] = {
     ("GET", "/conversations/{conversation_id}/context"): OWNED,
     ("GET", "/conversations/{conversation_id}/news"): OWNED,
     ("GET", "/trash"): MEMBERS,
+    ("DELETE", "/trash"): MEMBERS,  # each empties their own (test_trash.py)
     ("POST", "/trash/{trashed_id}/restore"): OWNED,
     ("DELETE", "/trash/{trashed_id}"): OWNED,
     ("GET", "/trash/{trashed_id}/notice"): OWNED,

@@ -51,6 +51,7 @@ async def test_delete_undo_and_the_trash_page(sized_page: Page, duet_app: Runnin
     page = sized_page
     kept = seed_conversation(duet_app, title="Keep me")
     gone = seed_conversation(duet_app, title="Let me go")
+    emptied = seed_conversation(duet_app, title="Empty me")
     problems = await open_chat(page, duet_app)
 
     # Deleted: at once, no question, an Undo in its place, which puts it back.
@@ -63,6 +64,7 @@ async def test_delete_undo_and_the_trash_page(sized_page: Page, duet_app: Runnin
     assert trashed_at(duet_app, kept) is None
 
     # In the trash it is out of the search and the list.
+    await delete_from_sidebar(page, emptied)
     await delete_from_sidebar(page, kept)
     await delete_from_sidebar(page, gone)
     await expect(page.locator(f"#conversation-{gone} button.undo")).to_be_visible()
@@ -71,11 +73,11 @@ async def test_delete_undo_and_the_trash_page(sized_page: Page, duet_app: Runnin
     await page.fill("#sidebar .search", "")
     await expect(page.locator("#conversation-list .conversation-item")).to_have_count(0)
 
-    # The trash page, from the sidebar: Restore, and Delete forever (after asking).
+    # The trash page, from the sidebar: Restore, Delete forever and Empty (after asking).
     await page.locator("#sidebar a.trash-link").click()
     await page.wait_for_url("**/trash")
     rows = page.locator(".trash-row:not(.restored)")
-    await expect(rows).to_have_count(2)
+    await expect(rows).to_have_count(3)
     await expect(rows.first).to_contain_text("Let me go")  # the latest deleted first
     await expect(rows.first).to_contain_text("deleted for good after")
     width = await page.evaluate("() => document.documentElement.scrollWidth")
@@ -87,10 +89,15 @@ async def test_delete_undo_and_the_trash_page(sized_page: Page, duet_app: Runnin
     page.once("dialog", lambda dialog: dialog.accept())
     await page.locator(f"#trashed-{gone} button.delete-forever").click()
     await expect(page.locator(f"#trashed-{gone}")).to_have_count(0)
+    page.once("dialog", lambda dialog: dialog.accept())
+    await page.locator("button.empty-trash").click()
+    await expect(page.locator("#trash-body [role=status]")).to_have_text(
+        "Deleted 1 conversation for good."
+    )
     await expect(page.locator("#trash-empty")).to_be_visible()
+    await expect(page.locator("button.empty-trash")).to_have_count(0)
     assert trashed_at(duet_app, gone) is None and stored_conversations(duet_app) == [kept]
-    await page.locator(f"#trashed-{kept} a").click()
-    await page.wait_for_url(f"**/c/{kept}")
+    await page.goto(f"{duet_app.url}/c/{kept}")
     await expect(page.locator("#messages article.assistant")).to_have_count(1)
     assert problems == [], problems
 

@@ -7,6 +7,7 @@ alice owns the conversations, bob is a teammate who may not see, restore or dele
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -94,6 +95,45 @@ def test_the_trash_page_restores_and_deletes_forever(
     # Only what is in the trash can be deleted forever or restored.
     assert alice.delete(f"/trash/{kept}").status_code == 404
     assert alice.post(f"/trash/{kept}/restore").status_code == 404
+
+
+def test_emptying_the_trash_deletes_what_the_page_showed_and_only_the_owners(
+    db: sqlite3.Connection, alice: TestClient, bob: TestClient
+) -> None:
+    shown, later, kept = seed_conversation(db), seed_conversation(db), seed_conversation(db)
+    alice.delete(f"/conversations/{shown}", headers=HX)
+    page = alice.get("/trash", headers=PAGE).text
+    match = re.search(r'hx-vals=\'\{"deleted_by": "([^"]+)"\}\'', page)
+    assert match and 'hx-delete="/trash"' in page and "Empty the trash" in page
+    deleted_by = match.group(1)
+    # Deleted in another tab after the page was drawn: never shown, so not emptied.
+    alice.delete(f"/conversations/{later}", headers=HX)
+    # A teammate's Empty, even with alice's page's value, empties only their own (empty) trash.
+    by_bob = bob.delete("/trash", params={"deleted_by": deleted_by}, headers=ON_TRASH_PAGE)
+    assert by_bob.status_code == 200 and "Deleted 0 conversations" in by_bob.text
+    assert trash.get_trashed(db, alice_id(db), shown, 30.0) is not None
+
+    emptied = alice.delete("/trash", params={"deleted_by": deleted_by}, headers=ON_TRASH_PAGE)
+    assert emptied.status_code == 200
+    assert "Deleted 1 conversation for good" in emptied.text
+    assert (
+        db.execute("SELECT count(*) FROM conversations WHERE id = ?", (shown,)).fetchone()[0] == 0
+    )
+    assert (
+        db.execute("SELECT count(*) FROM messages WHERE conversation_id = ?", (shown,)).fetchone()[
+            0
+        ]
+        == 0
+    )
+    # What is left is shown, with its Empty button; a conversation out of the trash is untouched.
+    assert emptied.text.count('class="trash-row"') == 1 and "Empty the trash" in emptied.text
+    assert conversations.get_conversation(db, alice_id(db), kept) is not None
+    assert trash.get_trashed(db, alice_id(db), later, 30.0) is not None
+    for bad in ("", "yesterday", "2026-13-01T00:00:00"):
+        refused = alice.delete("/trash", params={"deleted_by": bad}, headers=ON_TRASH_PAGE)
+        assert refused.status_code == 422 and "deleted_by" in refused.text, bad
+    assert alice.delete("/trash", headers=ON_TRASH_PAGE).status_code == 422
+    assert trash.get_trashed(db, alice_id(db), later, 30.0) is not None
 
 
 def test_another_user_cannot_see_restore_or_delete_ones_trash(

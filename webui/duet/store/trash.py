@@ -63,6 +63,18 @@ def delete_forever(db: sqlite3.Connection, user_id: int, conversation_id: int) -
     return cursor.rowcount == 1
 
 
+def empty_trash(db: sqlite3.Connection, user_id: int, deleted_by: str) -> int:
+    """Delete for good the owner's conversations that went to the trash at or before
+    `deleted_by` (ISO 8601, as the trash page shows its newest): one deleted after the page was
+    drawn, in another tab, was never on it, and stays. How many were deleted."""
+    cursor = db.execute(
+        "DELETE FROM conversations"
+        " WHERE user_id = ? AND deleted_at IS NOT NULL AND deleted_at <= ?",
+        (user_id, deleted_by),
+    )
+    return cursor.rowcount
+
+
 TRASHED_COLUMNS = (
     "conversations.*,"
     " (SELECT count(*) FROM messages WHERE conversation_id = conversations.id) AS message_count"

@@ -3,22 +3,25 @@
 Deleting (`duet.views.history.delete`) moves a conversation here and answers with an Undo in
 its place in the sidebar; deleting the open one goes to a new chat, which shows the Undo above
 the composer (`notice`). `/trash` lists the owner's deleted conversations with Restore and
-Delete forever. Every route loads the conversation through the owner's scoped query of the
-trash (`duet.store.trash`): another user's id, or one not in the trash, is 404.
+Delete forever, and empties the trash at once. Every route loads the conversation through the
+owner's scoped query of the trash (`duet.store.trash`): another user's id, or one not in the
+trash, is 404, and an emptying deletes only the owner's.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from datetime import datetime
+from typing import Annotated
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from duet.store import trash
 from duet.store.trash import Trashed
 from duet.views.deps import MEMBERS_ONLY, AppSettings, Db, UserId, owned_conversation, render
-from duet.views.errors import not_found
+from duet.views.errors import UserError, not_found
 from duet.views.forms import read_form
 from duet.views.params import ConversationId
 
@@ -38,6 +41,25 @@ def trashed_conversation(
 async def trash_page(request: Request, db: Db, user_id: UserId, settings: AppSettings) -> Response:
     items = trash.list_trash(db, user_id, settings.trash_days)
     return render(request, "trash.html", {"items": items, "days": settings.trash_days})
+
+
+@router.delete("/trash", response_class=HTMLResponse)
+async def empty(
+    request: Request,
+    db: Db,
+    user_id: UserId,
+    settings: AppSettings,
+    deleted_by: Annotated[str, Query(max_length=40, description="the newest deletion shown")],
+) -> Response:
+    """Empty the trash: what the page showed, up to its newest deletion (`deleted_by`); the
+    trash's body comes back with what is left and how many were deleted."""
+    try:
+        datetime.fromisoformat(deleted_by)
+    except ValueError:
+        raise UserError(422, f"Bad deleted_by {deleted_by!r}: expected an ISO 8601 time.") from None
+    deleted = trash.empty_trash(db, user_id, deleted_by)
+    items = trash.list_trash(db, user_id, settings.trash_days)
+    return render(request, "_trash_body.html", {"items": items, "emptied": deleted})
 
 
 @router.post("/trash/{trashed_id}/restore", response_class=HTMLResponse)
