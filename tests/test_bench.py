@@ -345,8 +345,11 @@ def test_with_accounts_the_report_and_both_documents_say_so() -> None:
 def test_each_round_rotates_over_every_path_of_the_run() -> None:
     local = DuetUnderTest("duet", "http://127.0.0.1:1")
     signed_in = DuetUnderTest("signed_in", "http://127.0.0.1:2", {"Cookie": "duet_session=x"})
-    assert run_paths([local]) == PATHS
-    assert run_paths([local, signed_in]) == ACCOUNTS_PATHS
+    api = DuetUnderTest("api", local.url, {"Authorization": "Bearer x"})
+    assert run_paths([local, api]) == PATHS
+    assert run_paths([local, api, signed_in]) == ACCOUNTS_PATHS
+    nginx = DuetUnderTest("nginx", "https://127.0.0.1:3")
+    assert run_paths([nginx, local], reference=False) == ("direct", "duet", "nginx")
 
 
 def test_the_signed_in_duet_runs_in_accounts_mode_on_a_database_of_its_own() -> None:

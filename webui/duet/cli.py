@@ -180,13 +180,32 @@ def add_bench(commands: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also through a Duet in accounts mode, signed in, in the same rounds (a fourth path)",
     )
+    relay.add_argument(
+        "--no-nginx",
+        dest="nginx",
+        action="store_false",
+        help="leave out the paths through nginx in front of Duet (shipped site, and buffering)",
+    )
+    relay.add_argument(
+        "--open-webui",
+        metavar="URL",
+        help="also through this running Open WebUI (auth off, pointed at the same Ollama), for"
+        " ollama: services/dev/run-open-webui.sh starts one",
+    )
 
     def run(args: argparse.Namespace) -> int:
         from duet.bench.relay import run_bench_relay
 
         names = [name.strip() for name in args.engines.split(",") if name.strip()]
         return run_bench_relay(
-            names, args.requests, args.max_tokens, args.json, args.raw, args.accounts
+            names,
+            args.requests,
+            args.max_tokens,
+            args.json,
+            args.raw,
+            args.accounts,
+            args.nginx,
+            args.open_webui,
         )
 
     relay.set_defaults(handler=run)

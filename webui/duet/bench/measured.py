@@ -14,11 +14,20 @@ from typing import Literal
 
 from duet.bench.stall_watch import Stall, overlap_ms
 
-PathName = Literal["direct", "duet", "reference", "api", "signed_in"]
+PathName = Literal[
+    "direct", "duet", "reference", "api", "signed_in", "nginx", "nginx_buffering", "open_webui"
+]
 # Every run's paths, and with accounts on (`--accounts`) the path through a second Duet in
 # accounts mode with a signed-in session, interleaved with the others in the same rounds.
 PATHS: tuple[PathName, ...] = ("direct", "duet", "reference", "api")
 ACCOUNTS_PATHS: tuple[PathName, ...] = (*PATHS, "signed_in")
+# The layers in front of Duet or of an engine that a run measures as well (unless told not
+# to): nginx in front of Duet's web UI path, with the shipped site and with buffering on; and,
+# with `--open-webui URL`, Open WebUI in front of Ollama (for the Ollama engine only).
+NGINX_PATHS: tuple[PathName, ...] = ("nginx", "nginx_buffering")
+OPEN_WEBUI: PathName = "open_webui"
+# Every path in the order a round runs them, before it is rotated.
+ALL_PATHS: tuple[PathName, ...] = (*ACCOUNTS_PATHS, *NGINX_PATHS, OPEN_WEBUI)
 # What each path is, as the report and the summary say it.
 PATH_DESCRIPTIONS: dict[PathName, str] = {
     "direct": "Duet's engine adapter in the benchmark process, straight to the engine",
@@ -28,6 +37,12 @@ PATH_DESCRIPTIONS: dict[PathName, str] = {
     " with an API key), as a team's tools use it",
     "signed_in": "duet serve (DUET_MODE=accounts), every request with a signed-in session's"
     " cookie: POST /chat/send, then the answer's event stream",
+    "nginx": "nginx with the shipped site (services/nginx/duet.conf, proxy_buffering off, TLS)"
+    " in front of the local duet serve: its web UI path, as a team's browser uses it",
+    "nginx_buffering": "nginx with the shipped site but proxy_buffering on and Duet's"
+    " X-Accel-Buffering header ignored, in front of the same duet serve",
+    "open_webui": "Open WebUI (pointed at the same Ollama): POST /api/chat/completions,"
+    " streamed, as its own page and API clients ask it",
 }
 
 
@@ -47,6 +62,14 @@ class Measured:
     server_itl_ms: tuple[float, ...] = ()
     # Through Duet: how long Duet held the first text chunk (written minus read, `s - t`).
     first_chunk_held_ms: float | None = None
+    # Through Duet's web UI path: the gaps between Duet's writes of the text events (`s`), and
+    # Duet's own verdict on the hop from those writes to this client
+    # (`duet.metrics.stream.compare_hops`): the share of gaps collapsed (chunks that came
+    # together) here and at Duet's writes, and whether the hop counts as bursty (merged).
+    written_itl_ms: tuple[float, ...] = ()
+    collapsed_share: float | None = None
+    written_collapsed_share: float | None = None
+    merged: bool | None = None
     # This client's own time to put its request on the wire (building it with aiohttp and
     # writing it): on a direct request, the part of its TTFT that is not the engine's.
     pre_wire_ms: float | None = None
@@ -106,6 +129,10 @@ class EngineResult:
     api: list[Measured] = field(default_factory=list)
     # Through Duet in accounts mode, signed in (only in a run with accounts on).
     signed_in: list[Measured] = field(default_factory=list)
+    # Through nginx in front of Duet, as shipped and buffering; through Open WebUI.
+    nginx: list[Measured] = field(default_factory=list)
+    nginx_buffering: list[Measured] = field(default_factory=list)
+    open_webui: list[Measured] = field(default_factory=list)
     paths: tuple[PathName, ...] = PATHS
 
     def requests_on(self, path: PathName) -> list[Measured]:
@@ -115,6 +142,9 @@ class EngineResult:
             "reference": self.reference,
             "api": self.api,
             "signed_in": self.signed_in,
+            "nginx": self.nginx,
+            "nginx_buffering": self.nginx_buffering,
+            "open_webui": self.open_webui,
         }[path]
 
 

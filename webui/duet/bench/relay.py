@@ -67,11 +67,13 @@ import asyncio
 import os
 import re
 import secrets
+import ssl
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from itertools import pairwise
@@ -85,8 +87,11 @@ import httpx
 from duet.api import keys as api_keys
 from duet.auth.passwords import HASHER
 from duet.auth.sessions import COOKIE
+from duet.bench import open_webui
 from duet.bench.measured import (
-    ACCOUNTS_PATHS,
+    ALL_PATHS,
+    NGINX_PATHS,
+    OPEN_WEBUI,
     PATHS,
     EngineResult,
     Measured,
@@ -94,6 +99,7 @@ from duet.bench.measured import (
     Run,
     mark_stalls,
 )
+from duet.bench.nginx import Variant, nginx_proxy
 from duet.bench.ports import free_port
 from duet.bench.report import (
     machine_description,
@@ -109,7 +115,7 @@ from duet.engines import build_engines
 from duet.engines.base import ChatMessage, ChatRequest, Engine, Sampling
 from duet.engines.events import EngineName
 from duet.engines.http import read_lines
-from duet.metrics.stream import ChunkArrival, arrivals_from_events, stream_metrics
+from duet.metrics.stream import ChunkArrival, arrivals_from_events, compare_hops, stream_metrics
 from duet.settings import Settings
 from duet.store import open_database, users
 
@@ -125,6 +131,10 @@ RELAY_KEEP_ALIVE_SECONDS = 60.0
 DUET_MODES: dict[PathName, str] = {"duet": "local", "signed_in": "accounts"}
 UP_PAGES = {"local": "/compare", "accounts": "/signin"}
 BENCH_ACCOUNT = "bench"
+# The site each path through nginx runs (duet.bench.nginx): in front of the local Duet.
+NGINX_VARIANTS: dict[PathName, Variant] = {"nginx": "shipped", "nginx_buffering": "buffering"}
+# The engines a path serves, where not every one: Open WebUI is pointed at Ollama.
+ENGINES_OF: dict[PathName, tuple[EngineName, ...]] = {OPEN_WEBUI: ("ollama",)}
 
 
 def bench_request(max_tokens: int) -> ChatRequest:
@@ -183,6 +193,9 @@ class DuetUnderTest:
     path: PathName
     url: str
     headers: Mapping[str, str] = field(default_factory=dict)
+    # What its certificate is trusted by, over https (nginx in front of Duet); True: the
+    # default verification (and nothing to verify over http).
+    tls: ssl.SSLContext | bool = True
 
 
 def message_form(
@@ -243,6 +256,7 @@ async def post_message(
         data=body,
         headers={"Content-Type": "application/x-www-form-urlencoded", **duet.headers},
         trace_request_ctx={"on_sent": on_wire.append},
+        ssl=duet.tls,
     ) as response:
         page = await response.text()
     if response.status != 200:
@@ -273,6 +287,8 @@ class DuetStream:
     arrivals: list[ChunkArrival] = field(default_factory=list)
     # Each text event's `t`: when Duet's server read it, in ms after its engine request left.
     server_ts: list[float] = field(default_factory=list)
+    # Each text event when Duet wrote it (`s`, in seconds after its engine request left).
+    written: list[ChunkArrival] = field(default_factory=list)
     before_engine_ms: float | None = None  # the `sent` event's after_receipt_ms
     received_at: float | None = None  # the `sent` event's: when Duet received the POST
     first_chunk_held_ms: float | None = None
@@ -296,6 +312,7 @@ class DuetStream:
                 self.read_first_text(arrived, data)
             self.arrivals.append(ChunkArrival(at=arrived, kind=event.event, chunk=data["chunk"]))
             self.server_ts.append(data["t"])
+            self.written.append(ChunkArrival(data["s"] / 1000, event.event, data["chunk"]))
             self.texts[event.event].append(data["text"])
         elif event.event == "usage":
             self.prompt_tokens = data.get("prompt_tokens")
@@ -319,7 +336,7 @@ async def read_answer(
 ) -> DuetStream:
     """Read an answer's event stream to its end, event by event."""
     stream = DuetStream()
-    async with client.get(duet.url + stream_url, headers=duet.headers) as response:
+    async with client.get(duet.url + stream_url, headers=duet.headers, ssl=duet.tls) as response:
         # Read as the adapters read the engines (`read_lines`), so every path's client does the
         # same work per chunk, and to the end, which follows the `end` event: a response left
         # unread closes its connection instead of handing it to the next request.
@@ -336,6 +353,8 @@ async def stream_through_duet(
     if stream.status != "complete":
         ended = stream.status or "without an end"
         raise RuntimeError(f"the answer through Duet ({duet.path}) ended {ended}")
+    # Only gaps are compared across the hop, so each side's own origin will do.
+    hop = compare_hops(0.0, stream.written, sent_at, stream.arrivals)
     return measure(
         duet.path,
         sent_at,
@@ -344,6 +363,12 @@ async def stream_through_duet(
         before_engine_ms=stream.before_engine_ms,
         first_chunk_held_ms=stream.first_chunk_held_ms,
         server_itl_ms=tuple(b - a for a, b in pairwise(stream.server_ts)),
+        written_itl_ms=tuple(
+            (later.at - earlier.at) * 1000 for earlier, later in pairwise(stream.written)
+        ),
+        collapsed_share=hop.browser_collapsed_fraction,
+        written_collapsed_share=hop.server_collapsed_fraction,
+        merged=hop.bursty,
         request_in_ms=(
             None if stream.received_at is None else (stream.received_at - sent_at) * 1000
         ),
@@ -380,25 +405,40 @@ def server_timing_ms(header: str) -> dict[str, float]:
     return spans
 
 
-async def stream_through_api(
-    client: aiohttp.ClientSession, duet: DuetUnderTest, engine: Engine, request: ChatRequest
-) -> Measured:
-    """Through Duet's /v1, streamed, read as the engines' own OpenAI streams are read. Duet's
-    Server-Timing header gives its own spans for the request: receipt to engine request
-    (`duet`) and engine request to first token (`engine`)."""
+@dataclass(frozen=True, slots=True)
+class OpenAIStream:
+    """An OpenAI-style chat completion streamed to this client: when it started the request and
+    its own time to put it on the wire (ms), the response's headers, each text chunk's arrival
+    and the completion tokens the stream's usage gave (if it did)."""
+
+    sent_at: float
+    pre_wire_ms: float | None
+    headers: Mapping[str, str]
+    arrivals: list[ChunkArrival]
+    output_tokens: int | None
+
+
+async def stream_openai_chat(
+    client: aiohttp.ClientSession, relay: DuetUnderTest, path: str, body: Mapping[str, Any]
+) -> OpenAIStream:
+    """POST a streamed chat completion to the relay at `path` and read it to its end, as the
+    engines' own OpenAI streams are read. RuntimeError if it is refused."""
     on_wire: list[float] = []
     arrivals: list[ChunkArrival] = []
     tokens = None
     sent_at = time.perf_counter()
     async with client.post(
-        duet.url + "/v1/chat/completions",
-        json=api_body(engine, request),
-        headers=duet.headers,
+        relay.url + path,
+        json=body,
+        headers=relay.headers,
         trace_request_ctx={"on_sent": on_wire.append},
+        ssl=relay.tls,
     ) as response:
         if response.status != 200:
-            raise RuntimeError(f"Duet's /v1 refused the request ({response.status})")
-        spans = server_timing_ms(response.headers.get("Server-Timing", ""))
+            refusal = (await response.text())[:500]
+            raise RuntimeError(
+                f"{relay.url}{path} refused the request ({response.status}): {refusal}"
+            )
         async for arrived, event in stamped_events(read_lines(response)):
             if event.data == "[DONE]":
                 continue
@@ -408,16 +448,46 @@ async def stream_through_api(
             for choice in chunk.get("choices", ()):
                 delta = choice.get("delta", {})
                 kind = "answer" if delta.get("content") else "reasoning"
-                if delta.get("content") or delta.get("reasoning"):
+                # vLLM and Duet's /v1 name reasoning `reasoning`; Open WebUI `reasoning_content`.
+                if delta.get("content") or delta.get("reasoning") or delta.get("reasoning_content"):
                     arrivals.append(ChunkArrival(at=arrived, kind=kind, chunk=len(arrivals)))
+    pre_wire_ms = (on_wire[0] - sent_at) * 1000 if on_wire else None
+    return OpenAIStream(sent_at, pre_wire_ms, response.headers, arrivals, tokens)
+
+
+async def stream_through_api(
+    client: aiohttp.ClientSession, duet: DuetUnderTest, engine: Engine, request: ChatRequest
+) -> Measured:
+    """Through Duet's /v1, streamed. Duet's Server-Timing header gives its own spans for the
+    request: receipt to engine request (`duet`) and engine request to first token (`engine`)."""
+    stream = await stream_openai_chat(
+        client, duet, "/v1/chat/completions", api_body(engine, request)
+    )
+    spans = server_timing_ms(stream.headers.get("Server-Timing", ""))
     return measure(
         "api",
-        sent_at,
-        arrivals,
-        output_tokens=tokens,
+        stream.sent_at,
+        stream.arrivals,
+        output_tokens=stream.output_tokens,
         server_ttft_ms=spans.get("engine"),
         before_engine_ms=spans.get("duet"),
-        pre_wire_ms=(on_wire[0] - sent_at) * 1000 if on_wire else None,
+        pre_wire_ms=stream.pre_wire_ms,
+    )
+
+
+async def stream_through_open_webui(
+    client: aiohttp.ClientSession, relay: DuetUnderTest, engine: Engine, request: ChatRequest
+) -> Measured:
+    """Through Open WebUI's own chat completions, streamed: it gives no stamps of its own, so
+    what it adds is read against the direct requests of the same rounds."""
+    body = open_webui.chat_body(engine.model, request)
+    stream = await stream_openai_chat(client, relay, open_webui.CHAT_COMPLETIONS, body)
+    return measure(
+        OPEN_WEBUI,
+        stream.sent_at,
+        stream.arrivals,
+        output_tokens=stream.output_tokens,
+        pre_wire_ms=stream.pre_wire_ms,
     )
 
 
@@ -542,20 +612,39 @@ def bench_client() -> aiohttp.ClientSession:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Rounds:
+    """How many rounds a run streams, each over every path: warm-up ones first, then measured."""
+
+    requests: int
+    warmup: int = WARMUP_REQUESTS
+
+
 async def run_relay(
     adapters: Sequence[EngineAdapters],
-    duets: Sequence[DuetUnderTest],
-    reference_url: str,
-    requests: int,
+    relays: Sequence[DuetUnderTest],
+    reference_url: str | None,
+    rounds: Rounds,
     max_tokens: int,
 ) -> list[EngineResult]:
+    """Every engine's rounds over the run's paths (`run_paths`); `reference_url` None leaves
+    the reference relay out."""
     request = bench_request(max_tokens)
+    paths = run_paths(relays, reference=reference_url is not None)
     results = []
     async with bench_client() as client:
         try:
             for engine in adapters:
                 results.append(
-                    await relay_one_engine(engine, client, duets, reference_url, request, requests)
+                    await relay_one_engine(
+                        engine,
+                        client,
+                        relays,
+                        reference_url or "",
+                        request,
+                        rounds,
+                        paths_of_engine(engine.name, paths),
+                    )
                 )
         finally:
             # The adapters' clients belong to this event loop: close them in it.
@@ -565,24 +654,32 @@ async def run_relay(
     return results
 
 
-def run_paths(duets: Sequence[DuetUnderTest]) -> tuple[PathName, ...]:
-    """The run's paths, in the order of each round before it is rotated."""
-    through = {duet.path for duet in duets}
-    return tuple(path for path in ACCOUNTS_PATHS if path not in DUET_MODES or path in through)
+def run_paths(relays: Sequence[DuetUnderTest], reference: bool = True) -> tuple[PathName, ...]:
+    """The run's paths, in the order of each round before it is rotated: straight to the
+    engine, through the reference relay (unless left out) and through each relay under test."""
+    through = {relay.path for relay in relays} | {"direct"}
+    if reference:
+        through.add("reference")
+    return tuple(path for path in ALL_PATHS if path in through)
+
+
+def paths_of_engine(engine: EngineName, paths: Sequence[PathName]) -> tuple[PathName, ...]:
+    """The run's paths that go to this engine."""
+    return tuple(path for path in paths if engine in ENGINES_OF.get(path, (engine,)))
 
 
 async def relay_one_engine(
     engine: EngineAdapters,
     client: aiohttp.ClientSession,
-    duets: Sequence[DuetUnderTest],
+    relays: Sequence[DuetUnderTest],
     reference_url: str,
     request: ChatRequest,
-    requests: int,
+    rounds: Rounds,
+    paths: tuple[PathName, ...],
 ) -> EngineResult:
-    paths = run_paths(duets)
     result = EngineResult(engine.name, paths=paths)
     max_tokens = request.sampling.max_tokens
-    duet_of = {duet.path: duet for duet in duets}
+    duet_of = {relay.path: relay for relay in relays}
 
     async def one(path: PathName) -> Measured:
         if path == "direct":
@@ -593,11 +690,14 @@ async def relay_one_engine(
             )
         if path == "api":
             return await stream_through_api(client, duet_of[path], engine.direct, request)
+        if path == OPEN_WEBUI:
+            return await stream_through_open_webui(client, duet_of[path], engine.direct, request)
         return await stream_through_duet(client, duet_of[path], engine.name, max_tokens)
 
-    for _ in range(WARMUP_REQUESTS):
+    for _ in range(rounds.warmup):
         for path in paths:
             await one(path)
+    requests = rounds.requests
     for index in range(requests):
         # Rotate which path goes first, so a drift in the engine's speed hits all of them.
         turn = index % len(paths)
@@ -642,13 +742,17 @@ def sign_in(url: str, name: str, password: str) -> str:
 def start_relays(
     settings: Settings, workdir: Path, reference_port: int, paths: Sequence[PathName]
 ) -> tuple[list[subprocess.Popen], list[DuetUnderTest]]:
-    """The reference relay and a `duet serve` for each path through Duet, each in its own
-    process with a database of its own, up and answering (and signed in, in accounts mode)."""
+    """The reference relay (if `paths` has it) and a `duet serve` for each path through Duet,
+    each in its own process with a database of its own, up and answering (and signed in, in
+    accounts mode)."""
     password = secrets.token_urlsafe(18)
-    reference_log = workdir / "reference-relay.log"
-    processes = [start_reference_relay(settings, reference_port, reference_log)]
-    waits = [(f"http://127.0.0.1:{reference_port}/stamps", processes[0], reference_log)]
+    processes: list[subprocess.Popen] = []
+    waits = []
     duets = []
+    if "reference" in paths:
+        reference_log = workdir / "reference-relay.log"
+        processes.append(start_reference_relay(settings, reference_port, reference_log))
+        waits.append((f"http://127.0.0.1:{reference_port}/stamps", processes[0], reference_log))
     try:
         for path in paths:
             mode = DUET_MODES.get(path)
@@ -692,17 +796,48 @@ def stop_processes(processes: Sequence[subprocess.Popen]) -> None:
             process.kill()
 
 
+def start_proxies(
+    stack: ExitStack, duets: Sequence[DuetUnderTest], paths: Sequence[PathName], workdir: Path
+) -> list[DuetUnderTest]:
+    """nginx in front of the local `duet serve` for each nginx path of the run, each in its
+    variant of the shipped site, until `stack` closes."""
+    proxied = []
+    local = next((duet for duet in duets if duet.path == "duet"), None)
+    for path in paths:
+        variant = NGINX_VARIANTS.get(path)
+        if variant is None:
+            continue
+        if local is None:
+            raise RuntimeError(f"the path {path!r} goes through nginx to the path 'duet'")
+        proxy = stack.enter_context(nginx_proxy(local.url, variant, workdir / path))
+        print(f"nginx ({variant}) in front of {local.url} on {proxy.url}", file=sys.stderr)
+        proxied.append(DuetUnderTest(path, proxy.url, tls=proxy.ssl_context()))
+    return proxied
+
+
+def run_setting(accounts: bool, nginx: bool, open_webui: bool) -> tuple[PathName, ...]:
+    """A run's paths: every run's, with accounts on the path through Duet signed in, with
+    nginx the two through nginx, with an Open WebUI the one through it."""
+    wanted = {*PATHS}
+    wanted |= {"signed_in"} if accounts else set()
+    wanted |= set(NGINX_PATHS) if nginx else set()
+    wanted |= {OPEN_WEBUI} if open_webui else set()
+    return tuple(path for path in ALL_PATHS if path in wanted)
+
+
 def measure_run(
     settings: Settings,
     direct: Mapping[EngineName, Engine],
     engine_names: Sequence[EngineName],
-    requests: int,
+    rounds: Rounds,
     max_tokens: int,
-    accounts: bool = False,
+    paths: Sequence[PathName] = PATHS,
+    open_webui: DuetUnderTest | None = None,
 ) -> Run:
-    """Start Duet (with `accounts`, a second Duet in accounts mode too) and the reference
-    relay, stream every engine's requests on each path with the stall watcher beside them, and
-    stop them again. RuntimeError if that fails."""
+    """Start what `paths` go through (the reference relay, a `duet serve` for each path
+    through Duet, nginx in front of the local one), stream every engine's requests on each
+    path (and through `open_webui`, a running Open WebUI, for the engines it serves) with the
+    stall watcher beside them, and stop them again. RuntimeError if that fails."""
     workdir = Path(tempfile.mkdtemp(prefix="duet-bench-"))
     reference_port = free_port()
     reference_url = f"http://127.0.0.1:{reference_port}"
@@ -710,14 +845,18 @@ def measure_run(
         replace(settings, vllm_url=f"{reference_url}/vllm", ollama_url=f"{reference_url}/ollama")
     )
     adapters = [EngineAdapters(name, direct[name], via_reference[name]) for name in engine_names]
-    paths = ACCOUNTS_PATHS if accounts else PATHS
     load_before = os.getloadavg()
     processes, duets = start_relays(settings, workdir, reference_port, paths)
     stall_watch = StallWatch()
     try:
-        stall_watch.start()
-        results = asyncio.run(run_relay(adapters, duets, reference_url, requests, max_tokens))
-        stalls = stall_watch.stop()
+        with ExitStack() as proxies:
+            relays = [*duets, *start_proxies(proxies, duets, paths, workdir)]
+            if open_webui is not None:
+                relays.append(open_webui)
+            stall_watch.start()
+            reference = reference_url if "reference" in paths else None
+            results = asyncio.run(run_relay(adapters, relays, reference, rounds, max_tokens))
+            stalls = stall_watch.stop()
     finally:
         stall_watch.close()
         stop_processes(processes)
@@ -733,13 +872,22 @@ def measure_run(
         load_after=os.getloadavg(),
         prompt=PROMPT,
         max_tokens=max_tokens,
-        requests=requests,
-        warmup_rounds=WARMUP_REQUESTS,
+        requests=rounds.requests,
+        warmup_rounds=rounds.warmup,
         stalls=tuple(stalls),
         results=tuple(results),
         workdir=workdir,
-        paths=paths,
+        paths=run_paths(relays, reference=reference is not None),
     )
+
+
+def open_webui_relay(url: str) -> DuetUnderTest:
+    """The running Open WebUI at `url` as a relay under test, with the token it gives a client
+    that signs in with authentication off (`duet.bench.open_webui`). RuntimeError if it
+    does not."""
+    base = url.rstrip("/")
+    token = open_webui.sign_in(base)
+    return DuetUnderTest(OPEN_WEBUI, base, {"Authorization": f"Bearer {token}"})
 
 
 def run_bench_relay(
@@ -749,10 +897,13 @@ def run_bench_relay(
     json_path: str | None = None,
     raw_path: str | None = None,
     accounts: bool = False,
+    nginx: bool = True,
+    open_webui_url: str | None = None,
 ) -> int:
-    """`duet bench relay`: measure (with `accounts`, through Duet signed in too), print the
-    report, write every request's numbers (to `raw_path`, else into the run's temporary
-    folder) and, with `json_path`, the summary."""
+    """`duet bench relay`: measure (with `accounts`, through Duet signed in too; with `nginx`,
+    through nginx in front of Duet; with `open_webui_url`, through that Open WebUI in front of
+    Ollama), print the report, write every request's numbers (to `raw_path`, else into the
+    run's temporary folder) and, with `json_path`, the summary."""
     settings = Settings.from_env()
     engines = build_engines(settings)
     unknown = [name for name in engine_names if name not in engines]
@@ -763,8 +914,13 @@ def run_bench_relay(
         print("duet bench relay: --requests must be at least 1", file=sys.stderr)
         return 2
     names = [engines[name].name for name in engine_names]
+    if open_webui_url and not set(ENGINES_OF[OPEN_WEBUI]) & set(names):
+        print("duet bench relay: --open-webui goes with the engine ollama", file=sys.stderr)
+        return 2
+    paths = run_setting(accounts, nginx, open_webui=bool(open_webui_url))
     try:
-        run = measure_run(settings, engines, names, requests, max_tokens, accounts)
+        relay = open_webui_relay(open_webui_url) if open_webui_url else None
+        run = measure_run(settings, engines, names, Rounds(requests), max_tokens, paths, relay)
     except RuntimeError as error:
         print(f"duet bench relay: {error}", file=sys.stderr)
         return 1

@@ -15,6 +15,17 @@ TTFT p50 at most the reference relay's p50 plus `ADDED_P50_OVER_REFERENCE_MS`, i
 `ADDED_P95_MAX_MS`, the same chunk count as the direct request in every pair, and the ITL p50
 through Duet within `ITL_P50_RATIO_TOLERANCE` of the direct one. Each path through Duet is
 held to them on its own.
+
+The layers in front of Duet or of an engine (`LAYERS`: nginx as shipped and buffering in front
+of Duet's web UI path, Open WebUI in front of Ollama) are not held to Duet's targets; their rows
+say what each adds over the path beneath it (TTFT, chunks, ITL), and `layer_checks` judges
+whether it passes the chunks on apart. Through nginx, Duet's own stamps reach this client, so
+each request is judged as Duet judges a hop (`duet.metrics.stream.compare_hops`, from Duet's
+writes to this client): a proxy that buffers merges every stream, a stall of the machine one
+stretch of one, so the layer merges chunks when most of its requests came merged. Open WebUI
+gives no stamps: its chunk counts and ITL are held against the direct requests of the same
+rounds. In both, ITL falling to under `ITL_FALL_RATIO` of the path beneath is the tell of a
+layer that holds chunks and lets them go together.
 """
 
 from __future__ import annotations
@@ -24,12 +35,15 @@ from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any
 
-from duet.bench.measured import ACCOUNTS_PATHS, EngineResult, Measured, PathName, added_ttft_ms
+from duet.bench.measured import EngineResult, Measured, PathName, added_ttft_ms
 from duet.metrics.stream import percentile
 
 ADDED_P50_OVER_REFERENCE_MS = 1.0
 ADDED_P95_MAX_MS = 10.0
 ITL_P50_RATIO_TOLERANCE = 0.05
+# A layer's ITL p50 under this share of the path's beneath it: chunks held and let go together
+# (a buffering proxy takes it near zero; a machine's noise does not halve a median).
+ITL_FALL_RATIO = 0.5
 
 # One engine's summary: "engine", then one entry per row of `ROWS`.
 Summary = dict[str, Any]
@@ -120,6 +134,17 @@ def stalled_requests(result: EngineResult) -> list[int]:
     return [sum(1 for m in result.requests_on(path) if m.stalled_ms) for path in result.paths]
 
 
+def merged_requests(path: PathName) -> Computed:
+    """How many of the path's requests came merged (Duet's verdict on the hop from its writes
+    to this client); None where the path carries no write stamps."""
+
+    def computed(result: EngineResult) -> int | None:
+        verdicts = [m.merged for m in result.requests_on(path) if m.merged is not None]
+        return sum(verdicts) if verdicts else None
+
+    return computed
+
+
 def chunk_counts(path: PathName) -> Computed:
     return lambda result: sorted({m.chunks for m in result.requests_on(path)})
 
@@ -192,6 +217,9 @@ SIGNED_IN = DuetPath("signed_in", "signed_in_", ", signed in", "Duet signed in")
 DUET_PATHS = (LOCAL, API, SIGNED_IN)
 
 TTFT = attrgetter("ttft_ms")
+WRITTEN_ITL = attrgetter("written_itl_ms")
+COLLAPSED = attrgetter("collapsed_share")
+WRITTEN_COLLAPSED = attrgetter("written_collapsed_share")
 PRE_WIRE = attrgetter("pre_wire_ms")
 BEFORE_ENGINE = attrgetter("before_engine_ms")
 FIRST_CHUNK_HELD = attrgetter("first_chunk_held_ms")
@@ -328,6 +356,20 @@ def duet_rows(duet: DuetPath) -> tuple[Row, ...]:
             ratio(itl_p50, server_itl_p50),
             shown_ratio,
         ),
+        # From Duet's writes to this client: what the hop out of Duet does (its web UI path
+        # carries the write stamps; its /v1 does not, n/a there).
+        row(
+            "itl_p50_ratio_client_to_writes",
+            f"  ITL p50 ratio, client / Duet's writes{suffix}",
+            ratio(itl_p50, p50(pooled_gaps(path, WRITTEN_ITL))),
+            shown_ratio,
+        ),
+        row(
+            "merged_requests",
+            f"  requests whose chunks came merged{suffix}",
+            merged_requests(path),
+            str,
+        ),
     )
 
 
@@ -335,7 +377,7 @@ ROWS: tuple[Row, ...] = (
     Row("requests", "requests per path", pairs, str),
     Row(
         "stalled_requests",
-        "requests in a machine stall (direct,Duet,ref[,signed in])",
+        "requests in a machine stall, per path of the run",
         stalled_requests,
         shown_list,
     ),
@@ -407,13 +449,131 @@ ROWS: tuple[Row, ...] = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class Layer:
+    """A layer in front of Duet or of an engine: its path, the path beneath it (what it is
+    measured against), the prefix of its keys, its name, and whether Duet's stamps reach
+    through it (its requests go to Duet's web UI path)."""
+
+    path: PathName
+    beneath: PathName
+    key_prefix: str
+    name: str
+    stamped: bool
+
+    def key(self, key: str) -> str:
+        return self.key_prefix + key
+
+
+NGINX_LAYER = Layer("nginx", "duet", "nginx_", "nginx (shipped site)", stamped=True)
+NGINX_BUFFERING_LAYER = Layer(
+    "nginx_buffering", "duet", "nginx_buffering_", "nginx (buffering)", stamped=True
+)
+OPEN_WEBUI_LAYER = Layer("open_webui", "direct", "open_webui_", "Open WebUI", stamped=False)
+LAYERS = (NGINX_LAYER, NGINX_BUFFERING_LAYER, OPEN_WEBUI_LAYER)
+BENEATH_NAMES: dict[PathName, str] = {"duet": "Duet", "direct": "direct"}
+
+
+def layer_rows(layer: Layer) -> tuple[Row, ...]:
+    """Every number of one layer: what it adds over the path beneath it."""
+    path, name, beneath = layer.path, layer.name, layer.beneath
+    under = BENEATH_NAMES[beneath]
+    ttft_p50 = p50(per_request(path, TTFT))
+    itl_p50 = p50(pooled_gaps(path, ITL))
+
+    def row(key: str, label: str, value: Computed, shown: Callable[[Any], str] = shown_ms) -> Row:
+        return Row(layer.key(key), label, value, shown, path)
+
+    rows = [
+        row("ttft_p50_ms", f"TTFT p50 through {name} (ms)", ttft_p50),
+        row("ttft_p95_ms", f"TTFT p95 through {name} (ms)", p95(per_request(path, TTFT))),
+        row(
+            "ttft_p50_over_beneath_ms",
+            f"  TTFT p50 through {name} - {under} (ms)",
+            difference(ttft_p50, p50(per_request(beneath, TTFT))),
+        ),
+    ]
+    if layer.stamped:
+        added = per_request(path, added_ttft_ms)
+        rows += [
+            row("added_ttft_p50_ms", f"  added TTFT p50 through {name} (ms)", p50(added)),
+            row("added_ttft_p95_ms", f"  added TTFT p95 through {name} (ms)", p95(added)),
+            row(
+                "added_over_beneath_p50_ms",
+                f"  {name} adds to the added TTFT p50 (ms)",
+                difference(p50(added), p50(per_request(beneath, added_ttft_ms))),
+            ),
+            row(
+                "request_in_p50_ms",
+                f"  client -> Duet through {name}, request in p50",
+                p50(per_request(path, request_in_ms)),
+            ),
+            row(
+                "first_chunk_out_p50_ms",
+                f"  Duet -> client through {name}, first chunk out p50",
+                p50(per_request(path, FIRST_CHUNK_OUT)),
+            ),
+        ]
+    rows += [
+        row("chunks", f"chunks through {name}", chunk_counts(path), shown_list),
+        row(
+            "chunk_counts_differing",
+            f"  pairs whose chunk counts differ from direct, {name}",
+            chunk_counts_differing(path),
+            str,
+        ),
+        row("itl_p50_ms", f"ITL p50 through {name} (ms)", itl_p50),
+        row(
+            "itl_p50_ratio_to_beneath",
+            f"  ITL p50 ratio, {name} / {under}",
+            ratio(itl_p50, p50(pooled_gaps(beneath, ITL))),
+            shown_ratio,
+        ),
+    ]
+    if layer.stamped:
+        rows += [
+            row(
+                "itl_p50_ratio_client_to_writes",
+                f"  ITL p50 ratio, client / Duet's writes, {name}",
+                ratio(itl_p50, p50(pooled_gaps(path, WRITTEN_ITL))),
+                shown_ratio,
+            ),
+            row(
+                "collapsed_share_p50",
+                f"  share of gaps collapsed p50, {name}",
+                p50(per_request(path, COLLAPSED)),
+                shown_ratio,
+            ),
+            row(
+                "written_collapsed_share_p50",
+                f"  share collapsed at Duet's writes p50, {name}",
+                p50(per_request(path, WRITTEN_COLLAPSED)),
+                shown_ratio,
+            ),
+            row(
+                "merged_requests",
+                f"  requests whose chunks came merged, {name}",
+                merged_requests(path),
+                str,
+            ),
+        ]
+    return tuple(rows)
+
+
+LAYER_ROWS: tuple[Row, ...] = tuple(row for layer in LAYERS for row in layer_rows(layer))
+
+
 def rows_of(paths: Sequence[PathName]) -> tuple[Row, ...]:
     """The rows of a run on these paths."""
-    return tuple(row for row in ROWS if row.path is None or row.path in paths)
+    return tuple(row for row in (*ROWS, *LAYER_ROWS) if row.path is None or row.path in paths)
 
 
 def duet_paths_of(paths: Sequence[PathName]) -> tuple[DuetPath, ...]:
     return tuple(duet for duet in DUET_PATHS if duet.path in paths)
+
+
+def layers_of(paths: Sequence[PathName]) -> tuple[Layer, ...]:
+    return tuple(layer for layer in LAYERS if layer.path in paths)
 
 
 def summarize(result: EngineResult) -> Summary:
@@ -422,13 +582,14 @@ def summarize(result: EngineResult) -> Summary:
 
 
 def format_table(summaries: Sequence[Summary]) -> str:
-    """The table of every engine's summary (each of a run on the same paths)."""
-    rows = [row for row in ROWS if row.key in summaries[0]]
+    """The table of every engine's summary (a path only some engines went, such as Open WebUI
+    in front of Ollama, shows n/a for the others)."""
+    rows = [row for row in (*ROWS, *LAYER_ROWS) if any(row.key in s for s in summaries)]
     label_width = max(len(row.label) for row in rows)
     header = "".ljust(label_width) + "".join(f"{s['engine']:>16}" for s in summaries)
     lines = [header, "-" * len(header)]
     for row in rows:
-        cells = "".join(f"{row.cell(summary[row.key]):>16}" for summary in summaries)
+        cells = "".join(f"{row.cell(summary.get(row.key)):>16}" for summary in summaries)
         lines.append(row.label.ljust(label_width) + cells)
     return "\n".join(lines)
 
@@ -449,6 +610,10 @@ class Check:
 
 def ms_or_na(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f} ms"
+
+
+def ratio_or_na(value: float | None) -> str:
+    return "n/a" if value is None else shown_ratio(value)
 
 
 def added_p50_check(added: float | None, reference: float | None) -> Check:
@@ -502,9 +667,50 @@ def verdicts(
     ]
 
 
-def stalled_through(summary: Summary, duet: DuetPath) -> int:
-    """How many of the requests through that Duet a machine stall touched."""
-    return int(summary["stalled_requests"][ACCOUNTS_PATHS.index(duet.path)])
+def stalled_through(summary: Summary, duet: DuetPath, paths: Sequence[PathName]) -> int:
+    """How many of the requests through that Duet a machine stall touched (`paths`: the
+    engine's paths, in the order of its `stalled_requests`)."""
+    return int(summary["stalled_requests"][list(paths).index(duet.path)])
+
+
+def chunks_apart_check(summary: Summary, layer: Layer) -> Check:
+    """Whether the layer passes the chunks on apart: through nginx, by Duet's own verdict on
+    each request's hop (most of them not merged); through Open WebUI, by the chunk counts of
+    the pairs with the direct requests (most of them the same)."""
+    requests = summary["requests"]
+    if layer.stamped:
+        merged = summary[layer.key("merged_requests")]
+        measured = (
+            f"{'n/a' if merged is None else merged} of {requests} requests merged; "
+            f"share of gaps collapsed p50 {ratio_or_na(summary[layer.key('collapsed_share_p50')])}"
+            f" here, {ratio_or_na(summary[layer.key('written_collapsed_share_p50')])} at Duet's"
+            " writes"
+        )
+        met = merged is not None and 2 * merged <= requests
+        return Check("chunks apart", measured, "at most half the requests merged", met)
+    differing = summary[layer.key("chunk_counts_differing")]
+    measured = (
+        f"direct {shown_list(summary['direct_chunks'])}, {layer.name} "
+        f"{shown_list(summary[layer.key('chunks')])}; {differing} of {requests} pairs differ"
+    )
+    met = bool(summary[layer.key("chunks")]) and 2 * differing <= requests
+    return Check("chunks apart", measured, "at most half the pairs' chunk counts differ", met)
+
+
+def itl_kept_check(summary: Summary, layer: Layer) -> Check:
+    """Whether the typical gap between chunks survives the layer: against Duet's writes of the
+    same requests through nginx, against the direct requests through Open WebUI."""
+    key = "itl_p50_ratio_client_to_writes" if layer.stamped else "itl_p50_ratio_to_beneath"
+    against = "Duet's writes" if layer.stamped else "direct"
+    found = summary[layer.key(key)]
+    measured = f"ITL p50 {layer.name} / {against} = {ratio_or_na(found)}"
+    met = found is not None and found >= ITL_FALL_RATIO
+    return Check("ITL not falling", measured, f">= {ITL_FALL_RATIO:g}", met)
+
+
+def layer_checks(summary: Summary, layer: Layer) -> list[Check]:
+    """What the layer does to the stream: chunks passed on apart, and ITL not falling."""
+    return [chunks_apart_check(summary, layer), itl_kept_check(summary, layer)]
 
 
 def missed(checks: Sequence[Check]) -> list[str]:

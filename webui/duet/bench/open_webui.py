@@ -1,0 +1,87 @@
+"""Open WebUI as a relay under test (`duet bench relay --open-webui URL`): how the benchmark
+signs in to it and asks it for the same answer as every other path.
+
+Read from Open WebUI's own source (the release in `versions.env`, installed by
+services/dev/install-open-webui.sh and started by services/dev/run-open-webui.sh):
+
+- With `WEBUI_AUTH=False` its API still wants a token: `POST /api/v1/auths/signin` with any
+  e-mail and password signs in as the one account it makes for that mode (admin@localhost) and
+  answers with a `token`, sent as `Authorization: Bearer` (routers/auths.py, `signin`).
+- `POST /api/chat/completions` is its own chat endpoint, the one its page posts to. Asked
+  without a chat or session id, as here, it streams the completion back over HTTP as OpenAI's
+  chunks (its page instead gets the text over its socket, in batches of
+  `CHAT_RESPONSE_STREAM_DELTA_CHUNK_SIZE`). For an Ollama model it calls Ollama's native
+  /api/chat and turns each of its lines into one chunk (utils/response.py,
+  `convert_streaming_response_ollama_to_openai`), with reasoning as `reasoning_content`.
+- The sampling goes in `params`, which it hands to Ollama as `options` (`max_tokens` as
+  `num_predict`; `think` lifted to the top level: utils/payload.py). Top-level `temperature`
+  and the like are not passed on for an Ollama model, so they are not sent there.
+- Its models are named as Ollama lists them, with their tag (`qwen3-duet-tiny:latest`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from duet.engines.base import ChatRequest
+
+CHAT_COMPLETIONS = "/api/chat/completions"
+SIGN_IN = "/api/v1/auths/signin"
+# What Open WebUI makes of a sign-in with authentication off is its own account, whatever the
+# form says; these only fill the form.
+SIGN_IN_FORM = {"email": "admin@localhost", "password": "admin"}
+# The environment services/dev/run-open-webui.sh starts it with, beside its data folder and
+# the Ollama it is pointed at: no sign-in; no OpenAI connection (it would ask api.openai.com
+# for models on start-up); offline (no update check, no model downloads from a hub); no
+# embedding model loaded, since nothing here retrieves documents.
+ENVIRONMENT = {
+    "WEBUI_AUTH": "False",
+    "ENABLE_OPENAI_API": "False",
+    "OFFLINE_MODE": "true",
+    "BYPASS_EMBEDDING_AND_RETRIEVAL": "true",
+}
+
+
+def model_name(ollama_model: str) -> str:
+    """The name Open WebUI lists an Ollama model by: Ollama's, with its tag."""
+    return ollama_model if ":" in ollama_model else f"{ollama_model}:latest"
+
+
+def chat_body(ollama_model: str, request: ChatRequest) -> dict[str, Any]:
+    """The benchmark's request as Open WebUI's page would send it for an Ollama model, with
+    the same sampling and thinking as Duet's Ollama adapter asks Ollama for."""
+    sampling = request.sampling
+    params: dict[str, Any] = {
+        "temperature": sampling.temperature,
+        "top_p": sampling.top_p,
+        "top_k": sampling.top_k,
+        "min_p": sampling.min_p,
+        "max_tokens": sampling.max_tokens,
+        "think": request.thinking,
+    }
+    if sampling.seed is not None:
+        params["seed"] = sampling.seed
+    return {
+        "model": model_name(ollama_model),
+        "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+        "stream": True,
+        "params": params,
+    }
+
+
+def sign_in(url: str) -> str:
+    """The token Open WebUI at `url` gives a client that signs in with authentication off.
+    RuntimeError if it gives none (authentication on, or not Open WebUI)."""
+    try:
+        response = httpx.post(url + SIGN_IN, json=SIGN_IN_FORM, timeout=60)
+    except httpx.HTTPError as error:
+        raise RuntimeError(f"Open WebUI at {url} did not answer: {error}") from error
+    token = response.json().get("token") if response.status_code == 200 else None
+    if not token:
+        raise RuntimeError(
+            f"signing in to Open WebUI at {url} failed ({response.status_code}): is it running"
+            f" with WEBUI_AUTH=False on a fresh data folder? {response.text[:300]}"
+        )
+    return str(token)
