@@ -32,18 +32,6 @@ SIGN_IN = "/api/v1/auths/signin"
 # What Open WebUI makes of a sign-in with authentication off is its own account, whatever the
 # form says; these only fill the form.
 SIGN_IN_FORM = {"email": "admin@localhost", "password": "admin"}
-# The environment services/dev/run-open-webui.sh starts it with, beside its data folder and
-# the Ollama it is pointed at: no sign-in; no OpenAI connection (it would ask api.openai.com
-# for models on start-up); offline (no update check, no model downloads from a hub); no
-# embedding model loaded, since nothing here retrieves documents.
-ENVIRONMENT = {
-    "WEBUI_AUTH": "False",
-    "ENABLE_OPENAI_API": "False",
-    "OFFLINE_MODE": "true",
-    "BYPASS_EMBEDDING_AND_RETRIEVAL": "true",
-}
-
-
 def model_name(ollama_model: str) -> str:
     """The name Open WebUI lists an Ollama model by: Ollama's, with its tag."""
     return ollama_model if ":" in ollama_model else f"{ollama_model}:latest"
