@@ -51,6 +51,62 @@ def test_a_checkpoint_copies_the_whole_log_and_the_log_restarts(tmp_path: Path) 
     assert rows == 400
 
 
+def log_salt(path: Path) -> bytes:
+    """The salts of the log's header (sqlite.org/fileformat2.html): new each time it restarts."""
+    return path.with_name(path.name + "-wal").read_bytes()[16:24]
+
+
+def test_the_log_restarts_in_the_checkpointer_not_in_the_apps_next_commit(tmp_path: Path) -> None:
+    path = tmp_path / "duet.db"
+    db = open_database(path)
+    hand_over_checkpoints(db)
+    fill(db, 300)
+    checkpointer = Checkpointer(path)
+    before = log_salt(path)
+    frames, copied = checkpointer.checkpoint()
+    assert copied == frames
+    # The checkpointer began the new log itself (and so synced its header in its own thread)...
+    restarted = log_salt(path)
+    assert restarted != before
+    # ...so the app's next commit goes on in that log instead of starting one.
+    fill(db, 1)
+    assert log_salt(path) == restarted
+    assert db.execute("SELECT count(*) FROM filler").fetchone()[0] == 301
+    db.close()
+    checkpointer.close()
+
+
+def test_what_is_due_is_the_log_not_yet_copied_not_the_files_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(checkpoints, "CHECK_SECONDS", 0.01)
+    monkeypatch.setattr(checkpoints, "CHECKPOINT_BYTES", 64 * 1024)
+    path = tmp_path / "duet.db"
+    db = open_database(path)
+    hand_over_checkpoints(db)
+    fill(db, 100)
+    checkpointer = Checkpointer(path)
+    assert checkpointer.uncopied_bytes() > 100 * 4096
+    checkpointer.checkpoint()
+    # The file keeps its size, but nothing in it is left to copy.
+    assert checkpointer.log_bytes() > checkpoints.CHECKPOINT_BYTES
+    assert checkpointer.uncopied_bytes() < checkpoints.CHECKPOINT_BYTES
+    checkpointed = []
+    monkeypatch.setattr(checkpointer, "checkpoint", lambda: checkpointed.append(1) or (0, 0))
+
+    async def look_a_while(rows: int) -> None:
+        fill(db, rows)
+        task = asyncio.create_task(checkpointer.run())
+        await asyncio.sleep(0.1)
+        await checkpointer.stop(task)
+
+    asyncio.run(look_a_while(rows=2))
+    assert checkpointed == []
+    asyncio.run(look_a_while(rows=100))
+    assert checkpointed
+    db.close()
+
+
 def test_the_checkpointer_runs_while_the_app_writes_and_stops_cleanly(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
