@@ -5,13 +5,15 @@ real nginx are tests/test_bench_relay_nginx.py."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from duet.bench import open_webui
-from duet.bench.measured import EngineResult, Measured, PathName
+from duet.bench.measured import EngineResult, Measured, PathName, Run
 from duet.bench.nginx import SITE, VARIANTS, Box, NginxError, site_for
 from duet.bench.relay import bench_request, paths_of_engine, run_setting
+from duet.bench.report import report_lines, summary_document
 from duet.bench.summary import (
     NGINX_BUFFERING_LAYER,
     NGINX_LAYER,
@@ -20,6 +22,8 @@ from duet.bench.summary import (
     layer_checks,
     summarize,
 )
+from duet.engines import build_engines
+from duet.settings import Settings
 
 WRITTEN_GAPS = (30.0, 30.0, 30.0, 30.0)
 
@@ -114,14 +118,15 @@ def test_the_runs_paths_and_open_webui_goes_to_ollama_only() -> None:
 
 
 def test_open_webui_is_asked_for_the_same_answer_as_ollama_is() -> None:
-    body = open_webui.chat_body("qwen3-duet-tiny", bench_request(32))
+    ollama = build_engines(Settings(ollama_model="qwen3-duet-tiny"))["ollama"]
+    payload = ollama.payload(bench_request(32))  # type: ignore[attr-defined]
+    body = open_webui.chat_body(payload)
     assert body["model"] == "qwen3-duet-tiny:latest"
     assert body["stream"] is True
-    # Sampling goes in `params`, which Open WebUI hands to Ollama as its options.
-    assert body["params"] == {
-        "temperature": 0.0, "top_p": 1.0, "top_k": 0, "min_p": 0.0, "max_tokens": 32,
-        "think": False, "seed": 0,
-    }  # fmt: skip
+    assert body["messages"] == payload["messages"]
+    # Sampling goes in `params`, which Open WebUI hands back to Ollama as its options.
+    assert body["params"] == {**payload["options"], "think": False}
+    assert (body["params"]["num_predict"], body["params"]["temperature"]) == (32, 0.0)
     assert open_webui.model_name("qwen3:8b") == "qwen3:8b"
 
 
@@ -144,3 +149,30 @@ def test_a_site_file_of_another_shape_is_refused_not_run_half_changed() -> None:
     box = Box(8081, 8443, 8880, Path("/c.crt"), Path("/c.key"))
     with pytest.raises(NginxError, match="occurs 0 times"):
         site_for(box, "shipped", SITE.read_text().replace("proxy_buffering off;", ""))
+
+
+def test_the_report_and_the_summary_say_what_each_layer_did() -> None:
+    result = run_through(nginx=[False, False], buffering=[True, True])
+    run = Run(
+        command="duet bench relay --open-webui http://127.0.0.1:8090",
+        date="2026-12-01T19:00:00+0000",
+        machine="a test",
+        load_before=(1.0, 1.0, 1.0),
+        load_after=(1.0, 1.0, 1.0),
+        prompt="Tell me",
+        max_tokens=16,
+        requests=2,
+        warmup_rounds=0,
+        stalls=(),
+        results=(replace(result, engine="ollama"),),
+        workdir=Path("/tmp"),
+        paths=result.paths,
+    )
+    summaries = [summarize(result)]
+    lines = report_lines(run, summaries)
+    assert "ollama through nginx (shipped site): stream passed on as written" in lines
+    assert "ollama through nginx (buffering): ALTERED: chunks apart, ITL not falling" in lines
+    assert "ollama through Open WebUI: stream passed on as written" in lines
+    verdicts = summary_document(run, summaries)["engines"][0]["verdicts"]
+    assert [check["met"] for check in verdicts["nginx_buffering_layer"]] == [False, False]
+    assert [check["met"] for check in verdicts["open_webui_layer"]] == [True, True]

@@ -13,49 +13,41 @@ services/dev/install-open-webui.sh and started by services/dev/run-open-webui.sh
   `CHAT_RESPONSE_STREAM_DELTA_CHUNK_SIZE`). For an Ollama model it calls Ollama's native
   /api/chat and turns each of its lines into one chunk (utils/response.py,
   `convert_streaming_response_ollama_to_openai`), with reasoning as `reasoning_content`.
-- The sampling goes in `params`, which it hands to Ollama as `options` (`max_tokens` as
-  `num_predict`; `think` lifted to the top level: utils/payload.py). Top-level `temperature`
-  and the like are not passed on for an Ollama model, so they are not sent there.
+- The sampling goes in `params`, which it hands to Ollama as its `options` (`think` lifted to
+  the top level: utils/payload.py, `apply_params_to_form_data` and
+  `convert_payload_openai_to_ollama`). Top-level `temperature` and the like are not passed on
+  for an Ollama model, so they are not sent there.
 - Its models are named as Ollama lists them, with their tag (`qwen3-duet-tiny:latest`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
-
-from duet.engines.base import ChatRequest
 
 CHAT_COMPLETIONS = "/api/chat/completions"
 SIGN_IN = "/api/v1/auths/signin"
 # What Open WebUI makes of a sign-in with authentication off is its own account, whatever the
 # form says; these only fill the form.
 SIGN_IN_FORM = {"email": "admin@localhost", "password": "admin"}
+
+
 def model_name(ollama_model: str) -> str:
     """The name Open WebUI lists an Ollama model by: Ollama's, with its tag."""
     return ollama_model if ":" in ollama_model else f"{ollama_model}:latest"
 
 
-def chat_body(ollama_model: str, request: ChatRequest) -> dict[str, Any]:
-    """The benchmark's request as Open WebUI's page would send it for an Ollama model, with
-    the same sampling and thinking as Duet's Ollama adapter asks Ollama for."""
-    sampling = request.sampling
-    params: dict[str, Any] = {
-        "temperature": sampling.temperature,
-        "top_p": sampling.top_p,
-        "top_k": sampling.top_k,
-        "min_p": sampling.min_p,
-        "max_tokens": sampling.max_tokens,
-        "think": request.thinking,
-    }
-    if sampling.seed is not None:
-        params["seed"] = sampling.seed
+def chat_body(ollama_payload: Mapping[str, Any]) -> dict[str, Any]:
+    """The request Duet's Ollama adapter sends Ollama (`OllamaEngine.payload`) as Open WebUI's
+    chat completions take it for an Ollama model: the same messages, and the same options and
+    thinking in `params`, which it hands back to Ollama as they are."""
     return {
-        "model": model_name(ollama_model),
-        "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+        "model": model_name(ollama_payload["model"]),
+        "messages": list(ollama_payload["messages"]),
         "stream": True,
-        "params": params,
+        "params": {**ollama_payload["options"], "think": ollama_payload["think"]},
     }
 
 

@@ -115,6 +115,7 @@ from duet.engines import build_engines
 from duet.engines.base import ChatMessage, ChatRequest, Engine, Sampling
 from duet.engines.events import EngineName
 from duet.engines.http import read_lines
+from duet.engines.ollama import OllamaEngine
 from duet.metrics.stream import ChunkArrival, arrivals_from_events, compare_hops, stream_metrics
 from duet.settings import Settings
 from duet.store import open_database, users
@@ -479,8 +480,11 @@ async def stream_through_open_webui(
     client: aiohttp.ClientSession, relay: DuetUnderTest, engine: Engine, request: ChatRequest
 ) -> Measured:
     """Through Open WebUI's own chat completions, streamed: it gives no stamps of its own, so
-    what it adds is read against the direct requests of the same rounds."""
-    body = open_webui.chat_body(engine.model, request)
+    what it adds is read against the direct requests of the same rounds. It is asked what
+    Duet's Ollama adapter (`engine`) asks Ollama."""
+    if not isinstance(engine, OllamaEngine):
+        raise RuntimeError(f"Open WebUI is measured in front of Ollama, not {engine.label}")
+    body = open_webui.chat_body(engine.payload(request))
     stream = await stream_openai_chat(client, relay, open_webui.CHAT_COMPLETIONS, body)
     return measure(
         OPEN_WEBUI,

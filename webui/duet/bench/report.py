@@ -24,6 +24,7 @@ from duet.bench.stall_watch import STALL_MS, Stall
 from duet.bench.summary import (
     ADDED_P50_OVER_REFERENCE_MS,
     ADDED_P95_MAX_MS,
+    ITL_FALL_RATIO,
     ITL_P50_RATIO_TOLERANCE,
     Check,
     Summary,
@@ -148,6 +149,9 @@ def summary_document(run: Run, summaries: Sequence[Summary]) -> dict[str, Any]:
         "added_ttft_p95_max_ms": ADDED_P95_MAX_MS,
         "chunk_counts": "identical",
         "itl_p50_ratio_tolerance": ITL_P50_RATIO_TOLERANCE,
+        # What each layer's checks ask (`duet.bench.summary.layer_checks`).
+        "layer_chunks_apart": "at most half the requests merged",
+        "layer_itl_not_below_ratio": ITL_FALL_RATIO,
     }
     return {**setting(run), "targets": targets, "engines": engines}
 
