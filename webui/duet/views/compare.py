@@ -85,7 +85,8 @@ def answer_view(
         measured = answer_metrics(answer)
         view["metrics"] = measured
         view["numbers"] = measured.as_dict()
-        view["timeline"] = build_timeline(answer, scale_ms)
+        burst_gap_s = measured.hops.collapsed_gap_s if measured.hops else None
+        view["timeline"] = build_timeline(answer, scale_ms, burst_gap_s)
     return view
 
 
