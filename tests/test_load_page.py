@@ -235,8 +235,8 @@ def test_a_failed_sweep_says_why(client: TestClient, stand_in: StandIn) -> None:
         ({"requests": "257"}, "Requests per point must be between 1 and 256"),
         ({"repeats": "6"}, "Repeats must be between 1 and 5 (got 6)."),
         (
-            {"routes": ["vllm", "ollama", "ollama-openai"], "requests": "256", "repeats": "5"},
-            "This sweep would send 23,040 requests; the page runs at most 2,000",
+            {"routes": ["vllm", "ollama"], "requests": "256", "repeats": "5"},
+            "This sweep would send 15,360 requests; the page runs at most 2,000",
         ),
     ],
 )

@@ -42,7 +42,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ROUTES = ("vllm", "ollama", "ollama-openai")
 PATHS = ("direct", "duet")
 CHARTS = ("ttft", "tpot", "throughput", "per_user")
 # What `duet bench load` needs beyond the web UI's own dependencies (the `bench` extra).

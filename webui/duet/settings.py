@@ -25,6 +25,11 @@ class Settings:
     ollama_model: str = "qwen3-duet"
     # vLLM's --api-key, if set there; sent as a Bearer token.
     vllm_api_key: str = ""
+    # `transformers serve`, a third engine route: absent (not shown, not offered) while its URL
+    # is empty. Its model is the name or local path the server was started with; the server
+    # refuses a request naming any other.
+    transformers_url: str = ""
+    transformers_model: str = "Qwen/Qwen3-14B"
     # SQLite database file for conversations and runs.
     database: str = "duet.sqlite3"
     # The web UI binds here. 127.0.0.1 keeps a local chat private; 0.0.0.0 shares it on a LAN.

@@ -69,7 +69,6 @@ from duet.engines.base import Engine
 from duet.engines.events import EngineName
 from duet.settings import Settings
 
-ROUTES: tuple[EngineName, ...] = ("vllm", "ollama", "ollama-openai")
 PATH_DESCRIPTIONS: dict[PathKind, str] = {
     "direct": "straight to the engine through Duet's adapter, in the benchmark's process",
     "duet": "through duet serve (its own process): POST /chat/send, then the answer's event stream",
@@ -352,6 +351,9 @@ async def measure_async(
     worker thread. `on_point` is given the configuration and the results so far after each
     point."""
     engines = adapters(settings, options.workload)
+    absent = [route for route in options.routes if route not in engines]
+    if absent:
+        raise RuntimeError(f"route {absent[0]} is not configured (duet.settings names its URL)")
     prompts = None
     if options.workload.kind == "random":
         source = tokenizer_source(options.tokenizer)

@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 HELP = "both engines under load, straight and through Duet: a table, JSON and plots"
-ROUTES = ("vllm", "ollama", "ollama-openai")
 PATHS = ("direct", "duet")
 
 
@@ -31,9 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add(
         "--routes",
-        type=comma_list(str, ROUTES),
-        default=list(ROUTES),
-        help="engine routes, comma-separated (default: vllm,ollama,ollama-openai)",
+        type=comma_list(str),
+        help="engine routes, comma-separated, of those duet.engines.routes names (default:"
+        " every configured route)",
     )
     add(
         "--paths",
@@ -140,14 +139,20 @@ def run(args: argparse.Namespace) -> int:
     from duet.bench.load_metrics import parse_slos
     from duet.bench.load_run import Limits
     from duet.bench.load_workload import Workload
+    from duet.engines.routes import ROUTE_NAMES, build_engines
+    from duet.settings import Settings
 
     try:
         slos = parse_slos(args.goodput)
     except ValueError as error:
         print(f"duet bench load: --goodput: {error}", file=sys.stderr)
         return 2
+    unknown = [route for route in args.routes or () if route not in ROUTE_NAMES]
+    if unknown:
+        print(f"duet bench load: --routes: choose from {', '.join(ROUTE_NAMES)}", file=sys.stderr)
+        return 2
     options = LoadOptions(
-        routes=tuple(args.routes),
+        routes=tuple(args.routes or build_engines(Settings.from_env())),
         paths=tuple(args.paths),
         points=parse_points(args.concurrency, args.rate, args.burstiness, args.max_concurrency),
         workload=Workload(

@@ -23,10 +23,16 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from duet.bench.load_report import PointResult
+from duet.engines.routes import ROUTE_NAMES
 
-ROUTE_COLOURS = {"vllm": "tab:blue", "ollama": "tab:orange", "ollama-openai": "tab:green"}
 PATH_STYLES = {"direct": "-", "duet": "--"}
 PATH_WORDS = {"direct": "straight", "duet": "through Duet"}
+
+
+def route_colour(route: str) -> str:
+    """One colour per engine route, the same in every plot: matplotlib's cycle (C0 blue, C1
+    orange, ...) in the order the registry lists the routes."""
+    return f"C{ROUTE_NAMES.index(route) % 10}" if route in ROUTE_NAMES else "C9"
 
 
 def series_label(result: PointResult) -> str:
@@ -65,7 +71,7 @@ def plot_metric(axes: Axes, results: Sequence[PointResult], key: str, ylabel: st
             middle,
             yerr=[low, high],
             label=label,
-            color=ROUTE_COLOURS.get(first.route),
+            color=route_colour(first.route),
             linestyle=PATH_STYLES[first.path],
             marker="o",
             capsize=3,
@@ -126,7 +132,7 @@ def per_user_figure(results: Sequence[PointResult], subtitle: str) -> Figure:
             xs,
             ys,
             label=label,
-            color=ROUTE_COLOURS.get(first.route),
+            color=route_colour(first.route),
             linestyle=PATH_STYLES[first.path],
             marker="o",
         )

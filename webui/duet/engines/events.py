@@ -21,7 +21,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
-EngineName = Literal["vllm", "ollama", "ollama-openai"]
+# A route's name, as the registry of routes (duet.engines.routes) gives it: "vllm", "ollama", ...
+EngineName = str
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,7 @@
-"""The OpenAI chat-completions streaming format, as vLLM and Ollama's `/v1` speak it.
+"""The OpenAI chat-completions streaming format, as vLLM, Ollama's `/v1` and `transformers serve`
+speak it.
 
-One parser serves both; the two adapters differ only in how they ask for thinking on or off
+One parser serves all three; the adapters differ only in how they ask for thinking on or off
 (`OpenAICompatibleEngine.thinking_fields`). Facts the parser relies on:
 
 - vLLM's reasoning parser puts thinking in `delta.reasoning`; versions before the rename used
@@ -32,6 +33,7 @@ from duet.engines.events import (
 )
 from duet.engines.http import EngineError, HTTPEngine, post_lines
 from duet.engines.ollama import OllamaManagement
+from duet.engines.think_tags import split_think_tags
 
 
 def parse_sse_line(line: str) -> dict | None:
@@ -220,3 +222,44 @@ class OllamaOpenAIEngine(OllamaManagement, OpenAICompatibleEngine):
     def thinking_fields(self, thinking: bool) -> dict:
         # Ollama maps reasoning_effort to its `think` option; "none" turns thinking off.
         return {"reasoning_effort": "medium" if thinking else "none"}
+
+
+class TransformersEngine(OpenAICompatibleEngine):
+    """Hugging Face Transformers' own OpenAI-compatible server, `transformers serve MODEL`
+    (transformers/cli/serving/chat_completion.py). What differs from vLLM:
+
+    - It answers 422 to a field outside OpenAI's schema besides `chat_template_kwargs`, `seed`
+      and `generation_config`: no `top_k` or `min_p` (the model's generation_config.json sets
+      them). It ignores `stream_options`, and sends `usage` in its last chunk anyway.
+    - It splits reasoning into `reasoning_content` for the model types it has a response
+      template for (Qwen3's among them); `<think>` tags left in the answer by any other are
+      split here (`split_think_tags`). Its parser also reads the prompt's tail: with thinking
+      off it sends the template's empty `<think>\n\n</think>` back as a reasoning delta of
+      blank lines before any token is generated. That delta is dropped, so that the first
+      text is the model's own (time to first token counts to it).
+    - A server started with a model answers 400 to a request naming any other: the configured
+      model is the name (or path) it was started with.
+    """
+
+    def thinking_fields(self, thinking: bool) -> dict:
+        # Passed to the chat template, as vLLM does; Qwen3's reads enable_thinking.
+        return {"chat_template_kwargs": {"enable_thinking": thinking}}
+
+    def payload(self, request: ChatRequest) -> dict:
+        payload = super().payload(request)
+        del payload["stream_options"]  # ignored, with a warning in its log
+        return payload
+
+    async def stream_chat(
+        self, request: ChatRequest, on_sent: OnSent | None = None
+    ) -> AsyncIterator[StreamEvent]:
+        events = split_think_tags(super().stream_chat(request, on_sent))
+        async with aclosing(events):
+            async for event in events:
+                blank = isinstance(event, ReasoningDelta) and not event.text.strip()
+                if not (blank and not request.thinking):
+                    yield event
+
+    async def context_window(self, model: str | None = None) -> ContextWindow:
+        # Its /v1/models gives no context length, and generate() sets no limit of its own.
+        return ContextWindow(None, f"{self.label} does not say the window of {model or self.model}")

@@ -17,11 +17,11 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from duet.bench.load_report import PointResult, point_from_document, table_cells
+from duet.engines.routes import DESCRIPTIONS
 from duet.exports.load import load_run_csv, load_run_json, requests_jsonl
 from duet.load_sweeps import (
     CHARTS,
     PATHS,
-    ROUTES,
     LoadSweeps,
     SweepBusy,
     SweepRequest,
@@ -30,7 +30,7 @@ from duet.load_sweeps import (
 )
 from duet.store import load_runs
 from duet.store.load_runs import LoadRun
-from duet.views.deps import MEMBERS_ONLY, Admin, AppSettings, Db, render
+from duet.views.deps import MEMBERS_ONLY, Admin, Db, Engines, render
 from duet.views.downloads import download
 from duet.views.errors import UserError, not_found
 from duet.views.forms import FormData, parse_checkbox, parse_integer, read_form, text_field
@@ -60,11 +60,6 @@ DEFAULTS = SweepRequest(
     repeats=1,
     thinking=False,
 )
-ROUTE_LABELS = {
-    "vllm": "vLLM",
-    "ollama": "Ollama (native API)",
-    "ollama-openai": "Ollama (/v1)",
-}
 PATH_LABELS = {
     "direct": "straight to the engine",
     "duet": "through Duet (a Duet the sweep starts for itself)",
@@ -126,10 +121,11 @@ def parse_concurrency(form: FormData) -> tuple[int, ...]:
     return tuple(sorted(values))
 
 
-def parse_sweep(form: FormData) -> SweepRequest:
-    """The form's sweep, every value within the page's bounds, or a 422 that says which is not."""
+def parse_sweep(form: FormData, routes: tuple[str, ...]) -> SweepRequest:
+    """The form's sweep, every value within the page's bounds, or a 422 that says which is not.
+    `routes`: the engine routes this instance has configured."""
     sweep = SweepRequest(
-        routes=choices(form, "routes", ROUTES, "engine route"),
+        routes=choices(form, "routes", routes, "engine route"),
         paths=choices(form, "paths", PATHS, "path"),
         concurrency=parse_concurrency(form),
         input_len=parse_integer(form, "input_len", "Input length", 1, MAX_INPUT_LEN),
@@ -240,7 +236,7 @@ def run_context(db: sqlite3.Connection, run: LoadRun, sweeps: LoadSweeps) -> dic
         ],
         "charts": [(name, CHART_TITLES[name]) for name in load_runs.chart_names(db, run.id)],
         "facts": engine_facts(run.config),
-        "route_labels": ROUTE_LABELS,
+        "route_labels": DESCRIPTIONS,
     }
 
 
@@ -250,7 +246,7 @@ def wants_htmx(request: Request) -> bool:
 
 @router.get("", response_class=HTMLResponse)
 async def load_page(
-    request: Request, db: Db, settings: AppSettings, sweeps: Sweeps, _: Admin
+    request: Request, db: Db, engines: Engines, sweeps: Sweeps, _: Admin
 ) -> HTMLResponse:
     return render(
         request,
@@ -260,7 +256,7 @@ async def load_page(
             "runs": load_runs.list_load_runs(db),
             "running": sweeps.running(),
             "defaults": DEFAULTS,
-            "routes": ROUTE_LABELS,
+            "routes": {name: DESCRIPTIONS[name] for name in engines},
             "paths": PATH_LABELS,
             "limits": {
                 "concurrency": MAX_CONCURRENCY,
@@ -271,15 +267,15 @@ async def load_page(
                 "repeats": MAX_REPEATS,
                 "total": MAX_TOTAL_REQUESTS,
             },
-            "engine_urls": {"vllm": settings.vllm_url, "ollama": settings.ollama_url},
+            "engine_models": {engine.label: engine.model for engine in engines.values()},
             "unavailable": unavailable_reason(),
         },
     )
 
 
 @router.post("")
-async def start_sweep(request: Request, sweeps: Sweeps, admin: Admin) -> Response:
-    sweep = parse_sweep(await read_form(request))
+async def start_sweep(request: Request, engines: Engines, sweeps: Sweeps, admin: Admin) -> Response:
+    sweep = parse_sweep(await read_form(request), tuple(engines))
     assert admin.user_id is not None
     try:
         load_id = sweeps.start(admin.user_id, sweep)
