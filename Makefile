@@ -18,7 +18,8 @@ $(BIN)/duet: pyproject.toml
 
 venv: $(BIN)/duet
 
-# Both engines (vLLM CPU in its own venv, Ollama built from source) and the tiny Qwen3 model.
+# The engines (vLLM CPU and `transformers serve` each in its own venv, Ollama built from source)
+# and the tiny Qwen3 model.
 engines: venv
 	$(BIN)/duet dev --install-only
 

@@ -1,12 +1,14 @@
 """Shared fixtures. The real engines start once per test session, on their own ports.
 
-`dev_stack` runs vLLM and Ollama on the CPU with the tiny Qwen3 model (see `duet.devstack`);
-the README's test command installs them first. Test ports differ from `duet dev`'s, so a dev
-stack left running does not collide with the tests. If the engines cannot start, every engine
-test fails with the engine's log tail: a missing engine is a failure here, never a skip.
+`dev_stack` runs vLLM, Ollama and `transformers serve` on the CPU with the tiny Qwen3 model
+(see `duet.devstack`); the README's test command installs them first. Test ports differ from
+`duet dev`'s, so a dev stack left running does not collide with the tests. If the engines
+cannot start, every engine test fails with the engine's log tail: a missing engine is a failure
+here, never a skip.
 
-While developing, `DUET_TEST_REUSE_ENGINES=1 DUET_TEST_VLLM_PORT=8000 DUET_TEST_OLLAMA_PORT=11434`
-points the tests at a running `duet dev --no-ui` instead of starting engines for each session.
+While developing, `DUET_TEST_REUSE_ENGINES=1 DUET_TEST_VLLM_PORT=8000 DUET_TEST_OLLAMA_PORT=11434
+DUET_TEST_TRANSFORMERS_PORT=8001` points the tests at a running `duet dev --no-ui` instead of
+starting engines for each session.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ def dev_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
     stack = DevStack(
         vllm_port=int(os.environ.get("DUET_TEST_VLLM_PORT", "18000")),
         ollama_port=int(os.environ.get("DUET_TEST_OLLAMA_PORT", "21434")),
+        transformers_port=int(os.environ.get("DUET_TEST_TRANSFORMERS_PORT", "18001")),
         log_dir=log_dir,
     )
     if os.environ.get("DUET_TEST_REUSE_ENGINES") == "1":
@@ -61,8 +64,10 @@ def engine_settings(dev_stack: DevStack) -> Settings:
     return Settings(
         vllm_url=dev_stack.vllm_url,
         ollama_url=dev_stack.ollama_url,
+        transformers_url=dev_stack.transformers_url,
         vllm_model=TINY_MODEL_NAME,
         ollama_model=TINY_MODEL_NAME,
+        transformers_model=TINY_MODEL_NAME,
     )
 
 

@@ -25,6 +25,7 @@ from duet.engines.base import ChatMessage, ChatRequest, Engine, Sampling
 from duet.engines.events import AnswerDelta, Done, ReasoningDelta, StreamError, Usage
 from duet.engines.http import EngineError
 from duet.engines.ollama import OllamaEngine
+from duet.engines.routes import ROUTE_NAMES
 from duet.stackcheck import TOOL_TURNS, WEATHER_TOOL
 from vllm_metrics import VllmMetrics
 
@@ -236,7 +237,7 @@ def request(text: str, thinking: bool, max_tokens: int = 96) -> ChatRequest:
     )
 
 
-@pytest.mark.parametrize("engine_name", ["vllm", "ollama", "ollama-openai"])
+@pytest.mark.parametrize("engine_name", ROUTE_NAMES)
 @pytest.mark.parametrize("thinking", [True, False], ids=["thinking", "no-thinking"])
 async def test_adapters_yield_the_same_event_shape(
     engines: dict[str, Engine], engine_name: str, thinking: bool

