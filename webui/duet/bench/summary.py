@@ -508,6 +508,12 @@ def layer_rows(layer: Layer) -> tuple[Row, ...]:
                 f"  client -> Duet through {name}, request in p50",
                 p50(per_request(path, request_in_ms)),
             ),
+            # Duet's own part, beside the layer's: on a busy machine it moves most.
+            row(
+                "before_engine_p50_ms",
+                f"  Duet receipt to engine wire p50, {name}",
+                p50(per_request(path, BEFORE_ENGINE)),
+            ),
             row(
                 "first_chunk_out_p50_ms",
                 f"  Duet -> client through {name}, first chunk out p50",
