@@ -116,6 +116,7 @@ from duet.engines.base import ChatMessage, ChatRequest, Engine, Sampling
 from duet.engines.events import EngineName
 from duet.engines.http import read_lines
 from duet.engines.ollama import OllamaEngine
+from duet.engines.routes import reached_through, route_environment, servers
 from duet.metrics.stream import ChunkArrival, arrivals_from_events, compare_hops, stream_metrics
 from duet.settings import Settings
 from duet.store import open_database, users
@@ -525,7 +526,8 @@ async def stream_through_reference(
 def reference_relay_command(settings: Settings, port: int) -> list[str]:
     return [
         sys.executable, "-m", "duet.bench.reference_relay", "--port", str(port),
-        "--upstream", f"vllm={settings.vllm_url}", "--upstream", f"ollama={settings.ollama_url}",
+        *(arg for name, url in servers(settings).items()
+          for arg in ("--upstream", f"{name}={url}")),
         "--keep-alive", str(RELAY_KEEP_ALIVE_SECONDS),
     ]  # fmt: skip
 
@@ -542,11 +544,7 @@ def duet_environment(settings: Settings, database: Path, mode: str = "local") ->
     the benchmark uses, its own database, its mode, and the relays' keep-alive (docstring)."""
     return {
         **os.environ,
-        "DUET_VLLM_URL": settings.vllm_url,
-        "DUET_OLLAMA_URL": settings.ollama_url,
-        "DUET_VLLM_MODEL": settings.vllm_model,
-        "DUET_OLLAMA_MODEL": settings.ollama_model,
-        "DUET_VLLM_API_KEY": settings.vllm_api_key,
+        **route_environment(settings),
         "DUET_DATABASE": str(database),
         "DUET_KEEP_ALIVE_TIMEOUT": str(RELAY_KEEP_ALIVE_SECONDS),
         "DUET_MODE": mode,
@@ -845,9 +843,7 @@ def measure_run(
     workdir = Path(tempfile.mkdtemp(prefix="duet-bench-"))
     reference_port = free_port()
     reference_url = f"http://127.0.0.1:{reference_port}"
-    via_reference = build_engines(
-        replace(settings, vllm_url=f"{reference_url}/vllm", ollama_url=f"{reference_url}/ollama")
-    )
+    via_reference = build_engines(reached_through(settings, reference_url))
     adapters = [EngineAdapters(name, direct[name], via_reference[name]) for name in engine_names]
     load_before = os.getloadavg()
     processes, duets = start_relays(settings, workdir, reference_port, paths)

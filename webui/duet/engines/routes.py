@@ -9,13 +9,13 @@ entry here. A route whose settings are not filled in builds no adapter: it is ab
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from duet.engines.base import Engine
 from duet.engines.events import EngineName
 from duet.engines.ollama import OllamaEngine
 from duet.engines.openai import OllamaOpenAIEngine, TransformersEngine, VllmEngine
-from duet.settings import Settings
+from duet.settings import Settings, env_name
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +24,8 @@ class Route:
     label: str  # on answers and charts
     description: str  # where routes are chosen (the Load page's form)
     build: Callable[[Settings], Engine | None]  # None: not configured
+    # The settings it reads, its server's URL first (two routes may share a server).
+    settings: tuple[str, ...]
 
 
 def timeouts(settings: Settings) -> dict[str, float]:
@@ -59,12 +61,17 @@ def transformers(settings: Settings) -> Engine | None:
     )  # fmt: skip
 
 
+VLLM = ("vllm_url", "vllm_model", "vllm_api_key")
+OLLAMA = ("ollama_url", "ollama_model")
 ROUTES: tuple[Route, ...] = (
-    Route("vllm", "vLLM", "vLLM", vllm),
-    Route("ollama", "Ollama", "Ollama (native API)", ollama),
-    Route("ollama-openai", "Ollama (/v1)", "Ollama (/v1)", ollama_openai),
-    Route("transformers", "Transformers", "Transformers (transformers serve)", transformers),
-)
+    Route("vllm", "vLLM", "vLLM", vllm, VLLM),
+    Route("ollama", "Ollama", "Ollama (native API)", ollama, OLLAMA),
+    Route("ollama-openai", "Ollama (/v1)", "Ollama (/v1)", ollama_openai, OLLAMA),
+    Route(
+        "transformers", "Transformers", "Transformers (transformers serve)", transformers,
+        ("transformers_url", "transformers_model"),
+    ),
+)  # fmt: skip
 ROUTE_NAMES: tuple[EngineName, ...] = tuple(route.name for route in ROUTES)
 DESCRIPTIONS: dict[EngineName, str] = {route.name: route.description for route in ROUTES}
 
@@ -73,3 +80,26 @@ def build_engines(settings: Settings) -> dict[EngineName, Engine]:
     """An adapter for every configured route, in `ROUTES`' order."""
     built = {route.name: route.build(settings) for route in ROUTES}
     return {name: engine for name, engine in built.items() if engine is not None}
+
+
+def servers(settings: Settings) -> dict[str, str]:
+    """The URL of every configured route's server, by the name of its URL setting less `_url`
+    (`vllm`, `ollama`, ...): one entry for the two Ollama routes."""
+    configured = build_engines(settings)
+    return {
+        route.settings[0].removesuffix("_url"): getattr(settings, route.settings[0])
+        for route in ROUTES
+        if route.name in configured
+    }
+
+
+def reached_through(settings: Settings, base: str) -> Settings:
+    """`settings` with each server reached at `base`/<its name> (a relay in front of them all)."""
+    return replace(settings, **{f"{name}_url": f"{base}/{name}" for name in servers(settings)})
+
+
+def route_environment(settings: Settings) -> dict[str, str]:
+    """The DUET_* variables of every route's settings, so that a `duet serve` started with them
+    reaches the same engines with the same models."""
+    fields = dict.fromkeys(field for route in ROUTES for field in route.settings)
+    return {env_name(field): str(getattr(settings, field)) for field in fields}
