@@ -3,9 +3,9 @@
 Debian's nginx runs as this test's own process, started by `duet.bench.nginx` (the relay
 benchmark's nginx paths start it the same way): on free loopback ports with its own prefix,
 logs and pid file, with TLS from a certificate made there, and the shipped site with only this
-box's own values changed (ports, name, certificate). Duet serves the real engines on loopback (`app_server.serve_app`); the endless
-story is asked directly and through nginx, as the page asks it (POST /chat/send, then the
-answer's event stream).
+box's own values changed (ports, name, certificate). Duet serves the real engines on loopback
+(`app_server.serve_app`); the endless story is asked directly and through nginx, as the page
+asks it (POST /chat/send, then the answer's event stream).
 
 What is compared, per stream: every text event the server recorded (SQLite's arrivals) reached
 this client, and the gaps between them are the gaps between Duet's writes (each event's `s`):
