@@ -32,7 +32,9 @@ is synchronized when a WAL file begins to be reused after a checkpoint",
 sqlite.org/pragma.html#pragma_synchronous; `sqlite3WalFrames` in SQLite's wal.c). Left to the
 app, that sync lands on whatever it writes next, an answer being saved or the transaction of a
 message being sent, and holds every stream while the disk answers; so the checkpointer makes
-that first write itself.
+that first write itself. A write of the app's that comes while it does so waits for it (the busy
+timeout, whose sleeps on the event loop overshoot the wait a little): a chance once per
+CHECKPOINT_BYTES of log, where leaving the first write to the app made the wait certain.
 """
 
 from __future__ import annotations
