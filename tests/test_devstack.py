@@ -8,6 +8,8 @@ long-running process in a session of its own, as the engines are started; the si
 needs no engine.
 
 Creating the tiny model in an Ollama that is not there fails with the reason and Ollama's log.
+The install step that runs beside the others (Ollama's build, beside vLLM's install) runs while
+they do, shows its output after, fails the install when it fails, and is stopped when they fail.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 
 import pytest
 from down_engine import closed_port
-from duet.devstack import TINY_MODEL_NAME, CachePaths, DevStack, EngineStartError
+from duet.devstack import TINY_MODEL_NAME, CachePaths, DevStack, EngineStartError, _step_beside
 
 SCRIPT = """
 import subprocess, sys, time
@@ -85,3 +87,49 @@ def test_creating_the_model_in_an_absent_ollama_says_why_and_shows_its_log(
     message = str(failed.value)
     assert message.startswith(f"Ollama did not create {TINY_MODEL_NAME}: ConnectError")
     assert message.endswith("Error: listen tcp: address already in use")
+
+
+def written(path: Path, timeout: float = 30) -> bool:
+    """Whether `path` has something in it within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text().strip():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_step_beside_runs_while_the_others_do_and_its_output_follows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`ensure_installed` builds Ollama beside vLLM's install: the background step runs while
+    the block does (the block sees it start), and what it printed is shown once it ends."""
+    started = tmp_path / "started"
+    command = ["bash", "-c", f"echo yes > {started}; echo built it"]
+    with _step_beside("Build", command, dict(os.environ), tmp_path / "logs" / "build.log"):
+        assert written(started), "the step beside never started while the block ran"
+    printed = capsys.readouterr().out
+    assert printed.index("==> Build, beside") < printed.index("built it")
+    assert "done in" in printed
+
+
+def test_a_failed_step_beside_fails_the_install_and_a_failed_block_stops_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    failing = ["bash", "-c", "echo no Go here; exit 3"]
+    with (
+        pytest.raises(subprocess.CalledProcessError) as failed,
+        _step_beside("Build", failing, dict(os.environ), tmp_path / "a.log"),
+    ):
+        pass
+    assert failed.value.returncode == 3 and "no Go here" in capsys.readouterr().out
+
+    pid_file = tmp_path / "pid"
+    endless = ["bash", "-c", f"echo $$ > {pid_file}; exec sleep 600"]
+    with (
+        pytest.raises(RuntimeError, match="vLLM failed"),
+        _step_beside("Build", endless, dict(os.environ), tmp_path / "b.log"),
+    ):
+        assert written(pid_file), "the step beside never started"
+        raise RuntimeError("vLLM failed")
+    assert not alive(int(pid_file.read_text())), "the step beside outlived the failed install"

