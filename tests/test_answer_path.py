@@ -207,22 +207,38 @@ def test_an_answer_that_cannot_be_saved_is_kept_and_saved_later(
 
 
 @pytest.mark.asyncio(loop_scope="function")
-async def test_a_request_after_the_engine_closed_an_idle_connection_still_goes_out(
+async def test_each_side_keeps_an_idle_vllm_connection_as_long_as_it_says(
     dev_stack: DevStack,
 ) -> None:
-    """vLLM closes a connection idle for 5 s; the adapter must not send the next chat (a POST,
-    which aiohttp will not retry) on a connection vLLM is closing. It lets idle connections go
-    sooner than vLLM does, so the request after a pause opens a new one."""
-    from duet.engines.http import KEEP_ALIVE_SECONDS
+    """vLLM closes a connection idle for VLLM_HTTP_TIMEOUT_KEEP_ALIVE seconds (5 unless set);
+    a chat (a POST, which aiohttp will not retry) must never go out on a connection vLLM is
+    closing, so the adapter lets idle connections go sooner. With the default limits the
+    adapter lets go at 4 s; the dev stack, like the compose file, raises vLLM's limit to 65 s,
+    and an adapter told 60 s then reuses its connection after a pause that vLLM's default
+    would have ended (which proves vLLM 0.32 reads the variable)."""
+    from duet.devstack import DUET_VLLM_IDLE_SECONDS, VLLM_IDLE_SECONDS
     from duet.engines.openai import VllmEngine
+    from duet.settings import Settings
 
-    engine = VllmEngine("vllm", "vLLM", dev_stack.vllm_url, TINY_MODEL_NAME)
-    try:
-        for pause in (0.0, 5.0):  # vLLM's VLLM_HTTP_TIMEOUT_KEEP_ALIVE default
-            await asyncio.sleep(pause)
+    pause = 6.0  # past vLLM's 5 s default and the adapter's default 4 s
+    assert Settings().vllm_connection_idle_seconds < 5.0 < pause
+    assert DUET_VLLM_IDLE_SECONDS + pause <= VLLM_IDLE_SECONDS
+    default = VllmEngine("vllm", "vLLM", dev_stack.vllm_url, TINY_MODEL_NAME)
+    raised = VllmEngine(
+        "vllm", "vLLM", dev_stack.vllm_url, TINY_MODEL_NAME,
+        connection_idle_seconds=DUET_VLLM_IDLE_SECONDS,
+    )  # fmt: skip
+
+    async def chat_twice(engine: VllmEngine) -> None:
+        for wait in (0.0, pause):
+            await asyncio.sleep(wait)
             events = [e async for e in engine.stream_chat(request())]
             assert not [e for e in events if e.kind == "error"], events
-        assert KEEP_ALIVE_SECONDS < 5.0
-        assert engine.connections_opened == 2, "the idle connection was let go, not reused"
+
+    try:
+        await asyncio.gather(chat_twice(default), chat_twice(raised))
+        assert default.connections_opened == 2, "the adapter let its idle connection go"
+        assert raised.connections_opened == 1, "vLLM kept the idle connection for 60 s"
     finally:
-        await engine.aclose()
+        await default.aclose()
+        await raised.aclose()

@@ -102,6 +102,20 @@ def test_every_vllm_variant_calls_tools(compose: Path, variant: str, tmp_path: P
     assert "--tool-call-parser=hermes" in command
 
 
+@pytest.mark.parametrize("variant", [name for name, (_, run) in VARIANTS.items() if "vllm" in run])
+def test_the_web_ui_lets_a_vllm_connection_go_before_vllm_does(
+    compose: Path, variant: str, tmp_path: Path
+) -> None:
+    """A chat sent on a connection vLLM is closing fails (a POST is not retried), so the web
+    UI's idle limit toward vLLM must be under vLLM's own (VLLM_HTTP_TIMEOUT_KEEP_ALIVE), in
+    every variant that runs vLLM; test_answer_path checks vLLM keeps what it is told."""
+    overrides, _ = VARIANTS[variant]
+    services = resolved(compose, overrides, tmp_path)["services"]
+    vllm_idle = float(services["vllm"]["environment"]["VLLM_HTTP_TIMEOUT_KEEP_ALIVE"])
+    duet_idle = float(services["webui"]["environment"]["DUET_VLLM_CONNECTION_IDLE_SECONDS"])
+    assert 0 < duet_idle < vllm_idle
+
+
 def test_cpu_demo_serves_the_small_model(compose: Path, tmp_path: Path) -> None:
     services = resolved(compose, ["compose/cpu.yml"], tmp_path)["services"]
     assert services["vllm"]["image"].startswith("vllm/vllm-openai-cpu:")

@@ -6,7 +6,12 @@ from __future__ import annotations
 from duet.engines import build_engines
 from duet.engines.base import ChatMessage, ChatRequest, Sampling
 from duet.engines.openai import TransformersEngine
-from duet.engines.routes import DESCRIPTIONS, ROUTE_NAMES
+from duet.engines.routes import (
+    DESCRIPTIONS,
+    ROUTE_NAMES,
+    connection_idle,
+    route_environment,
+)
 from duet.settings import Settings
 
 
@@ -20,6 +25,22 @@ def test_the_transformers_route_is_absent_until_its_url_is_set() -> None:
     assert (engine.label, engine.base_url, engine.model) == (
         "Transformers", "http://127.0.0.1:8001", "m"
     )  # fmt: skip
+
+
+def test_each_route_keeps_idle_connections_as_its_servers_setting_says() -> None:
+    settings = Settings(
+        transformers_url="http://127.0.0.1:8001",
+        vllm_connection_idle_seconds=60.0,
+        ollama_connection_idle_seconds=30.0,
+    )
+    idle = {
+        name: engine.connection_idle_seconds for name, engine in build_engines(settings).items()
+    }
+    assert idle == {"vllm": 60.0, "ollama": 30.0, "ollama-openai": 30.0, "transformers": 4.0}
+    assert connection_idle(settings) == {"vllm": 60.0, "ollama": 30.0, "transformers": 4.0}
+    # A `duet serve` started from these settings (the benchmark's) keeps the same.
+    started = Settings.from_env(route_environment(settings))
+    assert connection_idle(started) == connection_idle(settings)
 
 
 def test_every_route_has_a_description_and_a_unique_name() -> None:

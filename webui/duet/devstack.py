@@ -54,6 +54,11 @@ TINY_OLLAMA_THREADS = 1
 # The same for `transformers serve`: torch computes on one thread (OMP_NUM_THREADS), and on a
 # 2-core machine shared with vLLM and Ollama, more would only wait for a core.
 TINY_TRANSFORMERS_THREADS = 1
+# vLLM's own idle limit on a kept-open connection (VLLM_HTTP_TIMEOUT_KEEP_ALIVE, 5 s unless set),
+# raised as the compose file raises it, and Duet's, under it (settings.py says why): a chat sent
+# after a pause of up to a minute reuses its connection.
+VLLM_IDLE_SECONDS = 65
+DUET_VLLM_IDLE_SECONDS = 60
 
 
 class EngineStartError(RuntimeError):
@@ -304,6 +309,7 @@ class DevStack:
         # read (num_requests_running, request_success_total) to see that Stop aborts a request.
         env = os.environ | {
             "VLLM_CPU_KVCACHE_SPACE": "1",  # GiB; the tiny model needs a sliver of it
+            "VLLM_HTTP_TIMEOUT_KEEP_ALIVE": str(VLLM_IDLE_SECONDS),
             "VLLM_ENABLE_V1_MULTIPROCESSING": os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING", "1"),
             "HF_HUB_OFFLINE": "1",  # everything is local: never reach for a hub
             "VLLM_NO_USAGE_STATS": "1",
@@ -469,8 +475,14 @@ def run_dev(ui: bool = True, ui_port: int = 8080, install_only: bool = False) ->
                 DUET_VLLM_MODEL=TINY_MODEL_NAME,
                 DUET_OLLAMA_MODEL=TINY_MODEL_NAME,
                 DUET_TRANSFORMERS_MODEL=TINY_MODEL_NAME,
+                DUET_VLLM_CONNECTION_IDLE_SECONDS=str(DUET_VLLM_IDLE_SECONDS),
             )
             return serve(host=None, port=ui_port)
+        print(
+            f"vLLM keeps an idle connection {VLLM_IDLE_SECONDS} s: a Duet started by hand may"
+            f" keep its own {DUET_VLLM_IDLE_SECONDS} s"
+            f" (DUET_VLLM_CONNECTION_IDLE_SECONDS={DUET_VLLM_IDLE_SECONDS})"
+        )
         print("engines are up; Ctrl-C stops them")
         while True:
             time.sleep(3600)

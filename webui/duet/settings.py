@@ -30,6 +30,17 @@ class Settings:
     # refuses a request naming any other.
     transformers_url: str = ""
     transformers_model: str = "Qwen/Qwen3-14B"
+    # Seconds an idle connection to each engine's server is kept for the next request. Each
+    # must be under that server's own idle limit: a request sent on a connection the server is
+    # closing at that moment fails (aiohttp retries only idempotent requests, and a chat is a
+    # POST). vLLM closes idle connections after VLLM_HTTP_TIMEOUT_KEEP_ALIVE seconds, 5 unless
+    # set (vllm/envs.py; the compose file and `duet dev` set 65, and this to 60); `transformers
+    # serve` after uvicorn's default 5; Ollama's server sets no idle limit (server/routes.go: an
+    # http.Server without IdleTimeout or ReadTimeout). Past it, the next request opens a new
+    # connection, about a millisecond on loopback.
+    vllm_connection_idle_seconds: float = 4.0
+    ollama_connection_idle_seconds: float = 60.0
+    transformers_connection_idle_seconds: float = 4.0
     # SQLite database file for conversations and runs.
     database: str = "duet.sqlite3"
     # The web UI binds here. 127.0.0.1 keeps a local chat private; 0.0.0.0 shares it on a LAN.

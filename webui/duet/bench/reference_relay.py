@@ -12,7 +12,8 @@ machine and clock (CLOCK_MONOTONIC), can take the engine's time out of each requ
 for Duet.
 Only for benchmarks: one request at a time, no checks.
 
-    python -m duet.bench.reference_relay --port 18601 --upstream vllm=http://127.0.0.1:8000 ...
+    python -m duet.bench.reference_relay --port 18601 --upstream vllm=http://127.0.0.1:8000 \
+        --idle vllm=4 ...
 """
 
 from __future__ import annotations
@@ -36,7 +37,11 @@ Stamps = dict[str, float]
 TEXT_FIELD = re.compile(rb'"(?:content|reasoning_content|reasoning|thinking)":"[^"]')
 
 
-def create_relay(upstreams: dict[str, str]) -> Any:
+def create_relay(upstreams: dict[str, str], idle: dict[str, float] | None = None) -> Any:
+    """The relay app: `upstreams` by name, and how long an idle connection to each is kept
+    (Duet's adapters' limits, `duet.engines.routes.connection_idle`; KEEP_ALIVE_SECONDS where
+    none is given)."""
+    idle = idle or {}
     sessions: dict[str, aiohttp.ClientSession] = {}
     last: Stamps = {}
 
@@ -64,8 +69,8 @@ def create_relay(upstreams: dict[str, str]) -> Any:
         if session is None:
             tracing = aiohttp.TraceConfig()
             tracing.on_request_chunk_sent.append(body_sent)
-            # The same idle limit as Duet's adapters (duet.engines.http.KEEP_ALIVE_SECONDS).
-            connector = aiohttp.TCPConnector(keepalive_timeout=KEEP_ALIVE_SECONDS)
+            keep = idle.get(name, KEEP_ALIVE_SECONDS)
+            connector = aiohttp.TCPConnector(keepalive_timeout=keep)
             session = sessions[name] = aiohttp.ClientSession(
                 trace_configs=[tracing], connector=connector
             )
@@ -102,12 +107,16 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--upstream", action="append", default=[], help="name=url")
     parser.add_argument(
+        "--idle", action="append", default=[], help="name=seconds an idle connection to it is kept"
+    )
+    parser.add_argument(
         "--keep-alive", type=float, default=5.0, help="seconds an idle connection is kept open"
     )
     args = parser.parse_args()
     upstreams = dict(entry.split("=", 1) for entry in args.upstream)
+    idle = {name: float(seconds) for name, seconds in (e.split("=", 1) for e in args.idle)}
     uvicorn.run(
-        create_relay(upstreams),
+        create_relay(upstreams, idle),
         host="127.0.0.1",
         port=args.port,
         log_level="warning",

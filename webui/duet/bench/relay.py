@@ -116,7 +116,7 @@ from duet.engines.base import ChatMessage, ChatRequest, Engine, Sampling
 from duet.engines.events import EngineName
 from duet.engines.http import read_lines
 from duet.engines.ollama import OllamaEngine
-from duet.engines.routes import reached_through, route_environment, servers
+from duet.engines.routes import connection_idle, reached_through, route_environment, servers
 from duet.metrics.stream import ChunkArrival, arrivals_from_events, compare_hops, stream_metrics
 from duet.settings import Settings
 from duet.store import open_database, users
@@ -528,6 +528,8 @@ def reference_relay_command(settings: Settings, port: int) -> list[str]:
         sys.executable, "-m", "duet.bench.reference_relay", "--port", str(port),
         *(arg for name, url in servers(settings).items()
           for arg in ("--upstream", f"{name}={url}")),
+        *(arg for name, seconds in connection_idle(settings).items()
+          for arg in ("--idle", f"{name}={seconds}")),
         "--keep-alive", str(RELAY_KEEP_ALIVE_SECONDS),
     ]  # fmt: skip
 

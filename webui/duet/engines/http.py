@@ -33,11 +33,9 @@ import aiohttp
 from duet.engines.base import EngineHealth
 from duet.engines.events import EngineName
 
-# How long an idle connection to an engine is kept for the next request. It must be shorter than
-# the engine's own idle limit: vLLM's uvicorn closes an idle connection after 5 s
-# (VLLM_HTTP_TIMEOUT_KEEP_ALIVE, vllm/envs.py), and a request sent on a connection the server is
-# closing at that moment fails (aiohttp retries only idempotent requests, and a chat is a POST).
-# Past this, the next request opens a new connection, which on a LAN costs well under a ms.
+# How long an idle connection to an engine is kept for the next request, unless the adapter is
+# told (the settings' `*_connection_idle_seconds` say why each must be under its server's own
+# limit): under the 5 s of uvicorn's default, which vLLM and `transformers serve` run on.
 KEEP_ALIVE_SECONDS = 4.0
 
 # What a failed request raises, below the adapters: aiohttp's own errors and timeouts.
@@ -61,6 +59,7 @@ class HTTPEngine:
     model: str
     connect_timeout: float = 10.0
     read_timeout: float = 300.0
+    connection_idle_seconds: float = KEEP_ALIVE_SECONDS
     # TCP connections the client has opened: one per engine while requests reuse it.
     connections_opened: int = 0
     _client: aiohttp.ClientSession | None = field(default=None, repr=False)
@@ -76,7 +75,7 @@ class HTTPEngine:
                 timeout=timeout,
                 trace_configs=[self._tracing()],
                 raise_for_status=False,
-                connector=aiohttp.TCPConnector(keepalive_timeout=KEEP_ALIVE_SECONDS),
+                connector=aiohttp.TCPConnector(keepalive_timeout=self.connection_idle_seconds),
             )
         return self._client
 

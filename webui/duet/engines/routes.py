@@ -28,27 +28,36 @@ class Route:
     settings: tuple[str, ...]
 
 
-def timeouts(settings: Settings) -> dict[str, float]:
-    return {"connect_timeout": settings.connect_timeout, "read_timeout": settings.read_timeout}
+def timeouts(settings: Settings, server: str) -> dict[str, float]:
+    """The client's timeouts toward `server` (a URL setting's name less `_url`)."""
+    return {
+        "connect_timeout": settings.connect_timeout,
+        "read_timeout": settings.read_timeout,
+        "connection_idle_seconds": getattr(settings, f"{server}_connection_idle_seconds"),
+    }
 
 
 def vllm(settings: Settings) -> Engine:
     return VllmEngine(
         "vllm", "vLLM", settings.vllm_url, settings.vllm_model,
-        api_key=settings.vllm_api_key, **timeouts(settings),
+        api_key=settings.vllm_api_key, **timeouts(settings, "vllm"),
     )  # fmt: skip
 
 
 def ollama(settings: Settings) -> Engine:
     return OllamaEngine(
-        "ollama", "Ollama", settings.ollama_url, settings.ollama_model, **timeouts(settings)
+        "ollama",
+        "Ollama",
+        settings.ollama_url,
+        settings.ollama_model,
+        **timeouts(settings, "ollama"),
     )
 
 
 def ollama_openai(settings: Settings) -> Engine:
     return OllamaOpenAIEngine(
         "ollama-openai", "Ollama (/v1)", settings.ollama_url, settings.ollama_model,
-        **timeouts(settings),
+        **timeouts(settings, "ollama"),
     )  # fmt: skip
 
 
@@ -57,19 +66,19 @@ def transformers(settings: Settings) -> Engine | None:
         return None
     return TransformersEngine(
         "transformers", "Transformers", settings.transformers_url, settings.transformers_model,
-        **timeouts(settings),
+        **timeouts(settings, "transformers"),
     )  # fmt: skip
 
 
-VLLM = ("vllm_url", "vllm_model", "vllm_api_key")
-OLLAMA = ("ollama_url", "ollama_model")
+VLLM = ("vllm_url", "vllm_model", "vllm_api_key", "vllm_connection_idle_seconds")
+OLLAMA = ("ollama_url", "ollama_model", "ollama_connection_idle_seconds")
 ROUTES: tuple[Route, ...] = (
     Route("vllm", "vLLM", "vLLM", vllm, VLLM),
     Route("ollama", "Ollama", "Ollama (native API)", ollama, OLLAMA),
     Route("ollama-openai", "Ollama (/v1)", "Ollama (/v1)", ollama_openai, OLLAMA),
     Route(
         "transformers", "Transformers", "Transformers (transformers serve)", transformers,
-        ("transformers_url", "transformers_model"),
+        ("transformers_url", "transformers_model", "transformers_connection_idle_seconds"),
     ),
 )  # fmt: skip
 ROUTE_NAMES: tuple[EngineName, ...] = tuple(route.name for route in ROUTES)
@@ -90,6 +99,13 @@ def servers(settings: Settings) -> dict[str, str]:
         route.settings[0].removesuffix("_url"): getattr(settings, route.settings[0])
         for route in ROUTES
         if route.name in configured
+    }
+
+
+def connection_idle(settings: Settings) -> dict[str, float]:
+    """How long an idle connection to each configured server is kept, by `servers`' names."""
+    return {
+        name: getattr(settings, f"{name}_connection_idle_seconds") for name in servers(settings)
     }
 
 
