@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from duet.store import conversations, messages, open_database
+from duet.store import conversations, messages, open_database, search_index
 from duet.store.db import connect
 from duet.store.migrations import MIGRATIONS, migrate
 from duet.store.users import LOCAL_USER_ID
@@ -128,6 +128,75 @@ def test_the_migration_takes_streaming_answers_out_of_the_indexes(tmp_path: Path
     try:
         assert messages.require_message(db, left_answer).status == "interrupted"
         assert found(db, "okapis") == [left_id]
+        assert_consistent(db)
+    finally:
+        db.close()
+
+
+def backlog(db: sqlite3.Connection) -> list[int]:
+    return [row[0] for row in db.execute("SELECT message_id FROM search_backlog ORDER BY 1")]
+
+
+def asked(db: sqlite3.Connection, question: str) -> int:
+    """A conversation with a user's message and its ended answer (integrity-check passes only
+    while no answer is streaming); the conversation's id."""
+    conversation_id, answer_id = streaming_answer(db, question)
+    messages.save_assistant(db, answer_id, messages.AnswerRecord("complete", content="Noted."))
+    return conversation_id
+
+
+def test_a_new_message_waits_in_the_backlog_and_every_change_to_it_is_kept(
+    db: sqlite3.Connection,
+) -> None:
+    """A user's message is stored without its index rows (they are written once the answer's
+    engine request is out, m015); whatever happens to it before then, the indexes come out
+    as SQLite's integrity check expects, and a search never misses it."""
+    kept = asked(db, "Tell me about tapirs")
+    edited = asked(db, "Tell me about capybaras")
+    dropped = asked(db, "Tell me about quokkas")
+    users = [row[0] for row in db.execute("SELECT id FROM messages WHERE role = 'user'")]
+    assert backlog(db) == users
+    # Only the three answers, indexed as they ended.
+    assert [indexed_rows(db, index) for index in INDEXES] == [3, 3]
+
+    messages.update_user_message(db, users[1], "Tell me about wombats")
+    conversations.delete_conversation(db, LOCAL_USER_ID, dropped)
+    assert backlog(db) == users[:2]
+    assert search_index.catch_up(db) == 2
+    assert backlog(db) == []
+    assert [indexed_rows(db, index) for index in INDEXES] == [4, 4]
+    assert_consistent(db)
+    assert found(db, "tapirs") == [kept]
+    assert (found(db, "wombats"), found(db, "capybaras"), found(db, "quokkas")) == (
+        [edited], [], []
+    )  # fmt: skip
+
+    # Once indexed, a message follows its changes at once, as before.
+    messages.update_user_message(db, users[0], "Tell me about okapis")
+    assert backlog(db) == []
+    assert_consistent(db)
+    assert (found(db, "okapis"), found(db, "tapirs")) == ([kept], [])
+
+
+def test_a_search_catches_the_backlog_up_first(db: sqlite3.Connection) -> None:
+    conversation_id = asked(db, "Where do pangolins sleep")
+    assert backlog(db) != []
+    assert found(db, "pangolins") == [conversation_id]
+    assert found(db, "穿山甲") == []  # the substring index is caught up as well
+    assert backlog(db) == []
+    assert_consistent(db)
+
+
+def test_opening_the_database_catches_the_backlog_up(tmp_path: Path) -> None:
+    path = tmp_path / "duet.sqlite3"
+    db = open_database(path)
+    asked(db, "Left in the backlog")
+    assert backlog(db) != []
+    db.close()
+    db = open_database(path)
+    try:
+        assert backlog(db) == []
+        assert [indexed_rows(db, index) for index in INDEXES] == [2, 2]
         assert_consistent(db)
     finally:
         db.close()

@@ -9,6 +9,7 @@ that may not come.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,8 +19,11 @@ from duet.engines.base import ChatMessage, ChatRequest, Engine, Sampling
 from duet.engines.events import EngineName
 from duet.generation import Generation, Generations
 from duet.limits import admit_answer
+from duet.store import search_index
 from duet.store.conversations import answered_with
 from duet.store.messages import Message, start_assistant_message
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,4 +114,11 @@ async def start_answer(
     request = ChatRequest(messages=messages, thinking=options.thinking, sampling=options.sampling)
     generation = generations.start(answer.id, answer.conversation_id, engine, request, received)
     await generation.wait_sent(REQUEST_SENT_WAIT_SECONDS)
+    # The message that asked for this answer, off the way to the engine (store/search_index.py).
+    # Derived rows: a database that refuses them now gets them at the next catch-up, and the
+    # answer, already under way, goes on.
+    try:
+        search_index.catch_up(generations.db)
+    except sqlite3.Error:
+        log.exception("indexing new messages for search")
     return generation

@@ -2,6 +2,7 @@
 
 db.py             the connection and transactions
 migrations.py     the schema, one function per change, applied once
+search_index.py   the search indexes' backlog, caught up off the way to the engine
 conversations.py, messages.py, runs.py, users.py   the queries of each area
 
 The store imports nothing from the rest of Duet; everything above it imports from here.
@@ -14,7 +15,7 @@ import os
 import sqlite3
 from pathlib import Path
 
-from duet.store import api_usage, load_runs, messages, runs
+from duet.store import api_usage, load_runs, messages, runs, search_index
 from duet.store.db import connect
 from duet.store.migrations import migrate
 
@@ -26,7 +27,8 @@ class StorageError(Exception):
 def open_database(path: str | Path) -> sqlite3.Connection:
     """Connect, bring the schema up to date, and close out what a previous run left open:
     answers, compare answers and usage rows still `streaming`, and load runs still `running`,
-    belonged to a server that stopped.
+    belonged to a server that stopped; messages still waiting for their search index rows get
+    them.
     Raises `StorageError` with the path and the cause when the file cannot be used."""
     try:
         check_location(path)
@@ -36,6 +38,7 @@ def open_database(path: str | Path) -> sqlite3.Connection:
         runs.mark_interrupted(db)
         api_usage.mark_interrupted(db)
         load_runs.mark_interrupted(db)
+        search_index.catch_up(db)
     except (StorageError, sqlite3.Error, OSError) as error:
         raise StorageError(
             f"Duet cannot use its database {display_path(path)}: {describe_storage_error(error)}"

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from duet.markdown import plain_text
+from duet.store import search_index
 from duet.store.db import now_iso, transaction
 
 TITLE_MAX_CHARS = 200
@@ -198,6 +199,8 @@ def search_conversations(
     trigram index, m009, for words of three characters or more, a scan for shorter ones). An
     answer is found once it has ended, with the text it ended with (m014). The snippet is the
     message's text as it reads, without Markdown syntax."""
+    # Messages stored since the last catch-up are searchable too.
+    search_index.catch_up(db)
     words = query_words(text)
     if not words:
         return []

@@ -597,3 +597,58 @@ def m014_index_answers_once_ended(db: sqlite3.Connection) -> None:
             f"INSERT INTO {table} ({table}, rowid, content, reasoning)"
             " SELECT 'delete', id, content, reasoning FROM messages WHERE status = 'streaming'"
         )
+
+
+@migration
+def m015_search_backlog(db: sqlite3.Connection) -> None:
+    # A new message was tokenized into both search indexes (m004's words, m009's trigrams)
+    # inside the send's own transaction, on the way to its engine request: that and the larger
+    # commit it made were about a third of the transaction's time. Now a message that comes in
+    # already ended (a user's message, a /v1 answer kept in its owner's history) is only noted
+    # in `search_backlog`, and `duet.store.search_index.catch_up` indexes the backlog: after
+    # each answer's engine request is on the wire, before every search, and at start-up. A
+    # message is in the indexes exactly while its status is not 'streaming' and it is not in
+    # the backlog; a change to one still in the backlog touches only the backlog. One trigger
+    # per event does all of it, in order (SQLite promises no order between triggers).
+    db.execute("CREATE TABLE search_backlog (message_id INTEGER PRIMARY KEY)")
+    for table in ("messages_fts", "messages_trigram"):
+        for event in ("insert", "delete", "update"):
+            db.execute(f"DROP TRIGGER {table}_{event}")
+    tables = ("messages_fts", "messages_trigram")
+    waiting = "EXISTS (SELECT 1 FROM search_backlog WHERE message_id = {row}.id)"
+    put = "".join(
+        f"""
+        INSERT INTO {table} (rowid, content, reasoning)
+        SELECT new.id, new.content, new.reasoning
+        WHERE new.status != 'streaming' AND NOT {waiting.format(row="new")};"""
+        for table in tables
+    )
+    remove = "".join(
+        f"""
+        INSERT INTO {table} ({table}, rowid, content, reasoning)
+        SELECT 'delete', old.id, old.content, old.reasoning
+        WHERE old.status != 'streaming' AND NOT {waiting.format(row="old")};"""
+        for table in tables
+    )
+    db.execute(
+        """
+        CREATE TRIGGER messages_search_insert AFTER INSERT ON messages
+        WHEN new.status != 'streaming' BEGIN
+            INSERT INTO search_backlog (message_id) VALUES (new.id);
+        END
+        """
+    )
+    db.execute(
+        f"""
+        CREATE TRIGGER messages_search_delete AFTER DELETE ON messages BEGIN {remove}
+            DELETE FROM search_backlog WHERE message_id = old.id;
+        END
+        """
+    )
+    db.execute(
+        f"""
+        CREATE TRIGGER messages_search_update AFTER UPDATE OF content, reasoning, status
+        ON messages BEGIN {remove} {put}
+        END
+        """
+    )
