@@ -27,6 +27,7 @@ from app_server import RunningApp, serve_app
 from browser import INSTALL_HINT, find_chromium, launch_chromium
 from browser_fixtures import VIEWPORTS
 from chat_page import CODE, FRANCE, open_chat, send, wait_for_status
+from compare_page import run_compare
 from duet.devstack import TINY_MODEL_NAME
 from duet.engines import build_engines
 from duet.settings import Settings
@@ -102,18 +103,8 @@ async def chat(page: Page, conversation_url: str, answer_id: int, path: Path) ->
 
 
 async def compare_run(page: Page, app: RunningApp, path: Path) -> None:
-    """One prompt to vLLM and Ollama at once, photographed when both panels are filled."""
-    await page.goto(app.url + "/compare")
-    await page.wait_for_function("() => window.htmx !== undefined")
-    await page.locator("details.settings summary").click()
-    await page.fill("input[name=temperature]", "0")
-    await page.fill("input[name=max_tokens]", "60")
-    await page.fill("#content", FRANCE)
-    await page.locator("details.settings summary").click()
-    await page.click("button.send")
-    await page.wait_for_function(
-        "() => document.querySelectorAll('[data-metrics-panel]').length === 2", timeout=120_000
-    )
+    """One prompt to vLLM and Ollama at once, photographed when the run is finished."""
+    await run_compare(page, app.url, FRANCE, max_tokens=60)
     await page.wait_for_selector("#health .badge.up")
     await save(page, path, full_page=True)
 

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING
 import pytest
 from app_server import RunningApp, serve_app
 from browser_fixtures import PAGE_TIMEOUT_MS, VIEWPORTS
-from chat_page import ANSWER_SECONDS, STORY, watch_problems
+from chat_page import STORY, watch_problems
+from compare_page import run_compare
 from duet.bench.nginx import Variant, nginx_proxy
 from duet.engines.base import Engine
 from duet.metrics.stream import BURSTY_FRACTION_RISE, MIN_GAPS_FOR_VERDICT
@@ -59,21 +60,6 @@ def app(engines: Mapping[str, Engine], tmp_path: Path) -> Iterator[RunningApp]:
         yield running
 
 
-async def compare_run(page: Page, base_url: str) -> None:
-    """One prompt to vLLM and Ollama at once, until both columns show their numbers."""
-    await page.goto(base_url + "/compare")
-    await page.wait_for_function("() => window.htmx !== undefined")
-    await page.locator("details.settings summary").click()
-    await page.fill("input[name=temperature]", "0")
-    await page.fill("input[name=max_tokens]", str(MAX_TOKENS))
-    await page.fill("#content", STORY)
-    await page.click("button.send")
-    await page.wait_for_function(
-        "() => document.querySelectorAll('[data-metrics-panel]').length === 2",
-        timeout=ANSWER_SECONDS,
-    )
-
-
 async def columns_shown(page: Page) -> list[Column]:
     return [await column_shown(column) for column in await page.locator(".compare-answer").all()]
 
@@ -106,7 +92,7 @@ async def compare_through(
         page = await context.new_page()
         problems = await watch_problems(page)
         with nginx_proxy(app.url, variant, workdir) as proxy:
-            await compare_run(page, proxy.url)
+            await run_compare(page, proxy.url, STORY, max_tokens=MAX_TOKENS)
             shown = await columns_shown(page)
             streamed = STREAM_LOGGED.findall((proxy.prefix / "access.log").read_text())
         assert problems == [], problems

@@ -28,6 +28,7 @@ from chat_page import (
     wait_for_status,
     watch_problems,
 )
+from compare_page import run_compare
 from down_engine import DownEngine, closed_port
 from duet.metrics.answers import answer_metrics
 from duet.store import conversations
@@ -285,38 +286,6 @@ async def test_an_invalid_sampling_value_is_shown_at_its_field(
 # 6. An answer cut off by max tokens says so, and by what.
 
 
-async def run_compare(
-    page: Page,
-    app: RunningApp,
-    prompt: str,
-    *,
-    thinking: bool,
-    max_tokens: int,
-    every_engine: bool = False,
-) -> None:
-    """Send one prompt from the compare page (greedy) to vLLM and Ollama, or to every engine,
-    and wait until every column shows its final numbers."""
-    await page.goto(app.url + "/compare")
-    await page.wait_for_function("() => window.htmx !== undefined")
-    if every_engine:
-        for engine in await page.locator("input[name=engines]").all():
-            await engine.set_checked(True)
-    box = page.locator("input[name=thinking]")
-    if await box.is_checked() != thinking:
-        async with page.expect_response(re.compile(r"/composer/sampling")):
-            await box.set_checked(thinking)
-    await page.locator("details.settings summary").click()
-    await page.fill("input[name=temperature]", "0")
-    await page.fill("input[name=max_tokens]", str(max_tokens))
-    await page.fill("#content", prompt)
-    await page.click("button.send")
-    await page.wait_for_function(
-        "() => document.querySelectorAll('.compare-answer').length > 0 &&"
-        " document.querySelectorAll('.compare-answer[data-compare-stream]').length === 0",
-        timeout=ANSWER_SECONDS,
-    )
-
-
 async def test_an_answer_cut_off_by_max_tokens_says_so(page: Page, duet_app: RunningApp) -> None:
     problems = await open_chat(page, duet_app)
     # Thinking with a budget of 8 tokens: all of it goes to reasoning.
@@ -340,7 +309,7 @@ async def test_an_answer_cut_off_by_max_tokens_says_so(page: Page, duet_app: Run
     assert await page.locator(f"#message-{finished} .cut-off").count() == 0
 
     # The compare page says it for each column.
-    await run_compare(page, duet_app, FRANCE, thinking=True, max_tokens=8)
+    await run_compare(page, duet_app.url, FRANCE, thinking=True, max_tokens=8)
     notes = page.locator(".compare-answer .cut-off")
     assert await notes.count() == 2
     for text in await notes.all_inner_texts():
@@ -416,7 +385,7 @@ async def test_tokens_per_second_is_the_decode_speed_on_every_page(
     assert "tok/s" not in await page.locator("#messages .stats").inner_text()
 
     # A real compare run: its column, the runs table and the chat show one figure per answer.
-    await run_compare(page, duet_app, FRANCE, thinking=False, max_tokens=40)
+    await run_compare(page, duet_app.url, FRANCE, thinking=False, max_tokens=40)
     columns = page.locator(".compare-answer")
     shown = [
         await columns.nth(index).locator('[data-metric="server_decode_rate"]').inner_text()
@@ -634,7 +603,7 @@ async def test_every_page_fits_a_phone(chromium: Browser, duet_app: RunningApp) 
     size = VIEWPORTS["phone"]
     table = seed_conversation(duet_app, title="A wide table", answer=WIDE_TABLE)
     chats = [seed_conversation(duet_app, title=f"Chat {n}") for n in range(1, 4)]
-    await run_compare(page, duet_app, FRANCE, thinking=False, max_tokens=16)
+    await run_compare(page, duet_app.url, FRANCE, thinking=False, max_tokens=16)
     run_id = await shown_run_id(page)
     for path in ("/", f"/c/{table}", "/compare", "/runs", f"/runs/{run_id}"):
         await page.goto(duet_app.url + path)
@@ -710,7 +679,7 @@ async def test_a_failed_compare_column_leads_with_its_error(
     page: Page, half_down_app: RunningApp
 ) -> None:
     problems = await watch_problems(page)
-    await run_compare(page, half_down_app, FRANCE, thinking=False, max_tokens=40)
+    await run_compare(page, half_down_app.url, FRANCE, thinking=False, max_tokens=40)
     healthy, failed = page.locator(".compare-answer").nth(0), page.locator(".compare-answer").nth(1)
     assert (await healthy.locator("h2").inner_text()).strip() == "vLLM"
     assert "status-failed" in (await failed.get_attribute("class") or "")
@@ -739,8 +708,8 @@ async def test_compare_runs_add_nothing_to_the_sidebar_until_continued(
     page: Page, duet_app: RunningApp
 ) -> None:
     problems = await open_chat(page, duet_app)
-    await run_compare(page, duet_app, FRANCE, thinking=False, max_tokens=16)
-    await run_compare(page, duet_app, FRANCE, thinking=False, max_tokens=16)
+    await run_compare(page, duet_app.url, FRANCE, thinking=False, max_tokens=16)
+    await run_compare(page, duet_app.url, FRANCE, thinking=False, max_tokens=16)
     await page.goto(duet_app.url + "/")
     assert await page.locator("#conversation-items .conversation-item").count() == 0
 
@@ -767,7 +736,7 @@ async def test_compare_runs_add_nothing_to_the_sidebar_until_continued(
 
 async def test_compare_details_read_well(page: Page, duet_app: RunningApp) -> None:
     problems = await open_chat(page, duet_app)
-    await run_compare(page, duet_app, FRANCE, thinking=False, max_tokens=24, every_engine=True)
+    await run_compare(page, duet_app.url, FRANCE, thinking=False, max_tokens=24, every_engine=True)
     # One column per configured engine route (three, or four with Transformers).
     routes = await page.locator("input[name=engines]").count()
     columns = page.locator(".compare-answer")
@@ -844,7 +813,7 @@ async def test_a_long_time_to_first_token_says_where_it_went(
     assert "vLLM does not report" in await note.inner_text()
 
     # A real run: Ollama's column says where its TTFT went, by Ollama's clock.
-    await run_compare(page, duet_app, FRANCE, thinking=False, max_tokens=16)
+    await run_compare(page, duet_app.url, FRANCE, thinking=False, max_tokens=16)
     run_id = await shown_run_id(page)
     run = stored_run(duet_app, run_id)
     ollama = next(answer for answer in run.answers if answer.engine == "ollama")
