@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING
 import pytest
 from app_server import RunningApp
 from chat_page import FRANCE, open_chat
+from compare_page import run_compare
 from duet.store import runs
 from duet.store.db import connect
 from duet.store.users import LOCAL_USER_ID
 from playwright.async_api import expect
-from test_browser_ui import run_compare
 
 if TYPE_CHECKING:
     from playwright.async_api import Dialog, Page
@@ -48,7 +48,7 @@ async def test_runs_keep_their_answers_continue_makes_one_chat_and_delete_remove
 
     page.on("dialog", confirm)
     for _ in range(3):
-        await run_compare(page, duet_app, FRANCE, thinking=False, max_tokens=16)
+        await run_compare(page, duet_app.url, FRANCE, thinking=False, max_tokens=16)
     await page.goto(duet_app.url + "/")
     sidebar = page.locator(".conversation-item")
     await expect(page.locator("#no-conversations")).to_be_attached()
