@@ -28,12 +28,17 @@ class Route:
     settings: tuple[str, ...]
 
 
+def idle_seconds(settings: Settings, server: str) -> float:
+    """How long an idle connection to `server` (a URL setting's name less `_url`) is kept."""
+    return float(getattr(settings, f"{server}_connection_idle_seconds"))
+
+
 def timeouts(settings: Settings, server: str) -> dict[str, float]:
-    """The client's timeouts toward `server` (a URL setting's name less `_url`)."""
+    """The client's timeouts toward `server` (as in `idle_seconds`)."""
     return {
         "connect_timeout": settings.connect_timeout,
         "read_timeout": settings.read_timeout,
-        "connection_idle_seconds": getattr(settings, f"{server}_connection_idle_seconds"),
+        "connection_idle_seconds": idle_seconds(settings, server),
     }
 
 
@@ -104,9 +109,7 @@ def servers(settings: Settings) -> dict[str, str]:
 
 def connection_idle(settings: Settings) -> dict[str, float]:
     """How long an idle connection to each configured server is kept, by `servers`' names."""
-    return {
-        name: getattr(settings, f"{name}_connection_idle_seconds") for name in servers(settings)
-    }
+    return {name: idle_seconds(settings, name) for name in servers(settings)}
 
 
 def reached_through(settings: Settings, base: str) -> Settings:

@@ -611,10 +611,10 @@ def m015_search_backlog(db: sqlite3.Connection) -> None:
     # the backlog; a change to one still in the backlog touches only the backlog. One trigger
     # per event does all of it, in order (SQLite promises no order between triggers).
     db.execute("CREATE TABLE search_backlog (message_id INTEGER PRIMARY KEY)")
-    for table in ("messages_fts", "messages_trigram"):
+    tables = ("messages_fts", "messages_trigram")
+    for table in tables:
         for event in ("insert", "delete", "update"):
             db.execute(f"DROP TRIGGER {table}_{event}")
-    tables = ("messages_fts", "messages_trigram")
     waiting = "EXISTS (SELECT 1 FROM search_backlog WHERE message_id = {row}.id)"
     put = "".join(
         f"""
