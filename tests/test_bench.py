@@ -9,9 +9,12 @@ measures Duet against stamps the right moment.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from itertools import pairwise
 from pathlib import Path
 
 import aiohttp
@@ -35,13 +38,16 @@ from duet.bench.relay import (
     COOKIE,
     DuetStream,
     DuetUnderTest,
+    Rounds,
     api_body,
     bench_client,
     bench_request,
     create_account,
     duet_environment,
     reference_relay_command,
+    run_bench_relay,
     run_paths,
+    run_rounds,
     send_message,
     server_timing_ms,
     sign_in,
@@ -207,6 +213,49 @@ def test_the_printed_verdict_says_each_target_and_what_was_measured() -> None:
     assert describe_verdict("ollama", verdicts(summarize(engine_result([1.2], [0.5]))))[0] == (
         "ollama: all targets met"
     )
+
+
+async def test_each_request_of_a_run_starts_after_the_settling_pause_in_rotating_order() -> None:
+    calls: list[tuple[str, float, float]] = []
+
+    async def one(path: PathName) -> Measured:
+        started = time.perf_counter()
+        await asyncio.sleep(0)
+        calls.append((path, started, time.perf_counter()))
+        return Measured(path=path, ttft_ms=1.0, chunks=1, itl_ms=())
+
+    paths: tuple[PathName, ...] = ("direct", "duet", "reference")
+    given = [
+        (path, measured.path)
+        async for path, measured in run_rounds(
+            one, paths, Rounds(3, warmup=1, settle_seconds=0.05), "test"
+        )
+    ]
+    # The warm-up round runs but is not given; then each round starts one path later.
+    assert [path for path, _ in given] == [
+        "direct", "duet", "reference", "duet", "reference", "direct",
+        "reference", "direct", "duet",
+    ]  # fmt: skip
+    assert all(path == measured for path, measured in given)
+    assert len(calls) == 12
+    gaps = [later[1] - earlier[2] for earlier, later in pairwise(calls)]
+    assert min(gaps) >= 0.05
+
+
+@pytest.mark.parametrize(
+    ("arguments", "said"),
+    [
+        ({"requests": 0}, "--requests must be at least 1"),
+        ({"settle_seconds": -0.001}, "--settle-ms must not be negative"),
+        ({"engine_names": ["nope"]}, "unknown engine 'nope'"),
+    ],
+)
+def test_a_relay_run_refuses_bad_arguments_before_it_starts_anything(
+    arguments: dict, said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    given = {"engine_names": ["vllm"], "requests": 3, "max_tokens": 4, **arguments}
+    assert run_bench_relay(**given) == 2
+    assert said in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("paths", [PATHS, ACCOUNTS_PATHS])

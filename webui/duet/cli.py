@@ -170,6 +170,12 @@ def add_bench(commands: argparse._SubParsersAction) -> None:
     relay.add_argument("-n", "--requests", type=int, default=30, help="per engine and path")
     relay.add_argument("--max-tokens", type=int, default=64, help="tokens per answer (default 64)")
     relay.add_argument(
+        "--settle-ms",
+        type=float,
+        default=10.0,
+        help="pause before each request, so that none pays for the last one's end (default 10)",
+    )
+    relay.add_argument(
         "--json", help="write the run's summary (setting, numbers, verdicts) to this file"
     )
     relay.add_argument(
@@ -206,6 +212,7 @@ def add_bench(commands: argparse._SubParsersAction) -> None:
             args.accounts,
             args.nginx,
             args.open_webui,
+            args.settle_ms / 1000,
         )
 
     relay.set_defaults(handler=run)

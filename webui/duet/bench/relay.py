@@ -52,6 +52,17 @@ run for 100 ms or more; each request carries how much of its time to first token
 covered. The added TTFT is given over all requests, and beside it over the requests no stall
 touched.
 
+Every request starts on a settled machine: the benchmark pauses `SETTLE_SECONDS` before each
+one, on every path. The end of a stream is not the end of the work it caused: the engine
+finishes its request (and a relay its own bookkeeping) in the milliseconds after the last
+chunk, on the same cores, and a request sent at that moment pays for it. Without the pause, the
+path that follows a direct request in each round paid for it and the others did not (measured
+through Duet with vLLM: a send right after a direct stream took about a millisecond longer to
+be received and 1.3 ms longer from receipt to engine wire than one sent 5 ms later; from 5 to
+100 ms after, no difference). The pause is short on purpose: after a long one (250 ms) the
+machine has gone idle, and every path starts colder and slower, Duet's more than the
+reference relay's (docs/benchmarks/relay.md).
+
 Every request goes over a kept-open connection, on every path, as in a steady exchange: the
 relays under test keep an idle connection for `RELAY_KEEP_ALIVE_SECONDS`, longer than the
 benchmark's clients keep one (`CLIENT_KEEP_ALIVE_SECONDS`, aiohttp's own default, which the
@@ -72,7 +83,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -128,6 +139,8 @@ START_SECONDS = 30.0
 # (the module's docstring says why the relays' must be the longer).
 CLIENT_KEEP_ALIVE_SECONDS = 15.0
 RELAY_KEEP_ALIVE_SECONDS = 60.0
+# The pause before each request, unless told (the module's docstring says why).
+SETTLE_SECONDS = 0.01
 # The mode of the `duet serve` behind each path through Duet, and the page that answers 200
 # once it is up (in accounts mode, the one page open to a client that has not signed in).
 DUET_MODES: dict[PathName, str] = {"duet": "local", "signed_in": "accounts"}
@@ -622,6 +635,8 @@ class Rounds:
 
     requests: int
     warmup: int = WARMUP_REQUESTS
+    # The pause before each request (the module's docstring: on a settled machine).
+    settle_seconds: float = SETTLE_SECONDS
 
 
 async def run_relay(
@@ -698,18 +713,32 @@ async def relay_one_engine(
             return await stream_through_open_webui(client, duet_of[path], engine.direct, request)
         return await stream_through_duet(client, duet_of[path], engine.name, max_tokens)
 
+    async for path, measured in run_rounds(one, paths, rounds, engine.name):
+        result.requests_on(path).append(measured)
+    return result
+
+
+async def run_rounds(
+    one: Callable[[PathName], Awaitable[Measured]],
+    paths: tuple[PathName, ...],
+    rounds: Rounds,
+    label: str,
+) -> AsyncIterator[tuple[PathName, Measured]]:
+    """Stream `one(path)` over every path, round by round, each request after the rounds'
+    settling pause; the warm-up rounds' requests are not given. Progress goes to stderr under
+    `label`."""
     for _ in range(rounds.warmup):
         for path in paths:
+            await asyncio.sleep(rounds.settle_seconds)
             await one(path)
-    requests = rounds.requests
-    for index in range(requests):
+    for index in range(rounds.requests):
         # Rotate which path goes first, so a drift in the engine's speed hits all of them.
         turn = index % len(paths)
         for path in paths[turn:] + paths[:turn]:
-            result.requests_on(path).append(await one(path))
-        print(f"  {engine.name}: {index + 1}/{requests}", file=sys.stderr, end="\r")
+            await asyncio.sleep(rounds.settle_seconds)
+            yield path, await one(path)
+        print(f"  {label}: {index + 1}/{rounds.requests}", file=sys.stderr, end="\r")
     print(file=sys.stderr)
-    return result
 
 
 def create_account(database: Path, name: str, password: str) -> None:
@@ -901,6 +930,7 @@ def run_bench_relay(
     accounts: bool = False,
     nginx: bool = True,
     open_webui_url: str | None = None,
+    settle_seconds: float = SETTLE_SECONDS,
 ) -> int:
     """`duet bench relay`: measure (with `accounts`, through Duet signed in too; with `nginx`,
     through nginx in front of Duet; with `open_webui_url`, through that Open WebUI in front of
@@ -915,6 +945,9 @@ def run_bench_relay(
     if requests < 1:
         print("duet bench relay: --requests must be at least 1", file=sys.stderr)
         return 2
+    if settle_seconds < 0:
+        print("duet bench relay: --settle-ms must not be negative", file=sys.stderr)
+        return 2
     names = [engines[name].name for name in engine_names]
     if open_webui_url and not set(ENGINES_OF[OPEN_WEBUI]) & set(names):
         print("duet bench relay: --open-webui goes with the engine ollama", file=sys.stderr)
@@ -922,7 +955,15 @@ def run_bench_relay(
     paths = run_setting(accounts, nginx, open_webui=bool(open_webui_url))
     try:
         relay = open_webui_relay(open_webui_url) if open_webui_url else None
-        run = measure_run(settings, engines, names, Rounds(requests), max_tokens, paths, relay)
+        run = measure_run(
+            settings,
+            engines,
+            names,
+            Rounds(requests, settle_seconds=settle_seconds),
+            max_tokens,
+            paths,
+            relay,
+        )
     except RuntimeError as error:
         print(f"duet bench relay: {error}", file=sys.stderr)
         return 1
